@@ -1,0 +1,70 @@
+"""Module-level functions: the default client's methods (``nl.complete(...)``)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import Any
+
+from notebook_llm._client import Client
+
+__all__ = [
+    "acomplete",
+    "aembed",
+    "alist_models",
+    "astream",
+    "complete",
+    "default_client",
+    "default_model",
+    "embed",
+    "list_models",
+    "providers",
+    "set_default_client",
+    "stream",
+]
+
+_lock = threading.Lock()
+_default: Client | None = None
+
+
+def default_client() -> Client:
+    """The client the module-level functions use, created on first use."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = Client()
+    return _default
+
+
+def set_default_client(client: Client | None) -> None:
+    """Make ``client`` the one module-level functions use (``None``: a fresh default)."""
+    global _default
+    _default = client
+
+
+def _delegate(name: str) -> Any:
+    method = getattr(Client, name)
+
+    @functools.wraps(method)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        return getattr(default_client(), name)(*args, **kwargs)
+
+    parameters = list(inspect.signature(method).parameters.values())[1:]
+    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    function.__module__ = "notebook_llm"
+    function.__qualname__ = name
+    return function
+
+
+complete = _delegate("complete")
+acomplete = _delegate("acomplete")
+stream = _delegate("stream")
+astream = _delegate("astream")
+embed = _delegate("embed")
+aembed = _delegate("aembed")
+list_models = _delegate("list_models")
+alist_models = _delegate("alist_models")
+providers = _delegate("providers")
+default_model = _delegate("default_model")

@@ -1,0 +1,655 @@
+"""The client core: one async implementation, sync twins on the background loop.
+
+``CoreClient`` knows providers, keys, retries, rate limits, tools and
+streaming. Logging, pricing, caching and budgets are *middlewares* added by
+the layers above (``notebook_llm.Client`` wires the standard ones), so this
+module imports nothing from the store or the features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from notebook_llm.core import loop as _loop
+from notebook_llm.core.errors import (
+    CancelledError,
+    InvalidRequestError,
+    LLMError,
+    MissingKeyError,
+    ProviderError,
+    UnsupportedError,
+)
+from notebook_llm.core.keys import KeyStatus, find_key, key_status
+from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
+from notebook_llm.core.ratelimit import RateLimit, RateLimiter
+from notebook_llm.core.registry import ProviderSpec, get_spec, specs
+from notebook_llm.core.retry import RetryPolicy, retry_async
+from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
+from notebook_llm.core.tools import (
+    as_tools,
+    normalise_response_format,
+    parse_structured,
+    run_tool_calls,
+)
+from notebook_llm.core.types import (
+    Chunk,
+    Completion,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+    ProviderInfo,
+    Request,
+)
+
+__all__ = ["CallContext", "CoreClient", "Middleware"]
+
+T = TypeVar("T")
+
+# Sent as the key to local servers that need none; the SDKs insist on one.
+_NO_KEY = "not-needed"
+
+
+@dataclass
+class CallContext:
+    """Everything a middleware may want to know about one call."""
+
+    kind: Literal["complete", "stream", "embed"]
+    ref: ModelRef
+    info: ProviderInfo
+    request: Request
+    log: bool = True
+    cache: bool = False
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    attempts: int = 0
+
+    @property
+    def model(self) -> str:
+        """``provider:model`` as asked."""
+        return str(self.ref)
+
+
+class Middleware:
+    """Hooks around every call. Subclasses override what they need."""
+
+    async def before(self, ctx: CallContext) -> Completion | None:
+        """Called before sending; return a Completion to answer without sending
+        (a cache hit), or raise to refuse (a budget)."""
+        return None
+
+    async def after(
+        self, ctx: CallContext, completion: Completion | None, error: BaseException | None
+    ) -> None:
+        """Called once the call has ended, successfully or not."""
+
+
+def _sync(async_method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """The sync twin of an async method: same arguments, run on the background loop."""
+
+    @functools.wraps(async_method)
+    def method(self: CoreClient, *args: Any, **kwargs: Any) -> T:
+        return _loop.run(async_method(self, *args, **kwargs))
+
+    method.__name__ = async_method.__name__[1:]
+    method.__qualname__ = method.__qualname__.replace(async_method.__name__, method.__name__)
+    method.__doc__ = f"Sync version of :meth:`{async_method.__name__}` (runs on the library's loop)."
+    return method
+
+
+class CoreClient:
+    """Configuration plus the async operations, with sync twins.
+
+    Args:
+        model: the default model (``provider:model`` or an alias).
+        aliases: short names for model strings.
+        api_keys: keys by provider name (otherwise found in the environment).
+        api_bases: base URLs by provider name.
+        timeout: seconds before a request gives up.
+        retry: the retry policy; ``max_retries`` is a shortcut for its attempts.
+        rate_limits: ``RateLimit`` by model string or provider name.
+        provider_settings: extra options by provider name (e.g. ``{"openai": {"transport": "sdk"}}``).
+        middlewares: hooks run around every call (logging, pricing, cache, budgets).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        aliases: dict[str, str] | None = None,
+        api_keys: dict[str, str] | None = None,
+        api_bases: dict[str, str] | None = None,
+        timeout: float | None = 120.0,
+        retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        rate_limits: dict[str, RateLimit] | None = None,
+        provider_settings: dict[str, dict[str, Any]] | None = None,
+        middlewares: Sequence[Middleware] = (),
+    ) -> None:
+        self.default = model
+        self.aliases = dict(aliases or {})
+        self._api_keys = dict(api_keys or {})
+        self.api_bases = dict(api_bases or {})
+        self.timeout = timeout
+        policy = retry or RetryPolicy()
+        if max_retries is not None:
+            policy = RetryPolicy(
+                max_attempts=max_retries + 1,
+                initial_delay=policy.initial_delay,
+                max_delay=policy.max_delay,
+                jitter=policy.jitter,
+                retry_timeouts=policy.retry_timeouts,
+            )
+        self.retry = policy
+        self.rate_limits = dict(rate_limits or {})
+        self.provider_settings = dict(provider_settings or {})
+        self.middlewares: list[Middleware] = list(middlewares)
+        self._providers: dict[tuple[Any, ...], Any] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._default_cache: DefaultModel | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.default!r}, providers={len(self._providers)})"
+
+    # -- configuration -------------------------------------------------
+
+    def set_key(self, provider: str, key: str | None) -> None:
+        """Use ``key`` for ``provider`` (``None`` forgets it)."""
+        if key is None:
+            self._api_keys.pop(provider, None)
+        else:
+            self._api_keys[provider] = key
+        self._default_cache = None
+
+    def key_status(self) -> list[KeyStatus]:
+        """Which providers have a key and where it comes from (masked)."""
+        return [
+            key_status(name, spec.info.key_env, self._api_keys.get(name))
+            for name, spec in specs().items()
+            if spec.info.key_env
+        ]
+
+    def providers(self) -> list[ProviderInfo]:
+        """One record per provider: key and base-URL variables, capabilities."""
+        return [spec.info for spec in specs().values()]
+
+    def resolve(self, model: str | None = None) -> ModelRef:
+        """The provider and model name that ``model`` (or the default) means."""
+        return parse_model(model or self.default_model().model, self.aliases)
+
+    def default_model(self) -> DefaultModel:
+        """The model used when none is given, and why it was chosen."""
+        if self.default:
+            return DefaultModel(self.default, "set on this client")
+        if self._default_cache is None:
+            keys = {
+                name: key_status(name, specs()[name].info.key_env, self._api_keys.get(name)).found
+                for name in ("openai", "anthropic")
+            }
+            self._default_cache = choose_default(None, keys) or self._fallback_default()
+        return self._default_cache
+
+    def _fallback_default(self) -> DefaultModel:
+        """After keys: a local server, the in-process model, then offline:echo."""
+        return DefaultModel("offline:echo", "no key, local server or local model was found")
+
+    def limiter(self, ref: ModelRef) -> RateLimiter:
+        """The shared rate limiter for one model."""
+        key = str(ref)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limit = self.rate_limits.get(key) or self.rate_limits.get(ref.provider)
+            limiter = self._limiters[key] = RateLimiter(limit)
+        return limiter
+
+    # -- providers -------------------------------------------------------
+
+    def _provider(self, spec: ProviderSpec, api_key: str | None, api_base: str | None) -> Any:
+        info = spec.info
+        base = (
+            api_base
+            or self.api_bases.get(info.name)
+            or (os.environ.get(info.base_url_env) if info.base_url_env else None)
+            or info.default_base_url
+        )
+        key: str | None = None
+        if info.key_env or api_key:
+            key, _ = find_key(
+                info.key_env,
+                explicit=api_key,
+                configured=self._api_keys.get(info.name),
+                prompt=info.key_required,
+                provider=info.name,
+            )
+            if key is None and info.key_required:
+                raise MissingKeyError(info.name, info.key_env)
+            if key is None and info.protocol in ("openai", "anthropic"):
+                key = _NO_KEY
+        if info.protocol == "openai" and not base:
+            raise InvalidRequestError(
+                f"{info.name} needs a base URL: pass api_base=... or set {info.base_url_env}",
+                provider=info.name,
+            )
+        try:
+            loop_id = id(asyncio.get_running_loop())
+        except RuntimeError:
+            loop_id = 0
+        # Providers hold connections bound to one event loop; the key enters the
+        # cache key only as a digest.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        cache_key = (info.name, base, digest, loop_id)
+        provider = self._providers.get(cache_key)
+        if provider is None:
+            cls = spec.load()
+            settings = {**spec.settings, **self.provider_settings.get(info.name, {})}
+            provider = cls(info, api_key=key, api_base=base, **settings)
+            self._providers[cache_key] = provider
+        return provider
+
+    def _prepare(
+        self,
+        kind: Literal["complete", "stream"],
+        prompt_or_messages: str | Sequence[Message],
+        model: str | None,
+        *,
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        reasoning_effort: str | None,
+        api_key: str | None,
+        api_base: str | None,
+        timeout: float | None,
+        log: bool | None,
+        cache: bool | None,
+        tags: Sequence[str] | None,
+        metadata: dict[str, Any] | None,
+        provider_kwargs: dict[str, Any],
+    ) -> tuple[Any, CallContext, Any]:
+        ref = self.resolve(model)
+        spec = get_spec(ref.provider)
+        if isinstance(prompt_or_messages, str):
+            messages: list[Message] = [{"role": "user", "content": prompt_or_messages}]
+        else:
+            messages = [dict(message) for message in prompt_or_messages]
+            if not messages:
+                raise InvalidRequestError("messages is empty: pass a prompt or at least one message")
+        if messages and messages[0].get("role") == "system" and system is None:
+            system = messages.pop(0).get("content")
+        format_dict, format_model = normalise_response_format(response_format)
+        request = Request(
+            model=ref.name,
+            messages=messages,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            tools=as_tools(tools),
+            tool_choice=tool_choice,
+            response_format=format_dict,
+            reasoning_effort=reasoning_effort,
+            timeout=timeout if timeout is not None else self.timeout,
+            extra=provider_kwargs,
+        )
+        provider = self._provider(spec, api_key, api_base)
+        ctx = CallContext(
+            kind=kind,
+            ref=ref,
+            info=spec.info,
+            request=request,
+            log=self._log_default() if log is None else log,
+            cache=self._cache_default() if cache is None else cache,
+            tags=list(tags or []),
+            metadata=dict(metadata or {}),
+        )
+        return provider, ctx, format_model
+
+    def _log_default(self) -> bool:
+        return False
+
+    def _cache_default(self) -> bool:
+        return False
+
+    async def _before(self, ctx: CallContext) -> Completion | None:
+        for middleware in self.middlewares:
+            hit = await middleware.before(ctx)
+            if hit is not None:
+                return hit
+        return None
+
+    async def _after(
+        self, ctx: CallContext, completion: Completion | None, error: BaseException | None
+    ) -> None:
+        for middleware in self.middlewares:
+            await middleware.after(ctx, completion, error)
+
+    def _finalise(self, completion: Completion, ctx: CallContext, format_model: Any) -> Completion:
+        completion.model = ctx.model
+        completion.provider = ctx.ref.provider
+        completion.messages = ctx.request.messages
+        if ctx.request.response_format and completion.text and completion.parsed is None:
+            try:
+                completion.parsed = parse_structured(completion.text, format_model)
+            except ValueError as exc:
+                raise ProviderError(
+                    f"The model's answer is not valid for the requested format: {exc}",
+                    provider=ctx.ref.provider,
+                    model=ctx.ref.name,
+                    original=exc,
+                ) from exc
+        return completion
+
+    # -- operations ------------------------------------------------------
+
+    async def acomplete(
+        self,
+        prompt_or_messages: str | Sequence[Message],
+        model: str | None = None,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        reasoning_effort: str | None = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float | None = None,
+        max_tool_rounds: int = 0,
+        log: bool | None = None,
+        cache: bool | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **provider_kwargs: Any,
+    ) -> Completion:
+        """Send a prompt (or a list of messages) and return the completion.
+
+        Args:
+            prompt_or_messages: a string, or OpenAI-style ``{"role", "content"}`` messages.
+            model: ``provider:model`` or an alias; the default model when omitted.
+            system: a system prompt.
+            temperature: sampling temperature.
+            max_tokens: the most tokens to generate.
+            tools: Python functions (type hints and docstrings describe them), or tool dicts.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+            response_format: a Pydantic model (the result's ``parsed``), ``"json"``, or a dict.
+            reasoning_effort: ``"low"``, ``"medium"`` or ``"high"`` for reasoning models.
+            api_key: a key for this call (otherwise found in the environment).
+            api_base: a base URL for this call.
+            timeout: seconds before giving up.
+            max_tool_rounds: run the model's tool calls and send results back, up to this many times.
+            log: log this call (default: the client's setting).
+            cache: answer from the response cache when possible.
+            tags: labels stored with the call in the log.
+            metadata: extra fields for middlewares (conversation id, batch id).
+            **provider_kwargs: passed to the provider untouched.
+
+        Returns:
+            The :class:`Completion`.
+
+        Raises:
+            notebook_llm.errors.LLMError: a subclass saying what went wrong and what to do.
+        """
+        provider, ctx, format_model = self._prepare(
+            "complete", prompt_or_messages, model, system=system, temperature=temperature,
+            max_tokens=max_tokens, tools=tools, tool_choice=tool_choice,
+            response_format=response_format, reasoning_effort=reasoning_effort,
+            api_key=api_key, api_base=api_base, timeout=timeout, log=log, cache=cache,
+            tags=tags, metadata=metadata, provider_kwargs=provider_kwargs,
+        )
+        completion = await self._run_once(provider, ctx, format_model)
+        rounds = 0
+        while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
+            rounds += 1
+            results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
+            ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
+            ctx.started_at = time.time()
+            ctx.attempts = 0
+            completion = await self._run_once(provider, ctx, format_model)
+        return completion
+
+    async def _run_once(self, provider: Any, ctx: CallContext, format_model: Any) -> Completion:
+        hit = await self._before(ctx)
+        if hit is not None:
+            await self._after(ctx, hit, None)
+            return hit
+        limiter = self.limiter(ctx.ref)
+        estimate = _estimate_tokens(ctx.request)
+
+        async def attempt() -> Completion:
+            ctx.attempts += 1
+            return await provider.complete(ctx.request)
+
+        async def acquire() -> None:
+            if limiter.active:
+                await limiter.acquire(estimate)
+
+        def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
+            if getattr(error, "retry_after", None):
+                limiter.pause(delay)
+
+        started = time.perf_counter()
+        try:
+            completion = await retry_async(
+                attempt, self.retry, on_retry=on_retry, before_attempt=acquire
+            )
+            completion.latency_s = time.perf_counter() - started
+            completion = self._finalise(completion, ctx, format_model)
+        except asyncio.CancelledError:
+            await self._after(ctx, None, CancelledError("cancelled", provider=ctx.ref.provider))
+            raise
+        except BaseException as error:
+            await self._after(ctx, None, _as_llm_error(error, ctx))
+            raise
+        await self._after(ctx, completion, None)
+        return completion
+
+    def astream(
+        self,
+        prompt_or_messages: str | Sequence[Message],
+        model: str | None = None,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        reasoning_effort: str | None = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float | None = None,
+        log: bool | None = None,
+        cache: bool | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **provider_kwargs: Any,
+    ) -> AsyncStream:
+        """Stream a completion: ``async for chunk in client.astream(...)``.
+
+        Takes the arguments of :meth:`acomplete` (without the tool loop). The
+        returned stream has ``cancel()``, ``text`` and, once it ends,
+        ``completion``. Nothing is sent until iteration starts.
+        """
+        provider, ctx, format_model = self._prepare(
+            "stream", prompt_or_messages, model, system=system, temperature=temperature,
+            max_tokens=max_tokens, tools=tools, tool_choice=tool_choice,
+            response_format=response_format, reasoning_effort=reasoning_effort,
+            api_key=api_key, api_base=api_base, timeout=timeout, log=log, cache=cache,
+            tags=tags, metadata=metadata, provider_kwargs=provider_kwargs,
+        )
+
+        async def opener() -> tuple[AsyncIterator[Chunk], CompletionBuilder]:
+            hit = await self._before(ctx)
+            if hit is not None:
+                ctx.metadata["_cache_hit"] = hit
+                return _replay(hit), CompletionBuilder()
+            limiter = self.limiter(ctx.ref)
+            builder = CompletionBuilder()
+
+            async def open_stream() -> AsyncIterator[Chunk]:
+                # Retry only until the first chunk: after that, text has been shown.
+                ctx.attempts += 1
+                source = provider.stream(ctx.request)
+                try:
+                    first = await source.__anext__()
+                except StopAsyncIteration:
+                    return _replay_chunks([])
+                except BaseException:
+                    await _aclose(source)
+                    raise
+                return _prepend(first, source)
+
+            async def acquire() -> None:
+                if limiter.active:
+                    await limiter.acquire(_estimate_tokens(ctx.request))
+
+            def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
+                if getattr(error, "retry_after", None):
+                    limiter.pause(delay)
+
+            source = await retry_async(
+                open_stream, self.retry, on_retry=on_retry, before_attempt=acquire
+            )
+            return source, builder
+
+        async def finisher(
+            completion: Completion | None, error: BaseException | None
+        ) -> Completion | None:
+            hit = ctx.metadata.pop("_cache_hit", None)
+            if hit is not None:
+                await self._after(ctx, hit, None)
+                return hit
+            if completion is not None:
+                try:
+                    completion = self._finalise(completion, ctx, format_model)
+                except LLMError as parse_error:
+                    completion.parsed = None
+                    error = error or parse_error
+            llm_error = None if error is None else _as_llm_error(error, ctx)
+            await self._after(ctx, completion, llm_error)
+            return completion
+
+        return AsyncStream(opener, finisher)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Stream:
+        """Stream a completion in sync code: ``for chunk in client.stream(...)``.
+
+        Takes the arguments of :meth:`acomplete`. The stream has ``cancel()``
+        (callable from any thread, e.g. a Stop button) and, once it ends,
+        ``completion``; Ctrl-C or leaving the loop early stops the request.
+        """
+        return Stream(self.astream(*args, **kwargs))
+
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        **provider_kwargs: Any,
+    ) -> EmbeddingResponse:
+        """Embed ``texts``; vectors come back in input order."""
+        ref = parse_model(model or self.default_embedding_model(), self.aliases)
+        spec = get_spec(ref.provider)
+        provider = self._provider(spec, api_key, api_base)
+        items = list(texts)
+        if not items:
+            return EmbeddingResponse(vectors=[], model=str(ref))
+
+        async def attempt() -> EmbeddingResponse:
+            return await provider.embed(items, ref.name, **provider_kwargs)
+
+        response = await retry_async(attempt, self.retry)
+        response.model = str(ref)
+        return response
+
+    def default_embedding_model(self) -> str:
+        """``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
+        return os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL") or "offline:hash"
+
+    async def alist_models(self, provider: str | None = None, *, api_base: str | None = None) -> list[ModelInfo]:
+        """The models a provider offers (the default model's provider when omitted)."""
+        name = provider or self.resolve().provider
+        spec = get_spec(name.rstrip(":"))
+        if not spec.info.capabilities.list_models:
+            raise UnsupportedError(f"{name} cannot list its models", provider=name)
+        return await self._provider(spec, None, api_base).list_models()
+
+    async def aclose(self) -> None:
+        """Close the providers created on the running loop."""
+        loop_id = id(asyncio.get_running_loop())
+        for key in [k for k in self._providers if k[-1] == loop_id]:
+            await self._providers.pop(key).aclose()
+
+    complete = _sync(acomplete)
+    embed = _sync(aembed)
+    list_models = _sync(alist_models)
+
+
+def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:
+    if isinstance(error, LLMError):
+        if error.provider is None:
+            error.provider = ctx.ref.provider
+        if error.model is None:
+            error.model = ctx.ref.name
+        return error
+    if isinstance(error, asyncio.CancelledError):
+        return CancelledError("cancelled", provider=ctx.ref.provider, model=ctx.ref.name)
+    return error
+
+
+def _estimate_tokens(request: Request) -> int:
+    # About four characters a token, plus the output allowance: an upper bound
+    # for token buckets; exact counts come back in the usage.
+    chars = sum(len(str(message.get("content") or "")) for message in request.messages)
+    chars += len(request.system or "")
+    return chars // 4 + (request.max_tokens or 256)
+
+
+async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _aclose(rest)
+
+
+async def _replay_chunks(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _replay(completion: Completion) -> AsyncIterator[Chunk]:
+    """A cached completion as a one-chunk stream."""
+    return _replay_chunks(
+        [
+            Chunk(
+                text=completion.text,
+                reasoning=completion.reasoning or "",
+                usage=completion.usage,
+                finish_reason=completion.finish_reason,
+                response_model=completion.response_model,
+            )
+        ]
+    )
+
+
+async def _aclose(source: Any) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass

@@ -1,0 +1,1 @@
+"""Test support code: the loopback replay server and its helpers."""
