@@ -18,14 +18,18 @@ Modes (:data:`MODES`):
 - ``stream``: one 50-chunk stream after another; rate is streams/s (multiply
   by the chunk count for chunks/s).
 
-Timing (:func:`measure_async`, :func:`measure_sync`): a warm-up batch of at
-least :attr:`Config.warmup_s`, which also sizes the timed batches to about
+Timing (:func:`measure_async`, :func:`measure_sync`): warm-up batches until
+one lasts :attr:`Config.warmup_s`, which also sizes the timed batches to about
 :attr:`Config.target_s` each; then :attr:`Config.repeats` timed batches. The
-reported rate is the **median** of the repeats; the spread (min, max) is kept.
+reported rate is the **median** of the repeats (all samples are kept).
+Async clients run on a fresh stdlib asyncio loop (not uvloop), as in Jupyter.
+
+:func:`measure_interleaved` measures several clients in rounds (one batch
+each per round) so that a noisy neighbour hits them all alike.
 
 To add a client, write a factory returning :class:`AsyncOps` or
-:class:`SyncOps` (see :func:`aiohttp_ops` for the shape) and list it in
-:data:`ASYNC_CLIENTS` / :data:`SYNC_CLIENTS`.
+:class:`SyncOps` (see :func:`aiohttp_ops` for the shape) and add a
+:class:`Client` to :data:`CLIENTS`.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Measurement:
     mode: Mode
     rate: float
     samples: list[float] = field(default_factory=list)
+    batch: int = 0  # operations per timed batch
 
     @property
     def spread(self) -> float:
@@ -280,59 +285,48 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-#: Plain async clients (candidates for the baseline), by display name.
-ASYNC_CLIENTS: dict[str, Callable[[str], Awaitable[AsyncOps]]] = {
-    name: f for name, f, mod in [
-        ("aiohttp", aiohttp_ops, "aiohttp"),
-        ("httpx.AsyncClient", _httpx_async("httpx"), "httpx"),
-        ("httpx2.AsyncClient", _httpx_async("httpx2"), "httpx2"),
+@dataclass(frozen=True)
+class Client:
+    """A client to measure. ``role``: ``plain`` clients compete for the baseline,
+    ``reference`` ones (the openai SDK) are shown only, ``candidate`` is ours."""
+
+    name: str
+    factory: Callable[[str], Awaitable[AsyncOps]] | Callable[[str], SyncOps]
+    is_async: bool
+    role: Literal["plain", "reference", "candidate"] = "plain"
+
+
+#: Every client measured by default (those whose module is importable).
+CLIENTS: list[Client] = [
+    c for c, mod in [
+        (Client("aiohttp", aiohttp_ops, True), "aiohttp"),
+        (Client("httpx.AsyncClient", _httpx_async("httpx"), True), "httpx"),
+        (Client("httpx2.AsyncClient", _httpx_async("httpx2"), True), "httpx2"),
+        (Client("http.client", http_client_ops, False), "http"),
+        (Client("httpx.Client", _httpx_sync("httpx"), False), "httpx"),
+        (Client("httpx2.Client", _httpx_sync("httpx2"), False), "httpx2"),
+        (Client("openai.AsyncOpenAI", openai_ops, True, "reference"), "openai"),
     ] if _available(mod)
-}
-#: Plain sync clients (candidates for the baseline); c64 uses 64 threads.
-SYNC_CLIENTS: dict[str, Callable[[str], SyncOps]] = {
-    name: f for name, f, mod in [
-        ("http.client", http_client_ops, "http"),
-        ("httpx.Client", _httpx_sync("httpx"), "httpx"),
-        ("httpx2.Client", _httpx_sync("httpx2"), "httpx2"),
-    ] if _available(mod)
-}
-#: Reference clients: measured and shown, never picked as the baseline.
-REFERENCE_CLIENTS: dict[str, Callable[[str], Awaitable[AsyncOps]]] = (
-    {"openai.AsyncOpenAI": openai_ops} if _available("openai") else {}
-)
+]
 
 
 # --------------------------------------------------------------------- harness
 
 
-def _next_size(n: int, elapsed: float, cfg: Config) -> int:
-    return max(n * 2, int(n * cfg.warmup_s / max(elapsed, 1e-6) * 1.2))
-
-
-def _batch_size(n: int, elapsed: float, cfg: Config) -> int:
+def _calibrate(run: Callable[[int], float], cfg: Config) -> int:
+    """Warm up with growing batches until one lasts ``warmup_s``; size the timed batch."""
+    n = 8
+    while (elapsed := run(n)) < cfg.warmup_s:
+        n = max(n * 2, int(n * cfg.warmup_s / max(elapsed, 1e-6) * 1.2))
     return max(CONCURRENCY, int(n * cfg.target_s / elapsed))
 
 
-def _batches(run: Callable[[int], float], cfg: Config) -> list[float]:
-    """Warm up and size batches with ``run(n) -> seconds``; return timed rates."""
-    n = 8
-    while (elapsed := run(n)) < cfg.warmup_s:
-        n = _next_size(n, elapsed, cfg)
-    n = _batch_size(n, elapsed, cfg)
-    return [n / run(n) for _ in range(cfg.repeats)]
-
-
-async def _abatches(run: Callable[[int], Awaitable[float]], cfg: Config) -> list[float]:
-    """:func:`_batches` for an async ``run``."""
+async def _acalibrate(run: Callable[[int], Awaitable[float]], cfg: Config) -> int:
+    """:func:`_calibrate` for an async ``run``."""
     n = 8
     while (elapsed := await run(n)) < cfg.warmup_s:
-        n = _next_size(n, elapsed, cfg)
-    n = _batch_size(n, elapsed, cfg)
-    return [n / await run(n) for _ in range(cfg.repeats)]
-
-
-def _result(client: str, mode: Mode, rates: list[float]) -> Measurement:
-    return Measurement(client, mode, statistics.median(rates), rates)
+        n = max(n * 2, int(n * cfg.warmup_s / max(elapsed, 1e-6) * 1.2))
+    return max(CONCURRENCY, int(n * cfg.target_s / elapsed))
 
 
 async def _async_batch(ops: AsyncOps, mode: Mode, n: int) -> float:
@@ -355,24 +349,41 @@ async def _async_batch(ops: AsyncOps, mode: Mode, n: int) -> float:
 
 
 def measure_async(name: str, factory: Callable[[str], Awaitable[AsyncOps]], url: str,
-                  mode: Mode, cfg: Config | None = None) -> Measurement:
-    """Measure an async client in ``mode`` on a fresh stdlib event loop."""
-    cfg = cfg or Config()
+                  mode: Mode, cfg: Config | None = None, *, batch: int | None = None,
+                  repeats: int | None = None) -> Measurement:
+    """Measure an async client in ``mode`` on a fresh stdlib event loop.
 
-    async def main() -> list[float]:
+    Without ``batch`` it calibrates (warm-up); with it, it warms up with a
+    quarter batch. ``repeats`` defaults to ``cfg.repeats`` timed batches.
+    """
+    cfg = cfg or Config()
+    reps = cfg.repeats if repeats is None else repeats
+
+    async def main() -> Measurement:
         ops = await factory(url)
         try:
-            return await _abatches(lambda n: _async_batch(ops, mode, n), cfg)
+            def run(n: int) -> Awaitable[float]:
+                return _async_batch(ops, mode, n)
+
+            if batch is None:
+                n = await _acalibrate(run, cfg)
+            else:
+                n = batch
+                await run(max(CONCURRENCY, n // 4))
+            rates = [n / await run(n) for _ in range(reps)]
         finally:
             await ops.aclose()
+        return Measurement(name, mode, statistics.median(rates), rates, n)
 
-    return _result(name, mode, asyncio.run(main()))
+    return asyncio.run(main())
 
 
 def measure_sync(name: str, factory: Callable[[str], SyncOps], url: str, mode: Mode,
-                 cfg: Config | None = None) -> Measurement:
+                 cfg: Config | None = None, *, batch: int | None = None,
+                 repeats: int | None = None) -> Measurement:
     """Measure a sync client; ``c64`` runs 64 threads sharing the client."""
     cfg = cfg or Config()
+    reps = cfg.repeats if repeats is None else repeats
     ops = factory(url)
     pool = ThreadPoolExecutor(CONCURRENCY) if mode == "c64" else None
 
@@ -394,42 +405,67 @@ def measure_sync(name: str, factory: Callable[[str], SyncOps], url: str, mode: M
         return time.perf_counter() - start
 
     try:
-        return _result(name, mode, _batches(run, cfg))
+        if batch is None:
+            n = _calibrate(run, cfg)
+        else:
+            n = batch
+            run(max(CONCURRENCY, n // 4))
+        rates = [n / run(n) for _ in range(reps)]
     finally:
         if pool is not None:
             pool.shutdown()
         ops.close()
+    return Measurement(name, mode, statistics.median(rates), rates, n)
 
 
-def check_outputs(url: str) -> None:
+def measure(client: Client, url: str, mode: Mode, cfg: Config | None = None, *,
+            batch: int | None = None, repeats: int | None = None) -> Measurement:
+    """Measure one :class:`Client` (async or sync)."""
+    if client.is_async:
+        return measure_async(client.name, client.factory, url, mode, cfg,  # type: ignore[arg-type]
+                             batch=batch, repeats=repeats)
+    return measure_sync(client.name, client.factory, url, mode, cfg,  # type: ignore[arg-type]
+                        batch=batch, repeats=repeats)
+
+
+def measure_interleaved(clients: Iterable[Client], url: str, mode: Mode,
+                        cfg: Config | None = None) -> list[Measurement]:
+    """Measure ``clients`` in rounds, one timed batch each per round.
+
+    Round 1 calibrates each client's batch size; rounds 2..``cfg.repeats``
+    reuse it. Noise from other processes (shared machines) thus hits every
+    client alike, which keeps same-run ratios steadier than measuring each
+    client's repeats back to back. The rate is the median over rounds.
+    """
+    cfg = cfg or Config()
+    clients = list(clients)
+    first = [measure(c, url, mode, cfg, repeats=1) for c in clients]
+    samples = {m.client: list(m.samples) for m in first}
+    for _ in range(cfg.repeats - 1):
+        for c, m0 in zip(clients, first, strict=True):
+            samples[c.name] += measure(c, url, mode, cfg, batch=m0.batch, repeats=1).samples
+    return [Measurement(m.client, mode, statistics.median(samples[m.client]),
+                        samples[m.client], m.batch) for m in first]
+
+
+def check_outputs(url: str, clients: Iterable[Client] = CLIENTS) -> None:
     """Make sure every client gets the same texts (catches a broken client early)."""
-
-    async def one(factory: Callable[[str], Awaitable[AsyncOps]]) -> tuple[str, str]:
-        ops = await factory(url)
-        try:
-            return await ops.request(), await ops.stream()
-        finally:
-            await ops.aclose()
-
     results: dict[str, tuple[str, str]] = {}
-    for name, af in {**ASYNC_CLIENTS, **REFERENCE_CLIENTS}.items():
-        results[name] = asyncio.run(one(af))
-    for name, sf in SYNC_CLIENTS.items():
-        ops = sf(url)
-        results[name] = (ops.request(), ops.stream())
-        ops.close()
-    distinct = set(results.values())
-    if len(distinct) != 1:
+    for c in clients:
+        if c.is_async:
+            async def one(c: Client = c) -> tuple[str, str]:
+                ops = await c.factory(url)  # type: ignore[misc]
+                try:
+                    return await ops.request(), await ops.stream()
+                finally:
+                    await ops.aclose()
+
+            results[c.name] = asyncio.run(one())
+        else:
+            sops: SyncOps = c.factory(url)  # type: ignore[assignment]
+            try:
+                results[c.name] = (sops.request(), sops.stream())
+            finally:
+                sops.close()
+    if len(set(results.values())) > 1:
         raise AssertionError(f"clients disagree: {results}")
-
-
-def measure_all(url: str, modes: Iterable[Mode] = MODES,
-                cfg: Config | None = None) -> list[Measurement]:
-    """Every baseline and reference client in every mode."""
-    out: list[Measurement] = []
-    for mode in modes:
-        for name, af in {**ASYNC_CLIENTS, **REFERENCE_CLIENTS}.items():
-            out.append(measure_async(name, af, url, mode, cfg))
-        for name, sf in SYNC_CLIENTS.items():
-            out.append(measure_sync(name, sf, url, mode, cfg))
-    return out

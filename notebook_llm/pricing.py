@@ -113,7 +113,7 @@ def price(
             price_context={"processing": "batch"} if batch else None,
         )
         return float(result.total_price), "priced"
-    except Exception as exc:  # bad counts must not break the call that is being priced
+    except Exception as exc:  # noqa: BLE001 - bad counts must not break the call that is being priced
         logger.debug("could not price %s:%s: %s", provider, model, exc)
         return None, "unpriced"
 
@@ -227,7 +227,7 @@ def _lookup(provider: str, model: str) -> tuple[Provider, ModelInfo] | None:
         )
     except LookupError:
         return None
-    except Exception as exc:  # genai-prices missing or broken: costs become unknown
+    except Exception as exc:  # noqa: BLE001 - genai-prices missing or broken: costs become unknown
         logger.debug("price data unavailable: %s", exc)
         return None
     if found_provider.id != provider_id:

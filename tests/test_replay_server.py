@@ -42,9 +42,7 @@ def test_load_fixtures_sorted_and_complete() -> None:
     assert len(fixtures) == len(list(FIXTURES_DIR.glob("*.json"))) > 0
     assert [f.name for f in fixtures] == sorted(f.name for f in fixtures)
     fx = load_fixture(SSE_FIXTURE)
-    assert (
-        fx.provider == "anthropic" and fx.streaming and fx.endpoint_kind == "messages"
-    )
+    assert fx.provider == "anthropic" and fx.streaming and fx.endpoint_kind == "messages"
 
 
 def test_fixture_json_body_status_and_headers_round_trip(server: ReplayServer) -> None:
@@ -127,11 +125,13 @@ def test_fault_reset_mid_stream_raises_after_events(server: ReplayServer) -> Non
     events = split_sse(fx.response_body)
     server.enqueue(Fault.reset(after_events=3, reply=Reply.from_fixture(fx)))
     received = b""
-    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
-        with httpx.stream("POST", server.url + fx.endpoint, json={}) as response:
-            assert response.status_code == 200
-            for chunk in response.iter_raw():
-                received += chunk
+    with (
+        pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)),
+        httpx.stream("POST", server.url + fx.endpoint, json={}) as response,
+    ):
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            received += chunk
     assert received == "".join(events[:3]).encode()
     assert server.client_disconnects == 0
 
@@ -239,17 +239,13 @@ def test_requests_are_recorded(server: ReplayServer) -> None:
 def test_requests_recorded_from_many_threads(server: ReplayServer) -> None:
     server.handler = lambda request: Reply.from_json(request.json())
     with ThreadPoolExecutor(8) as pool:
-        bodies = list(
-            pool.map(lambda i: httpx.post(server.url, json=i).json(), range(32))
-        )
+        bodies = list(pool.map(lambda i: httpx.post(server.url, json=i).json(), range(32)))
     assert bodies == list(range(32))
     assert sorted(r.json() for r in server.requests) == list(range(32))
 
 
 def test_client_disconnect_during_stream_is_counted(server: ReplayServer) -> None:
-    server.enqueue(
-        Fault.truncated(50, Reply(sse=True, body="data: {}\n\n" * 50, chunk_delay=0.05))
-    )
+    server.enqueue(Fault.truncated(50, Reply(sse=True, body="data: {}\n\n" * 50, chunk_delay=0.05)))
     with httpx.stream("POST", server.url, json={}) as response:
         first = next(response.iter_raw())
     assert first == b"data: {}\n\n"

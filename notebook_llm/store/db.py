@@ -13,13 +13,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
 from notebook_llm.store.migrations import _retry_locked, migrate
 
 __all__ = ["Store", "connect", "default_db_path", "transaction"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike: TypeAlias = "str | os.PathLike[str]"
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 30_000
@@ -78,7 +78,9 @@ def connect(path: PathLike | None = None, *, check_same_thread: bool = True) -> 
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(
+    conn: sqlite3.Connection, *, immediate: bool = True
+) -> Iterator[sqlite3.Connection]:
     """Run the block in one transaction: commit on success, roll back on error.
 
     ``immediate=True`` takes the write lock up front (``BEGIN IMMEDIATE``), so a
@@ -102,12 +104,12 @@ class Store:
     (``":memory:"``) is the exception: a private in-memory database exists
     only inside its connection, so every thread shares that one connection,
     and :meth:`transaction` serialises writers with a lock.
+
+    Args:
+        path: A file path, ``":memory:"``, or ``None`` for :func:`default_db_path`.
     """
 
     def __init__(self, path: PathLike | None = None) -> None:
-        """Args:
-        path: A file path, ``":memory:"``, or ``None`` for :func:`default_db_path`.
-        """
         self.path: str = str(default_db_path() if path is None else path)
         self._local = threading.local()
         self._lock = threading.RLock()
@@ -152,7 +154,9 @@ class Store:
             with transaction(conn, immediate=immediate):
                 yield conn
 
-    def execute(self, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> list[dict[str, object]]:
+    def execute(
+        self, sql: str, params: tuple[object, ...] | dict[str, object] = ()
+    ) -> list[dict[str, object]]:
         """Run one statement on this thread's connection; rows as plain dicts."""
         if self.is_memory:
             with self._lock:

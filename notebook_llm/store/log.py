@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -83,9 +84,9 @@ _TEXT_COLUMNS = frozenset(
         "notebook_path",
     }
 )
+_LEADING_WHERE = re.compile(r"^where\s+", re.IGNORECASE)
 _INSERT_SQL = (
-    f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
+    f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
 )
 
 
@@ -188,7 +189,7 @@ class CallLog:
                     values[column] = json.dumps(value, default=str, ensure_ascii=False)
             self._queue.put(values)
             return str(call_id)
-        except Exception as exc:  # logging must never break a call
+        except Exception as exc:  # noqa: BLE001 - logging must never break a call
             self._note_error(f"record failed: {type(exc).__name__}: {exc}")
             self.dropped += 1
             return ""
@@ -232,7 +233,10 @@ class CallLog:
     # -- reading -----------------------------------------------------------------------
 
     def query(
-        self, sql_where: str = "", params: tuple[Any, ...] | dict[str, Any] = (), limit: int | None = None
+        self,
+        sql_where: str = "",
+        params: tuple[Any, ...] | dict[str, Any] = (),
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of ``calls`` as dicts, oldest first, after flushing pending writes.
 
@@ -246,17 +250,15 @@ class CallLog:
             One dict per row, keyed by column name; ``*_json`` columns stay strings.
         """
         self.flush()
-        where = sql_where.strip()
-        if where[:5].lower() == "where":
-            where = where[5:].strip()
+        where = _LEADING_WHERE.sub("", sql_where.strip())
         sql = "SELECT * FROM calls"
         if where:
             sql += f" WHERE {where}"
         if limit is None:
             return self.store.execute(sql + " ORDER BY created_at, rowid", params)
         # The newest `limit` rows, still returned oldest first.
-        sql = f"SELECT * FROM ({sql} ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)})"
-        return self.store.execute(sql + " ORDER BY created_at, rowid", params)
+        sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
+        return self.store.execute(sql, params)[::-1]
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -307,8 +309,8 @@ class CallLog:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
-            rows = [tuple(scrub(values).get(column) for column in CALL_COLUMNS) for values in batch]
-        except Exception as exc:
+            rows = [tuple(map(scrub(values).get, CALL_COLUMNS)) for values in batch]
+        except Exception as exc:  # noqa: BLE001
             self._note_error(f"could not prepare {len(batch)} rows: {type(exc).__name__}: {exc}")
             self.dropped += len(batch)
             return
@@ -330,7 +332,7 @@ class CallLog:
                     continue
                 self._note_error(f"could not write {len(rows)} rows: {exc}")
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 self._note_error(f"could not write {len(rows)} rows: {type(exc).__name__}: {exc}")
                 break
         self.dropped += len(rows)
@@ -341,7 +343,7 @@ class CallLog:
                 with self.store.transaction() as conn:
                     conn.execute(_INSERT_SQL, row)
                 self.written += 1
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 self._note_error(f"dropped call {row[0]}: {type(exc).__name__}: {exc}")
                 self.dropped += 1
 
@@ -353,5 +355,5 @@ class CallLog:
     def _flush_at_exit(self) -> None:
         try:
             self.flush(timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001
             pass

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -47,9 +47,7 @@ SHARED = Path(os.environ.get("NOTEBOOK_LLM_SHARED") or _REPO_ROOT.parent / "shar
 FIXTURES_DIR = SHARED / "fixtures" / "recorded"
 
 # Recorded bodies are already decoded, and aiohttp frames the body itself.
-_DROPPED_HEADERS = frozenset(
-    {"content-encoding", "content-length", "transfer-encoding"}
-)
+_DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 @dataclass
@@ -107,17 +105,9 @@ class Reply:
     def from_fixture(cls, fx: Fixture, chunk_delay: float = 0.0) -> Reply:
         """Replay ``fx`` as recorded: status, recorded headers, body as-is."""
         headers = {
-            k: v
-            for k, v in fx.response_headers.items()
-            if k.lower() not in _DROPPED_HEADERS
+            k: v for k, v in fx.response_headers.items() if k.lower() not in _DROPPED_HEADERS
         }
-        return cls(
-            fx.status,
-            headers,
-            fx.response_body,
-            sse=fx.streaming,
-            chunk_delay=chunk_delay,
-        )
+        return cls(fx.status, headers, fx.response_body, fx.streaming, chunk_delay)
 
     @classmethod
     def from_json(
@@ -125,18 +115,12 @@ class Reply:
     ) -> Reply:
         """A JSON reply built from ``data``."""
         return cls(
-            status,
-            {"content-type": "application/json", **(headers or {})},
-            json.dumps(data),
+            status, {"content-type": "application/json", **(headers or {})}, json.dumps(data)
         )
 
     def chunks(self) -> list[bytes]:
         """The body as the writes the server makes: one per SSE event, else one."""
-        body = (
-            self.body.decode("utf-8")
-            if isinstance(self.body, bytes) and self.sse
-            else self.body
-        )
+        body = self.body.decode("utf-8") if isinstance(self.body, bytes) and self.sse else self.body
         parts = split_sse(body) if isinstance(body, str) and self.sse else [body]
         return [p.encode("utf-8") if isinstance(p, str) else p for p in parts]
 
@@ -174,15 +158,16 @@ class Fault:
         *,
         provider: Literal["openai", "anthropic"] | None = None,
         retry_after: float | None = None,
+        message: str | None = None,
     ) -> Reply:
-        """An error status with a provider-shaped JSON error body.
+        """An error status with a provider-shaped JSON error body (unless ``body`` is given).
 
         ``provider`` defaults to ``"anthropic"`` for 529 and ``"openai"`` otherwise;
         ``retry_after`` adds a ``retry-after`` header.
         """
         provider = provider or ("anthropic" if code == 529 else "openai")
         if body is None:
-            message = "Overloaded" if code == 529 else f"Injected fault: HTTP {code}"
+            message = message or ("Overloaded" if code == 529 else f"Injected fault: HTTP {code}")
             if provider == "anthropic":
                 kind = _ANTHROPIC_ERROR_TYPES.get(code, "api_error")
                 body = {"type": "error", "error": {"type": kind, "message": message}}
@@ -192,20 +177,12 @@ class Fault:
                     else ("requests", "rate_limit_exceeded") if code == 429
                     else ("invalid_request_error", None)
                 )  # fmt: skip
-                body = {
-                    "error": {
-                        "message": message,
-                        "type": kind,
-                        "param": None,
-                        "code": err_code,
-                    }
-                }
+                error = {"message": message, "type": kind, "param": None, "code": err_code}
+                body = {"error": error}
         all_headers = {"content-type": "application/json", **(headers or {})}
         if retry_after is not None:
             all_headers["retry-after"] = f"{retry_after:g}"
-        return Reply(
-            code, all_headers, json.dumps(body) if isinstance(body, dict) else body
-        )
+        return Reply(code, all_headers, json.dumps(body) if isinstance(body, dict) else body)
 
     @staticmethod
     def reset(after_events: int = 0, reply: Spec | None = None) -> Reply:
@@ -217,7 +194,7 @@ class Fault:
 
     @staticmethod
     def truncated(after_events: int, reply: Spec | None = None) -> Reply:
-        """Send ``after_events`` events of ``reply``, then end the response cleanly (no ``[DONE]``)."""
+        """Send ``after_events`` events of ``reply``, then end cleanly (so no ``[DONE]``)."""
         base = _as_reply(reply or _synthetic_sse(after_events + 1))
         return dataclasses.replace(base, body=b"".join(base.chunks()[:after_events]))
 
@@ -231,29 +208,20 @@ class Fault:
         """
         base = _as_reply(reply or _synthetic_sse(after_events))
         if event is None:
-            error = {
-                "type": "error",
-                "error": {"type": "overloaded_error", "message": "Overloaded"},
-            }
-            event = f"event: error\ndata: {json.dumps(error)}\n\n"
+            error = {"type": "overloaded_error", "message": "Overloaded"}
+            event = f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n"
         body = b"".join(base.chunks()[:after_events]) + event.encode("utf-8")
         return dataclasses.replace(base, body=body, sse=True)
 
     @staticmethod
     def slow_headers(delay_s: float, reply: Spec | None = None) -> Reply:
         """Wait ``delay_s`` seconds before sending anything, then send ``reply``."""
-        return dataclasses.replace(
-            _as_reply(reply or Reply.from_json({})), delay_s=delay_s
-        )
+        return dataclasses.replace(_as_reply(reply or Reply.from_json({})), delay_s=delay_s)
 
     @staticmethod
     def invalid_json() -> Reply:
         """A 200 that claims to be JSON but is not."""
-        return Reply(
-            200,
-            {"content-type": "application/json"},
-            '{"id": "chatcmpl-broken", "choices": [',
-        )
+        return Reply(200, {"content-type": "application/json"}, '{"id": "chatcmpl-x", "choices": [')
 
 
 @dataclass
@@ -272,15 +240,14 @@ class RecordedRequest:
 
 
 class ReplayServer:
-    """An aiohttp server on 127.0.0.1 in a background thread; answers any method and path."""
+    """An aiohttp server on 127.0.0.1 in a background thread; answers any method and path.
 
-    def __init__(
-        self, handler: Callable[[RecordedRequest], Spec] | None = None
-    ) -> None:
+    ``handler`` is called on the server's loop thread, so it must not block for long.
+    """
+
+    def __init__(self, handler: Callable[[RecordedRequest], Spec] | None = None) -> None:
         self.handler = handler
-        self.default: Spec = Fault.status(404, {"error": {"message": "ReplayServer: no reply queued",
-                                                          "type": "invalid_request_error", "param": None,
-                                                          "code": None}})  # fmt: skip
+        self.default: Spec = Fault.status(404, message="ReplayServer: no reply queued")
         self.url = ""
         self._queue: deque[Spec] = deque()
         self._requests: list[RecordedRequest] = []
@@ -295,9 +262,7 @@ class ReplayServer:
     def start(self) -> ReplayServer:
         """Start serving; returns self once the port is bound."""
         loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="ReplayServer", daemon=True
-        )
+        self._thread = threading.Thread(target=loop.run_forever, name="ReplayServer", daemon=True)
         self._thread.start()
         self._loop = loop
         asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=10)
@@ -333,7 +298,7 @@ class ReplayServer:
         self._thread.join(timeout=10)
         loop.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ReplayServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -421,9 +386,7 @@ class ReplayServer:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client already gone")
-        while (
-            transport.get_write_buffer_size()
-        ):  # let the events already written reach the client
+        while transport.get_write_buffer_size():  # let the events already written reach the client
             await asyncio.sleep(0.001)
         sock = transport.get_extra_info("socket")
         # Linger 0: close with a TCP RST, as a dropped connection looks, not a polite FIN.

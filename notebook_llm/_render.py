@@ -1,0 +1,443 @@
+"""Turn model output into safe Markdown and HTML for display.
+
+This is the one place where text from a model becomes something a browser
+renders, so it is written defensively:
+
+- `render_markdown` parses with markdown-it-py (raw HTML off, dangerous link
+  schemes refused) and then cleans the HTML again with nh3 against an
+  explicit allow-list. Either layer alone should stop script, event handlers
+  and ``javascript:`` URLs; together a bug in one is not enough.
+- `escape_markdown` prepares text for a ``text/markdown`` output, which
+  JupyterLab, VS Code and Colab render with raw HTML enabled.
+- `close_open_fences`, `render_streaming` and `Throttle` serve the streaming
+  display.
+
+markdown-it-py and nh3 live in the optional ``notebook`` extra and are
+imported on first use; without them `render_markdown` returns escaped text in
+a ``<pre>``. This module never imports IPython.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+
+__all__ = [
+    "Throttle",
+    "close_open_fences",
+    "escape_markdown",
+    "html_escape",
+    "plain_table_html",
+    "render_markdown",
+    "render_streaming",
+]
+
+# The second line of defence: what nh3 lets through. Everything markdown-it
+# emits for CommonMark + tables + strikethrough, and nothing else.
+_ALLOWED_TAGS = frozenset(
+    {
+        "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4",
+        "h5", "h6", "hr", "img", "li", "ol", "p", "pre", "s", "strong",
+        "table", "tbody", "td", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+_ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title"},
+    "ol": {"start"},
+    "code": {"class"},
+    # markdown-it writes column alignment as style="text-align:..."; nh3 keeps
+    # only that property (see filter_style_properties below).
+    "th": {"style"},
+    "td": {"style"},
+}
+_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,64}")
+
+# Link schemes that must never reach a browser; data: is allowed only for
+# raster images (the same rule markdown-it applies).
+_BAD_SCHEME = re.compile(r"(?:javascript|vbscript|file|data):")
+_GOOD_DATA = re.compile(r"data:image/(?:gif|png|jpeg|webp);")
+
+
+@functools.lru_cache(maxsize=1)
+def _load_markdown() -> MarkdownIt | None:
+    """Return the shared MarkdownIt parser, or None if markdown-it-py is missing."""
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:
+        return None
+    # html=False: raw HTML in model output is shown as text, never passed on.
+    # markdown-it's default validateLink refuses javascript:, vbscript:,
+    # file: and non-image data: URLs (after decoding entities, any case).
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    return md
+
+
+def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+    """Keep only ``language-*`` classes on ``<code>`` (nh3 attribute filter)."""
+    if attribute == "class":
+        classes = [c for c in value.split() if _LANGUAGE_CLASS.fullmatch(c)]
+        return " ".join(classes) if tag == "code" and classes else None
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _load_sanitizer() -> Callable[[str], str] | None:
+    """Return a configured nh3 cleaning function, or None if nh3 is missing."""
+    try:
+        import nh3
+    except ImportError:
+        return None
+    options: dict[str, Any] = {
+        "tags": set(_ALLOWED_TAGS),
+        "attributes": _ALLOWED_ATTRIBUTES,
+        "attribute_filter": _filter_attribute,
+        "url_schemes": set(_URL_SCHEMES),
+        "link_rel": "noopener noreferrer",
+        "strip_comments": True,
+        "filter_style_properties": {"text-align"},
+    }
+    try:
+        nh3.clean("", **options)
+    except TypeError:
+        # nh3 older than attribute_filter / filter_style_properties: drop the
+        # attributes those options would have vetted rather than allow them.
+        del options["attribute_filter"], options["filter_style_properties"]
+        options["attributes"] = {
+            tag: attrs - {"class", "style"} for tag, attrs in _ALLOWED_ATTRIBUTES.items()
+        }
+    return functools.partial(nh3.clean, **options)
+
+
+def html_escape(text: object) -> str:
+    """Escape ``str(text)`` for HTML text and attribute values (quotes included)."""
+    return html.escape(str(text), quote=True)
+
+
+def _plain_html(text: str) -> str:
+    """The fallback rendering: the text itself, escaped, in a wrapping ``<pre>``."""
+    return f'<pre style="white-space: pre-wrap">{html_escape(text)}</pre>'
+
+
+def render_markdown(text: str) -> str:
+    """Render Markdown from a model as HTML that is safe to display.
+
+    Args:
+        text: Markdown, possibly hostile (raw HTML, ``javascript:`` links...).
+
+    Returns:
+        Sanitised HTML. Without markdown-it-py and nh3 installed (the
+        ``notebook`` extra), the escaped text inside a ``<pre>``.
+    """
+    md = _load_markdown()
+    sanitize = _load_sanitizer()
+    if md is None or sanitize is None:
+        # Both layers or neither: markdown-it alone would probably be safe,
+        # but "probably" is not the bar for model output.
+        return _plain_html(text)
+    return sanitize(md.render(text))
+
+
+def render_streaming(text: str) -> str:
+    """Render partial streamed Markdown, closing an unfinished code fence first."""
+    return render_markdown(close_open_fences(text))
+
+
+# -- fences -------------------------------------------------------------------
+
+# A CommonMark fence opener: up to three spaces, then three or more backticks
+# (whose info string has no backtick) or tildes.
+_FENCE_OPEN = re.compile(r"(?P<indent> {0,3})(?P<fence>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
+# Leading container syntax (blockquote markers, list markers) and whitespace.
+_CONTAINER_PREFIX = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t])))*[ \t]*")
+
+
+def _is_strict_closer(line: str, char: str, length: int) -> bool:
+    """Whether *line* closes a fence of *length* *char*s (CommonMark rule)."""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > 3:
+        return False
+    run = len(stripped) - len(stripped.lstrip(char))
+    return run >= length and not stripped[run:].strip(" \t")
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on the line endings CommonMark knows (\\n, \\r\\n, \\r) and no others."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def close_open_fences(text: str) -> str:
+    """Close a code fence left open by partial, still-streaming text.
+
+    A fence opened with ``` or ~~~ (any length, up to three spaces of
+    indent) is closed by a line of the same character at least as long. If
+    the text ends inside a fence, a matching closer is appended so the partial
+    code renders as a code block. A last line that is the beginning of that
+    closer (a lone ````` or ``````) is completed rather than shown as code.
+
+    Args:
+        text: Markdown received so far.
+
+    Returns:
+        *text*, or *text* plus a closing fence.
+    """
+    lines = _split_lines(text)
+    fence: tuple[str, str, int] | None = None  # (indent, char, length) while open
+    for line in lines:
+        if fence is None:
+            match = _FENCE_OPEN.fullmatch(line)
+            if match:
+                fence = (match["indent"], match["fence"][0], len(match["fence"]))
+        elif _is_strict_closer(line, fence[1], fence[2]):
+            fence = None
+    if fence is None:
+        return text
+    indent, char, length = fence
+    closer = indent + char * length
+    last = lines[-1].lstrip(" ")
+    if len(lines) > 1 and last and last == char * len(last) and len(lines[-1]) - len(last) <= 3:
+        # The closer is arriving one character at a time: finish it instead
+        # of showing "``" as the last line of code.
+        return text[: len(text) - len(lines[-1])] + closer
+    separator = "" if text.endswith(("\n", "\r")) else "\n"
+    return text + separator + closer + "\n"
+
+
+# -- escape_markdown ----------------------------------------------------------
+
+_ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_SAFE_AUTOLINK = re.compile(r"<(?:https?://|mailto:)[^\s<>\x00-\x1f\"'`\\]*>", re.IGNORECASE)
+_LINK_TARGET = re.compile(r"\]([(:])")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _is_dangerous_target(following: str) -> bool:
+    """Whether a link destination starting at *following* uses a blocked scheme."""
+    # Normalise the way a renderer and then a browser would: drop backslash
+    # escapes, whitespace and control characters, and a pointy-bracket <.
+    head = re.sub(r"[\\\s\x00-\x1f<]", "", following[:64]).lower()
+    return bool(_BAD_SCHEME.match(head)) and not _GOOD_DATA.match(head)
+
+
+def _neutralise_links(chunk: str) -> str:
+    """Turn ``[x](javascript:...)`` and ``[x]: javascript:...`` into plain text.
+
+    Escaping the ``(`` or ``:`` after ``]`` stops the renderer from seeing a
+    link or a reference definition, so the text shows as typed.
+    """
+    parts: list[str] = []
+    last = 0
+    for match in _LINK_TARGET.finditer(chunk):
+        if _is_dangerous_target(chunk[match.end() :]):
+            parts.append(chunk[last : match.start(1)] + "\\")
+            last = match.start(1)
+    parts.append(chunk[last:])
+    return "".join(parts)
+
+
+def _code_html(content: str) -> str:
+    """An inline code span as HTML whose text no Markdown renderer can reinterpret."""
+    if len(content) > 2 and content[0] == content[-1] == " " and content.strip(" "):
+        content = content[1:-1]  # CommonMark strips one space each side
+    encoded = "".join(f"&#{ord(c)};" if c in _ASCII_PUNCTUATION else c for c in content)
+    return f"<code>{encoded}</code>"
+
+
+def _escape_inline(line: str) -> str:
+    """Escape ``<``, ``>`` and ``&`` in one line of prose, sparing code spans.
+
+    A code span that holds none of those characters is kept as typed. One that
+    does is written as ``<code>`` with every punctuation character as a
+    numeric entity: it looks the same, and stays safe even where a renderer
+    splits the line differently from this scanner (tables, link targets).
+    """
+    prefix = _CONTAINER_PREFIX.match(line)
+    start = prefix.end() if prefix else 0
+    out = [line[:start]]  # blockquote ">" markers stay Markdown
+    i, n = start, len(line)
+    while i < n:
+        c = line[i]
+        if c == "\\" and i + 1 < n and line[i + 1] in _ASCII_PUNCTUATION:
+            nxt = line[i + 1]
+            out.append(html.escape(nxt, quote=False) if nxt in "<>&" else line[i : i + 2])
+            i += 2
+        elif c == "`":
+            run = _BACKTICKS.match(line, i)
+            assert run is not None
+            width = run.end() - i
+            closer = next(
+                (m for m in _BACKTICKS.finditer(line, run.end()) if m.end() - m.start() == width),
+                None,
+            )
+            if closer is None:
+                out.append(run.group())
+                i = run.end()
+                continue
+            content = line[run.end() : closer.start()]
+            if any(ch in content for ch in "<>&"):
+                out.append(_code_html(content))
+            else:
+                out.append(line[i : closer.end()])
+            i = closer.end()
+        elif c == "<":
+            autolink = _SAFE_AUTOLINK.match(line, i)
+            if autolink:
+                out.append(autolink.group())
+                i = autolink.end()
+            else:
+                out.append("&lt;")
+                i += 1
+        else:
+            out.append({">": "&gt;", "&": "&amp;"}.get(c, c))
+            i += 1
+    return "".join(out)
+
+
+def _indent_width(line: str) -> int:
+    """Columns of leading whitespace, tabs stopping at multiples of four."""
+    col = 0
+    for c in line:
+        if c == " ":
+            col += 1
+        elif c == "\t":
+            col += 4 - col % 4
+        else:
+            break
+    return col
+
+
+def escape_markdown(text: str) -> str:
+    """Make model text safe to hand to a frontend as ``text/markdown``.
+
+    JupyterLab, VS Code and Colab render raw HTML inside Markdown, so ``<``,
+    ``>`` and ``&`` are escaped everywhere except inside fenced code blocks
+    and inline code spans, where they already show literally. Links to
+    ``javascript:``, ``vbscript:``, ``file:`` and ``data:`` (other than
+    raster images) are turned back into plain text; ``<...>`` autolinks
+    survive only for http, https and mailto.
+
+    The output never depends on a renderer agreeing with this function about
+    where code starts and ends: fences this function keeps are re-indented
+    and closed so every CommonMark reading sees the same block, fence-like
+    lines it does not keep are escaped, and inline code holding ``<>&`` is
+    written as entity-encoded ``<code>``.
+
+    Args:
+        text: Markdown from a model.
+
+    Returns:
+        Markdown in which no raw HTML survives outside code.
+    """
+    out: list[str] = []
+    prose: list[str] = []
+
+    def flush_prose() -> None:
+        if prose:
+            chunk = _neutralise_links("\n".join(prose))
+            out.extend(_escape_inline(line) for line in chunk.split("\n"))
+            prose.clear()
+
+    fence: tuple[int, str, int] | None = None  # (indent, char, length) while open
+    for line in _split_lines(text):
+        if fence is not None:
+            indent, char, length = fence
+            stripped = line.lstrip(" \t")
+            run = len(stripped) - len(stripped.lstrip(char))
+            if run >= length and not stripped[run:].strip(" \t`~"):
+                # Closed more loosely than CommonMark requires (any indent,
+                # marked's trailing ``~`` or backticks), and written back as
+                # a canonical closer that every renderer agrees on.
+                out.append(" " * indent + char * run)
+                fence = None
+            elif line.strip() and _indent_width(line) < indent:
+                # Inside a list item a less indented line would end the
+                # fence; padding keeps it code under either reading.
+                out.append(" " * (indent - _indent_width(line)) + line)
+            else:
+                out.append(line)
+            continue
+        opener = _FENCE_OPEN.fullmatch(line)
+        if opener:
+            flush_prose()
+            info = html.escape(opener["info"], quote=False)
+            out.append(opener["indent"] + opener["fence"] + info)
+            fence = (len(opener["indent"]), opener["fence"][0], len(opener["fence"]))
+            continue
+        prefix = _CONTAINER_PREFIX.match(line)
+        start = prefix.end() if prefix else 0
+        if _FENCE_OPEN.fullmatch(line[start:]):
+            # A fence inside a blockquote, after a list marker or indented
+            # four or more: not tracked here, so make sure it is not a fence.
+            line = line[:start] + "\\" + line[start:]
+        prose.append(line)
+    flush_prose()
+    return "\n".join(out)
+
+
+# -- tables and throttling ----------------------------------------------------
+
+
+def plain_table_html(columns: list[str], rows: list[list[object]]) -> str:
+    """A small HTML table for results that do not use pandas.
+
+    Every header and cell is escaped; ``None`` shows as an empty cell.
+
+    Args:
+        columns: Header labels.
+        rows: One list of cell values per row.
+
+    Returns:
+        A ``<table>`` element as a string.
+    """
+
+    def cell(tag: str, value: object) -> str:
+        return f"<{tag}>{'' if value is None else html_escape(value)}</{tag}>"
+
+    head = "".join(cell("th", c) for c in columns)
+    body = "".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Throttle:
+    """Decide when a streaming display may update, at most N times a second.
+
+    Pure bookkeeping, no threads or timers: the caller asks `ready` on each
+    chunk and calls `force` for the final update.
+    """
+
+    def __init__(self, max_per_second: float = 15) -> None:
+        """Allow at most *max_per_second* updates (must be positive)."""
+        if not max_per_second > 0:
+            raise ValueError(f"max_per_second must be positive, got {max_per_second!r}")
+        self.max_per_second = max_per_second
+        self.min_interval = 1.0 / max_per_second
+        self._last: float | None = None
+
+    def ready(self, now: float | None = None) -> bool:
+        """Return True (and record the update) if enough time has passed.
+
+        Args:
+            now: The current `time.monotonic()` reading; injected by tests.
+        """
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now - self._last < self.min_interval:
+            return False
+        self._last = now
+        return True
+
+    def force(self, now: float | None = None) -> bool:
+        """Record an update regardless of timing (the final flush); returns True."""
+        self._last = time.monotonic() if now is None else now
+        return True
+
+    def __repr__(self) -> str:
+        return f"Throttle(max_per_second={self.max_per_second!r})"

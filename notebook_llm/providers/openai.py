@@ -1,0 +1,542 @@
+"""The OpenAI chat-completions protocol: OpenAI itself and every compatible server.
+
+Two transports share one request builder and one response parser:
+
+- ``transport="aiohttp"`` (the default): a lean client over one
+  ``aiohttp.ClientSession``. It reads SSE lines and decodes each chunk with
+  ``json.loads`` instead of building SDK model objects, which is several times
+  faster on streams and at high concurrency (see ``bench/``).
+- ``transport="sdk"``: the official ``openai`` SDK (``AsyncOpenAI``), the
+  reference for behaviour. The recorded-traffic tests run on both.
+
+Presets (ollama, vllm, llamacpp, groq, ...) are this class with another base
+URL, key variable and a few quirks (``PRESET_QUIRKS``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from notebook_llm.core.errors import (
+    CancelledError,
+    LLMError,
+    ProviderError,
+)
+from notebook_llm.core.errors import ConnectionError as LLMConnectionError
+from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
+from notebook_llm.core.types import (
+    Chunk,
+    Completion,
+    EmbeddingResponse,
+    ModelInfo,
+    Request,
+    Usage,
+    normalise_finish_reason,
+)
+from notebook_llm.providers._errors import error_from_exception, error_from_status
+from notebook_llm.providers.base import Provider
+
+__all__ = ["OpenAIProvider", "chat_body", "parse_chat_completion", "parse_chunk"]
+
+# Per-preset differences from OpenAI's own API.
+PRESET_QUIRKS: dict[str, dict[str, Any]] = {
+    # OpenAI's newer models reject max_tokens; compatible servers mostly want it.
+    "openai": {"max_tokens_field": "max_completion_tokens"},
+    # llama-cpp-python's server rejects json_schema with a 500 but accepts
+    # {"type": "json_object", "schema": ...}.
+    "llamacpp": {"schema_as_json_object": True},
+    "mistral": {"stream_usage": False},
+}
+
+
+def _usage(data: dict[str, Any] | None) -> Usage | None:
+    if not data:
+        return None
+    prompt_details = data.get("prompt_tokens_details") or {}
+    output_details = data.get("completion_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or data.get("prompt_cache_hit_tokens") or 0
+    return Usage(
+        input_tokens=data.get("prompt_tokens") or data.get("input_tokens") or 0,
+        output_tokens=data.get("completion_tokens") or data.get("output_tokens") or 0,
+        cached_input_tokens=cached,
+        reasoning_tokens=output_details.get("reasoning_tokens") or 0,
+    )
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    # DeepSeek and vLLM: reasoning_content; OpenRouter, Ollama, Groq: reasoning;
+    # OpenRouter also sends structured reasoning_details.
+    text = message.get("reasoning_content") or message.get("reasoning")
+    if text:
+        return text if isinstance(text, str) else json.dumps(text)
+    details = message.get("reasoning_details")
+    if details:
+        return "".join(
+            str(item.get("text") or item.get("summary") or "") for item in details if isinstance(item, dict)
+        )
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    # Some servers answer with a list of parts.
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completion:
+    """A ``chat.completion`` JSON object as a :class:`Completion`."""
+    from notebook_llm.core.stream import make_tool_call
+
+    if not isinstance(data, dict):
+        raise ProviderError("The server's answer is not a JSON object", provider=provider, body=data)
+    if data.get("error"):
+        raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+    choices = data.get("choices") or []
+    choice = choices[0] if choices else {}
+    message = choice.get("message") or {}
+    tool_calls = [
+        make_tool_call(
+            call.get("id") or "",
+            (call.get("function") or {}).get("name") or "",
+            (call.get("function") or {}).get("arguments") or "",
+        )
+        for call in message.get("tool_calls") or []
+    ]
+    if message.get("function_call"):  # the legacy single-function form
+        function = message["function_call"]
+        tool_calls.append(make_tool_call("", function.get("name") or "", function.get("arguments") or ""))
+    return Completion(
+        text=_content_text(message.get("content")),
+        response_model=data.get("model"),
+        reasoning=_reasoning(message) or None,
+        tool_calls=tool_calls,
+        finish_reason=normalise_finish_reason(choice.get("finish_reason"))
+        or ("tool_calls" if tool_calls else "stop"),
+        usage=_usage(data.get("usage")) or Usage(),
+        refusal=message.get("refusal"),
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+def _status_in(error: Any) -> int:
+    # Errors inside a 200 stream carry their real status here and there.
+    if isinstance(error, dict):
+        for key in ("status_code", "code", "status"):
+            value = error.get(key)
+            if isinstance(value, int) and 400 <= value < 600:
+                return value
+            if isinstance(value, str) and value.isdigit() and 400 <= int(value) < 600:
+                return int(value)
+    return 500
+
+
+def parse_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
+    """One ``chat.completion.chunk`` as a :class:`Chunk`; an error object raises."""
+    if "error" in data and data["error"]:
+        raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+    usage = data.get("usage")
+    choices = data.get("choices")
+    if not choices:
+        return Chunk(usage=_usage(usage), response_model=data.get("model"), id=data.get("id"), raw=data)
+    choice = choices[0]
+    if len(choices) > 1 or choice.get("index", 0) != 0:
+        # n > 1: follow the first choice only.
+        choice = next((c for c in choices if c.get("index", 0) == 0), None)
+        if choice is None:
+            return Chunk(usage=_usage(usage), raw=data)
+    delta = choice.get("delta") or {}
+    fragments = None
+    calls = delta.get("tool_calls")
+    if calls:
+        fragments = []
+        for position, call in enumerate(calls):
+            function = call.get("function") or {}
+            fragments.append(
+                {
+                    "index": call.get("index", position),
+                    "id": call.get("id"),
+                    "name": function.get("name"),
+                    "arguments": function.get("arguments"),
+                }
+            )
+    elif delta.get("function_call"):
+        function = delta["function_call"]
+        fragments = [{"index": 0, "name": function.get("name"), "arguments": function.get("arguments")}]
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    if not isinstance(reasoning, str):
+        reasoning = ""
+    finish = choice.get("finish_reason")
+    return Chunk(
+        text=delta.get("content") or "",
+        reasoning=reasoning,
+        tool_calls=fragments,
+        usage=_usage(usage) if usage else None,
+        finish_reason=normalise_finish_reason(finish) if finish else None,
+        response_model=data.get("model"),
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+def chat_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body for ``POST /chat/completions``."""
+    messages = list(request.messages)
+    if request.system:
+        messages.insert(0, {"role": "system", "content": request.system})
+    body: dict[str, Any] = {"model": request.model, "messages": messages}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body[quirks.get("max_tokens_field", "max_tokens")] = request.max_tokens
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            }
+            for tool in request.tools
+        ]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+            choice = {"type": "function", "function": {"name": choice}}
+        body["tool_choice"] = choice
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+        if quirks.get("schema_as_json_object") and request.response_format.get("type") == "json_schema":
+            schema = request.response_format["json_schema"].get("schema", {})
+            body["response_format"] = {"type": "json_object", "schema": schema}
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
+    if stream:
+        body["stream"] = True
+        if quirks.get("stream_usage", True):
+            body["stream_options"] = {"include_usage": True}
+    body.update(request.extra)
+    return body
+
+
+def _decode_embedding(item: dict[str, Any]) -> list[float]:
+    vector = item.get("embedding")
+    if isinstance(vector, str):  # encoding_format="base64": little-endian float32
+        raw = base64.b64decode(vector)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return list(vector or [])
+
+
+class OpenAIProvider(Provider):
+    """OpenAI and OpenAI-compatible servers.
+
+    Settings: ``transport`` (``"aiohttp"`` or ``"sdk"``), ``max_connections``
+    (default 256), plus the preset quirks.
+    """
+
+    def __init__(self, info: Any, *, api_key: str | None = None, api_base: str | None = None,
+                 **settings: Any) -> None:
+        super().__init__(info, api_key=api_key, api_base=api_base, **settings)
+        self.transport = settings.get("transport", "aiohttp")
+        self.quirks = {**PRESET_QUIRKS.get(info.name, {}), **settings}
+        self._base = (self.api_base or "").rstrip("/")
+        self._session: Any = None
+        self._sdk: Any = None
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
+
+    # -- transports ------------------------------------------------------
+
+    def _aiohttp(self) -> Any:
+        if self._session is None or self._session.closed:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.get("max_connections", 256)),
+                timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _client(self) -> Any:
+        if self._sdk is None:
+            import openai
+
+            self._sdk = openai.AsyncOpenAI(
+                api_key=self._api_key or "not-needed",
+                base_url=self._base,
+                max_retries=0,
+            )
+        return self._sdk
+
+    def _timeout(self, request_timeout: float | None) -> Any:
+        import aiohttp
+
+        # Bound connecting and each read, not the whole stream: a long answer
+        # that keeps streaming is fine, a server that stalls is not.
+        return aiohttp.ClientTimeout(total=None, sock_connect=request_timeout, sock_read=request_timeout)
+
+    async def _post(self, path: str, body: dict[str, Any], timeout: float | None, stream: bool) -> Any:
+        session = self._aiohttp()
+        try:
+            response = await session.post(
+                self._base + path,
+                data=json.dumps(body).encode(),
+                headers=self._stream_headers if stream else self._headers,
+                timeout=self._timeout(timeout),
+            )
+        except BaseException as exc:
+            raise self._map(exc) from exc
+        if response.status >= 400:
+            try:
+                text = await response.text()
+            except BaseException as exc:  # noqa: BLE001 - the status says enough
+                text = ""
+                del exc
+            finally:
+                response.release()
+            raise error_from_status(self.name, response.status, _json_or_text(text),
+                                    dict(response.headers), None)
+        return response
+
+    def _map(self, exc: BaseException) -> BaseException:
+        import asyncio
+
+        if isinstance(exc, (asyncio.CancelledError, LLMError)):
+            return exc
+        return error_from_exception(self.name, exc)
+
+    # -- operations ------------------------------------------------------
+
+    async def complete(self, request: Request) -> Completion:
+        """One chat completion."""
+        body = chat_body(request, False, self.quirks)
+        if self.transport == "sdk":
+            data = await self._sdk_call(self._client().chat.completions.create, body, request.timeout)
+        else:
+            response = await self._post("/chat/completions", body, request.timeout, False)
+            try:
+                raw = await response.read()
+            except BaseException as exc:
+                response.close()
+                raise self._map(exc) from exc
+            response.release()
+            data = _decode_json(raw, self.name)
+        return parse_chat_completion(data, self.name)
+
+    async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
+        import openai
+
+        model, messages = body.pop("model"), body.pop("messages", None)
+        kwargs: dict[str, Any] = {"model": model, "extra_body": body, "timeout": timeout}
+        if messages is not None:
+            kwargs["messages"] = messages
+        try:
+            result = await method(**kwargs)
+        except openai.APIStatusError as exc:
+            raise error_from_status(self.name, exc.status_code, exc.body,
+                                    dict(exc.response.headers), exc) from exc
+        except openai.APIError as exc:
+            raise self._map_sdk(exc) from exc
+        return result.model_dump() if hasattr(result, "model_dump") else result
+
+    def _map_sdk(self, exc: Any) -> LLMError:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTimeoutError("The request timed out", provider=self.name, original=exc)
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMConnectionError(f"Could not reach {self._base}", provider=self.name, original=exc)
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            return error_from_status(self.name, _status_in(body.get("error", body)), body, None, exc)
+        return ProviderError(str(exc), provider=self.name, original=exc)
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        """Stream a chat completion; closing the generator closes the response."""
+        body = chat_body(request, True, self.quirks)
+        source = self._sdk_stream(body, request.timeout) if self.transport == "sdk" else \
+            self._aiohttp_stream(body, request.timeout)
+        finished = False
+        try:
+            async for chunk in source:
+                if chunk.finish_reason is not None:
+                    finished = True
+                yield chunk
+        finally:
+            await source.aclose()
+        if not finished:
+            raise LLMConnectionError(
+                "The stream ended before the model finished (connection dropped or truncated)",
+                provider=self.name,
+                model=request.model,
+            )
+
+    async def _aiohttp_stream(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[Chunk]:
+        response = await self._post("/chat/completions", body, timeout, True)
+        provider = self.name
+        event = ""
+        loads = json.loads
+        try:
+            async for line in response.content:
+                if line.startswith(b"data:"):
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        break
+                    if not payload:
+                        continue
+                    try:
+                        data = loads(payload)
+                    except ValueError as exc:
+                        raise ProviderError(
+                            f"Malformed stream data: {payload[:200]!r}", provider=provider, original=exc
+                        ) from exc
+                    if event == "error":
+                        raise error_from_status(provider, _status_in(data.get("error", data)), data,
+                                                None, None)
+                    yield parse_chunk(data, provider)
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+                elif line in (b"\n", b"\r\n"):
+                    event = ""
+        except (LLMError, GeneratorExit):
+            raise
+        except BaseException as exc:
+            import asyncio
+
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise self._map(exc) from exc
+        finally:
+            # close(), not release(): on an early exit the server must see the
+            # connection go away and stop generating.
+            response.close()
+
+    async def _sdk_stream(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[Chunk]:
+        import openai
+
+        body.pop("stream", None)
+        model, messages = body.pop("model"), body.pop("messages")
+        try:
+            stream = await self._client().chat.completions.create(
+                model=model, messages=messages, stream=True, extra_body=body, timeout=timeout
+            )
+        except openai.APIStatusError as exc:
+            raise error_from_status(self.name, exc.status_code, exc.body,
+                                    dict(exc.response.headers), exc) from exc
+        except openai.APIError as exc:
+            raise self._map_sdk(exc) from exc
+        try:
+            async for item in stream:
+                yield parse_chunk(item.model_dump(), self.name)
+        except openai.APIError as exc:
+            raise self._map_sdk(exc) from exc
+        except (LLMError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - dropped connections surface as httpx errors
+            raise self._map(exc) from exc
+        finally:
+            await stream.close()
+
+    async def embed(self, texts: list[str], model: str, **kwargs: Any) -> EmbeddingResponse:
+        """``POST /embeddings``; base64-encoded answers are decoded."""
+        body = {"model": model, "input": texts, **kwargs}
+        if self.transport == "sdk":
+            data = await self._sdk_call(self._client().embeddings.create, body, None)
+        else:
+            response = await self._post("/embeddings", body, kwargs.get("timeout"), False)
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+            data = _decode_json(raw, self.name)
+        items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
+        usage = _usage(data.get("usage")) or Usage()
+        return EmbeddingResponse(vectors=[_decode_embedding(item) for item in items],
+                                 usage=usage, raw=data)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """``GET /models``."""
+        session = self._aiohttp()
+        try:
+            async with session.get(self._base + "/models", headers=self._headers,
+                                   timeout=self._timeout(10)) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise error_from_status(self.name, response.status, _json_or_text(text),
+                                            dict(response.headers), None)
+        except LLMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to our errors
+            raise self._map(exc) from exc
+        data = _decode_json(text.encode(), self.name)
+        items = data.get("data") if isinstance(data, dict) else data
+        if isinstance(data, dict) and "models" in data and not items:  # Ollama's /api/tags shape
+            items = [{"id": m.get("name") or m.get("model")} for m in data["models"]]
+        return [
+            ModelInfo(id=item.get("id", ""), provider=self.name, owned_by=item.get("owned_by"),
+                      created=item.get("created"))
+            for item in items or []
+            if isinstance(item, dict)
+        ]
+
+    async def aclose(self) -> None:
+        """Close the HTTP session and the SDK client."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _decode_json(raw: bytes, provider: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        stripped = raw.lstrip()
+        if stripped.startswith(b"data:"):
+            # An event stream served as application/json (seen in the wild).
+            return _fold_sse(stripped, provider)
+        raise ProviderError(
+            f"The server's answer is not valid JSON: {raw[:200]!r}", provider=provider, original=exc
+        ) from exc
+
+
+def _fold_sse(raw: bytes, provider: str) -> dict[str, Any]:
+    from notebook_llm.core.stream import CompletionBuilder
+
+    builder = CompletionBuilder()
+    for line in raw.splitlines():
+        if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
+            builder.add(parse_chunk(json.loads(line[5:]), provider))
+    completion = builder.build()
+    return {
+        "id": completion.id,
+        "model": completion.response_model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                     "finish_reason": completion.finish_reason}],
+        "usage": {"prompt_tokens": completion.usage.input_tokens,
+                  "completion_tokens": completion.usage.output_tokens},
+    }
+
+
+_ = CancelledError  # re-exported for type checkers of callers catching it here
