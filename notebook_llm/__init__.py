@@ -69,29 +69,66 @@ if TYPE_CHECKING:
     from notebook_llm import errors as errors
     from notebook_llm._api import (
         acomplete as acomplete,
+    )
+    from notebook_llm._api import (
         aembed as aembed,
+    )
+    from notebook_llm._api import (
         alist_models as alist_models,
+    )
+    from notebook_llm._api import (
         astream as astream,
+    )
+    from notebook_llm._api import (
         complete as complete,
+    )
+    from notebook_llm._api import (
         default_client as default_client,
+    )
+    from notebook_llm._api import (
         default_model as default_model,
+    )
+    from notebook_llm._api import (
         embed as embed,
+    )
+    from notebook_llm._api import (
         list_models as list_models,
+    )
+    from notebook_llm._api import (
         providers as providers,
+    )
+    from notebook_llm._api import (
         set_default_client as set_default_client,
+    )
+    from notebook_llm._api import (
         stream as stream,
     )
     from notebook_llm._client import Client as Client
     from notebook_llm.core.ratelimit import RateLimit as RateLimit
     from notebook_llm.core.retry import RetryPolicy as RetryPolicy
-    from notebook_llm.core.stream import AsyncStream as AsyncStream, Stream as Stream
+    from notebook_llm.core.stream import AsyncStream as AsyncStream
+    from notebook_llm.core.stream import Stream as Stream
     from notebook_llm.core.types import (
         Capabilities as Capabilities,
+    )
+    from notebook_llm.core.types import (
         Chunk as Chunk,
+    )
+    from notebook_llm.core.types import (
         Completion as Completion,
+    )
+    from notebook_llm.core.types import (
         ModelInfo as ModelInfo,
+    )
+    from notebook_llm.core.types import (
         ProviderInfo as ProviderInfo,
+    )
+    from notebook_llm.core.types import (
         Tool as Tool,
+    )
+    from notebook_llm.core.types import (
         ToolCall as ToolCall,
+    )
+    from notebook_llm.core.types import (
         Usage as Usage,
     )

@@ -22,8 +22,9 @@ class Client(CoreClient):
         **kwargs: see :class:`notebook_llm.core.client.CoreClient`.
     """
 
-    def __init__(self, model: str | None = None, *, log: bool = True, cache: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: str | None = None, *, log: bool = True, cache: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         self.log = log
         self.cache = cache

@@ -366,7 +366,9 @@ def escape_markdown(text: str) -> str:
                 out.append(line)
             continue
         opener = _FENCE_OPEN.fullmatch(line)
-        if opener:
+        # With a "|" the line may be a table header instead: markdown-it tries
+        # tables before fences, marked and cmark-gfm the other way round.
+        if opener and "|" not in line:
             flush_prose()
             info = html.escape(opener["info"], quote=False)
             out.append(opener["indent"] + opener["fence"] + info)
@@ -375,8 +377,9 @@ def escape_markdown(text: str) -> str:
         prefix = _CONTAINER_PREFIX.match(line)
         start = prefix.end() if prefix else 0
         if _FENCE_OPEN.fullmatch(line[start:]):
-            # A fence inside a blockquote, after a list marker or indented
-            # four or more: not tracked here, so make sure it is not a fence.
+            # A fence inside a blockquote, after a list marker, indented four
+            # or more, or that may be a table header: not tracked here, so
+            # make sure no renderer sees a fence.
             line = line[:start] + "\\" + line[start:]
         prose.append(line)
     flush_prose()
@@ -429,7 +432,8 @@ class Throttle:
             now: The current `time.monotonic()` reading; injected by tests.
         """
         now = time.monotonic() if now is None else now
-        if self._last is not None and now - self._last < self.min_interval:
+        # The epsilon keeps float noise (100.1 - 100.0 < 0.1) from skipping a frame.
+        if self._last is not None and now - self._last < self.min_interval - 1e-9:
             return False
         self._last = now
         return True

@@ -121,9 +121,24 @@ def test_module_level_functions_use_default_client() -> None:
     assert abs(sum(v * v for v in vectors[0]) - 1) < 1e-9
     assert [m.id for m in nl.list_models("offline")] == ["echo", "story", "hash"]
     names = {p.name for p in nl.providers()}
-    assert {"openai", "anthropic", "ollama", "vllm", "llamacpp", "lmstudio", "mistralrs",
-            "universal", "groq", "mistral", "deepseek", "openrouter", "together",
-            "openai-compatible", "offline", "local"} <= names
+    assert {
+        "openai",
+        "anthropic",
+        "ollama",
+        "vllm",
+        "llamacpp",
+        "lmstudio",
+        "mistralrs",
+        "universal",
+        "groq",
+        "mistral",
+        "deepseek",
+        "openrouter",
+        "together",
+        "openai-compatible",
+        "offline",
+        "local",
+    } <= names
 
 
 def test_providers_records_carry_env_and_capabilities() -> None:
@@ -133,9 +148,16 @@ def test_providers_records_carry_env_and_capabilities() -> None:
     assert by_name["groq"].default_base_url == "https://api.groq.com/openai/v1"
     assert by_name["anthropic"].capabilities.reasoning
     assert not by_name["offline"].key_required
-    assert set(by_name["openai"].to_dict()) >= {"streaming", "tools", "structured_output",
-                                                 "reasoning", "image_input", "embeddings",
-                                                 "list_models", "batch"}
+    assert set(by_name["openai"].to_dict()) >= {
+        "streaming",
+        "tools",
+        "structured_output",
+        "reasoning",
+        "image_input",
+        "embeddings",
+        "list_models",
+        "batch",
+    }
 
 
 def test_unknown_provider_suggests_closest() -> None:
@@ -233,7 +255,10 @@ def test_tools_from_functions_and_loop() -> None:
     assert tool.name == "get_weather"
     assert tool.description == "Current weather for a city."
     assert tool.parameters["required"] == ["city"]
-    assert tool.parameters["properties"]["city"] == {"type": "string", "description": "the city name."}
+    assert tool.parameters["properties"]["city"] == {
+        "type": "string",
+        "description": "the city name.",
+    }
 
 
 class Person(BaseModel):
@@ -259,8 +284,12 @@ def test_keyboard_interrupt_cancels_sync_call() -> None:
         "except KeyboardInterrupt:\n"
         "    print('interrupted', s.completion.finish_reason, flush=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.3)
     proc.send_signal(2)
@@ -269,14 +298,26 @@ def test_keyboard_interrupt_cancels_sync_call() -> None:
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, notebook_llm; print(sorted(m for m in ('openai','anthropic','pandas','IPython','pydantic','httpx','aiohttp') if m in sys.modules))"
+    heavy = "('openai', 'anthropic', 'pandas', 'IPython', 'pydantic', 'httpx', 'aiohttp')"
+    code = f"import sys, notebook_llm; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_public_api_is_exported() -> None:
-    assert set(nl.__all__) >= {"complete", "acomplete", "stream", "astream", "embed", "aembed",
-                               "list_models", "alist_models", "providers", "Client", "Completion",
-                               "errors"}
+    assert set(nl.__all__) >= {
+        "complete",
+        "acomplete",
+        "stream",
+        "astream",
+        "embed",
+        "aembed",
+        "list_models",
+        "alist_models",
+        "providers",
+        "Client",
+        "Completion",
+        "errors",
+    }
     for name in nl.__all__:
         assert getattr(nl, name) is not None

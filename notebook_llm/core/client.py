@@ -100,7 +100,9 @@ def _sync(async_method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
 
     method.__name__ = async_method.__name__[1:]
     method.__qualname__ = method.__qualname__.replace(async_method.__name__, method.__name__)
-    method.__doc__ = f"Sync version of :meth:`{async_method.__name__}` (runs on the library's loop)."
+    method.__doc__ = (
+        f"Sync version of :meth:`{async_method.__name__}` (runs on the library's loop)."
+    )
     return method
 
 
@@ -115,7 +117,8 @@ class CoreClient:
         timeout: seconds before a request gives up.
         retry: the retry policy; ``max_retries`` is a shortcut for its attempts.
         rate_limits: ``RateLimit`` by model string or provider name.
-        provider_settings: extra options by provider name (e.g. ``{"openai": {"transport": "sdk"}}``).
+        provider_settings: extra options by provider name, e.g.
+            ``{"openai": {"transport": "sdk"}}``.
         middlewares: hooks run around every call (logging, pricing, cache, budgets).
     """
 
@@ -282,7 +285,9 @@ class CoreClient:
         else:
             messages = [dict(message) for message in prompt_or_messages]
             if not messages:
-                raise InvalidRequestError("messages is empty: pass a prompt or at least one message")
+                raise InvalidRequestError(
+                    "messages is empty: pass a prompt or at least one message"
+                )
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
         format_dict, format_model = normalise_response_format(response_format)
@@ -386,7 +391,8 @@ class CoreClient:
             api_key: a key for this call (otherwise found in the environment).
             api_base: a base URL for this call.
             timeout: seconds before giving up.
-            max_tool_rounds: run the model's tool calls and send results back, up to this many times.
+            max_tool_rounds: run the model's tool calls and send the results back,
+                up to this many times.
             log: log this call (default: the client's setting).
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
@@ -400,11 +406,24 @@ class CoreClient:
             notebook_llm.errors.LLMError: a subclass saying what went wrong and what to do.
         """
         provider, ctx, format_model = self._prepare(
-            "complete", prompt_or_messages, model, system=system, temperature=temperature,
-            max_tokens=max_tokens, tools=tools, tool_choice=tool_choice,
-            response_format=response_format, reasoning_effort=reasoning_effort,
-            api_key=api_key, api_base=api_base, timeout=timeout, log=log, cache=cache,
-            tags=tags, metadata=metadata, provider_kwargs=provider_kwargs,
+            "complete",
+            prompt_or_messages,
+            model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            reasoning_effort=reasoning_effort,
+            api_key=api_key,
+            api_base=api_base,
+            timeout=timeout,
+            log=log,
+            cache=cache,
+            tags=tags,
+            metadata=metadata,
+            provider_kwargs=provider_kwargs,
         )
         completion = await self._run_once(provider, ctx, format_model)
         rounds = 0
@@ -481,11 +500,24 @@ class CoreClient:
         ``completion``. Nothing is sent until iteration starts.
         """
         provider, ctx, format_model = self._prepare(
-            "stream", prompt_or_messages, model, system=system, temperature=temperature,
-            max_tokens=max_tokens, tools=tools, tool_choice=tool_choice,
-            response_format=response_format, reasoning_effort=reasoning_effort,
-            api_key=api_key, api_base=api_base, timeout=timeout, log=log, cache=cache,
-            tags=tags, metadata=metadata, provider_kwargs=provider_kwargs,
+            "stream",
+            prompt_or_messages,
+            model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            reasoning_effort=reasoning_effort,
+            api_key=api_key,
+            api_base=api_base,
+            timeout=timeout,
+            log=log,
+            cache=cache,
+            tags=tags,
+            metadata=metadata,
+            provider_kwargs=provider_kwargs,
         )
 
         async def opener() -> tuple[AsyncIterator[Chunk], CompletionBuilder]:
@@ -578,7 +610,9 @@ class CoreClient:
         """``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
         return os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL") or "offline:hash"
 
-    async def alist_models(self, provider: str | None = None, *, api_base: str | None = None) -> list[ModelInfo]:
+    async def alist_models(
+        self, provider: str | None = None, *, api_base: str | None = None
+    ) -> list[ModelInfo]:
         """The models a provider offers (the default model's provider when omitted)."""
         name = provider or self.resolve().provider
         spec = get_spec(name.rstrip(":"))
@@ -595,6 +629,7 @@ class CoreClient:
     complete = _sync(acomplete)
     embed = _sync(aembed)
     list_models = _sync(alist_models)
+    close = _sync(aclose)
 
 
 def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:

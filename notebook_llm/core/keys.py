@@ -131,7 +131,9 @@ def find_key(
     return None, "none"
 
 
-def key_status(provider: str, env_vars: tuple[str, ...], configured: str | None = None) -> KeyStatus:
+def key_status(
+    provider: str, env_vars: tuple[str, ...], configured: str | None = None
+) -> KeyStatus:
     """Where ``provider``'s key would come from, masked; never prompts."""
     key, source = find_key(env_vars, configured=configured, prompt=False)
     return KeyStatus(provider, env_vars[0] if env_vars else None, source, mask(key))

@@ -28,9 +28,7 @@ class BackgroundLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run, name="notebook-llm-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="notebook-llm-loop", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

@@ -18,7 +18,14 @@ from typing import Any
 from notebook_llm.core.errors import UnknownProviderError
 from notebook_llm.core.types import Capabilities, ProviderInfo
 
-__all__ = ["ENTRY_POINT_GROUP", "ProviderSpec", "get_spec", "provider_names", "register_provider", "specs"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ProviderSpec",
+    "get_spec",
+    "provider_names",
+    "register_provider",
+    "specs",
+]
 
 ENTRY_POINT_GROUP = "notebook_llm.providers"
 
@@ -88,8 +95,14 @@ def _register_builtins() -> None:
             protocol="openai",
             description="OpenAI API (official openai SDK)",
             capabilities=Capabilities(
-                streaming=True, tools=True, structured_output=True, reasoning=True,
-                image_input=True, embeddings=True, list_models=True, batch=True,
+                streaming=True,
+                tools=True,
+                structured_output=True,
+                reasoning=True,
+                image_input=True,
+                embeddings=True,
+                list_models=True,
+                batch=True,
             ),
             key_env=("OPENAI_API_KEY",),
             base_url_env="OPENAI_BASE_URL",
@@ -103,8 +116,13 @@ def _register_builtins() -> None:
             protocol="anthropic",
             description="Anthropic Messages API (official anthropic SDK)",
             capabilities=Capabilities(
-                streaming=True, tools=True, structured_output=True, reasoning=True,
-                image_input=True, list_models=True, batch=True,
+                streaming=True,
+                tools=True,
+                structured_output=True,
+                reasoning=True,
+                image_input=True,
+                list_models=True,
+                batch=True,
             ),
             key_env=("ANTHROPIC_API_KEY",),
             base_url_env="ANTHROPIC_BASE_URL",
@@ -113,51 +131,145 @@ def _register_builtins() -> None:
         "notebook_llm.providers.anthropic:AnthropicProvider",
     )
     local_caps = Capabilities(
-        streaming=True, tools=True, structured_output=True, reasoning=True,
-        embeddings=True, list_models=True,
+        streaming=True,
+        tools=True,
+        structured_output=True,
+        reasoning=True,
+        embeddings=True,
+        list_models=True,
     )
-    _compatible("ollama", "Ollama on this machine", "http://127.0.0.1:11434/v1",
-                "OLLAMA_API_KEY", local=True, capabilities=local_caps)
-    _compatible("lmstudio", "LM Studio's local server", "http://127.0.0.1:1234/v1",
-                "LMSTUDIO_API_KEY", local=True, capabilities=local_caps)
-    _compatible("llamacpp", "llama.cpp server (llama-server or llama-cpp-python)",
-                "http://127.0.0.1:8080/v1", "LLAMACPP_API_KEY", local=True,
-                capabilities=local_caps)
-    _compatible("vllm", "vLLM's OpenAI-compatible server", "http://127.0.0.1:8000/v1",
-                "VLLM_API_KEY", local=True, capabilities=local_caps)
-    _compatible("mistralrs", "mistral.rs server", "http://127.0.0.1:1234/v1",
-                "MISTRALRS_API_KEY", local=True, capabilities=local_caps)
-    _compatible("universal", "Universal Runtime", "http://127.0.0.1:11540/v1",
-                "UNIVERSAL_API_KEY", local=True, capabilities=local_caps)
-    _compatible("groq", "Groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY",
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          reasoning=True, image_input=True, list_models=True,
-                                          batch=True))
-    _compatible("mistral", "Mistral AI", "https://api.mistral.ai/v1", "MISTRAL_API_KEY",
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          image_input=True, embeddings=True, list_models=True))
-    _compatible("deepseek", "DeepSeek", "https://api.deepseek.com", "DEEPSEEK_API_KEY",
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          reasoning=True, list_models=True))
-    _compatible("openrouter", "OpenRouter (many providers behind one key)",
-                "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY",
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          reasoning=True, image_input=True, list_models=True))
-    _compatible("together", "Together AI", "https://api.together.xyz/v1", "TOGETHER_API_KEY",
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          embeddings=True, list_models=True),
-                pricing_id="together")
-    _compatible("openai-compatible", "Any OpenAI-compatible server: pass api_base=...",
-                None, "OPENAI_COMPATIBLE_API_KEY", local=False,
-                capabilities=Capabilities(streaming=True, tools=True, structured_output=True,
-                                          embeddings=True, list_models=True))
+    _compatible(
+        "ollama",
+        "Ollama on this machine",
+        "http://127.0.0.1:11434/v1",
+        "OLLAMA_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "lmstudio",
+        "LM Studio's local server",
+        "http://127.0.0.1:1234/v1",
+        "LMSTUDIO_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "llamacpp",
+        "llama.cpp server (llama-server or llama-cpp-python)",
+        "http://127.0.0.1:8080/v1",
+        "LLAMACPP_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "vllm",
+        "vLLM's OpenAI-compatible server",
+        "http://127.0.0.1:8000/v1",
+        "VLLM_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "mistralrs",
+        "mistral.rs server",
+        "http://127.0.0.1:1234/v1",
+        "MISTRALRS_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "universal",
+        "Universal Runtime",
+        "http://127.0.0.1:11540/v1",
+        "UNIVERSAL_API_KEY",
+        local=True,
+        capabilities=local_caps,
+    )
+    _compatible(
+        "groq",
+        "Groq",
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        capabilities=Capabilities(
+            streaming=True,
+            tools=True,
+            structured_output=True,
+            reasoning=True,
+            image_input=True,
+            list_models=True,
+            batch=True,
+        ),
+    )
+    _compatible(
+        "mistral",
+        "Mistral AI",
+        "https://api.mistral.ai/v1",
+        "MISTRAL_API_KEY",
+        capabilities=Capabilities(
+            streaming=True,
+            tools=True,
+            structured_output=True,
+            image_input=True,
+            embeddings=True,
+            list_models=True,
+        ),
+    )
+    _compatible(
+        "deepseek",
+        "DeepSeek",
+        "https://api.deepseek.com",
+        "DEEPSEEK_API_KEY",
+        capabilities=Capabilities(
+            streaming=True, tools=True, structured_output=True, reasoning=True, list_models=True
+        ),
+    )
+    _compatible(
+        "openrouter",
+        "OpenRouter (many providers behind one key)",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+        capabilities=Capabilities(
+            streaming=True,
+            tools=True,
+            structured_output=True,
+            reasoning=True,
+            image_input=True,
+            list_models=True,
+        ),
+    )
+    _compatible(
+        "together",
+        "Together AI",
+        "https://api.together.xyz/v1",
+        "TOGETHER_API_KEY",
+        capabilities=Capabilities(
+            streaming=True, tools=True, structured_output=True, embeddings=True, list_models=True
+        ),
+        pricing_id="together",
+    )
+    _compatible(
+        "openai-compatible",
+        "Any OpenAI-compatible server: pass api_base=...",
+        None,
+        "OPENAI_COMPATIBLE_API_KEY",
+        local=False,
+        capabilities=Capabilities(
+            streaming=True, tools=True, structured_output=True, embeddings=True, list_models=True
+        ),
+    )
     register_provider(
         ProviderInfo(
             name="offline",
             protocol="offline",
-            description="Demo models in-process: offline:echo, offline:story, offline:hash (no key)",
-            capabilities=Capabilities(streaming=True, tools=False, structured_output=False,
-                                      embeddings=True, list_models=True),
+            description="Demo models in-process: offline:echo, offline:story, offline:hash",
+            capabilities=Capabilities(
+                streaming=True,
+                tools=False,
+                structured_output=False,
+                embeddings=True,
+                list_models=True,
+            ),
             key_required=False,
             free=True,
         ),
@@ -168,8 +280,13 @@ def _register_builtins() -> None:
             name="local",
             protocol="local",
             description="GGUF models in-process via llama-cpp-python (local:smollm2, local:minilm)",
-            capabilities=Capabilities(streaming=True, tools=False, structured_output=True,
-                                      embeddings=True, list_models=True),
+            capabilities=Capabilities(
+                streaming=True,
+                tools=False,
+                structured_output=True,
+                embeddings=True,
+                list_models=True,
+            ),
             key_required=False,
             free=True,
         ),

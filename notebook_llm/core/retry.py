@@ -138,4 +138,3 @@ async def retry_async(
                 on_retry(error, attempt, delay)
             await asyncio.sleep(delay)
             attempt += 1
-

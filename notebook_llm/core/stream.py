@@ -209,7 +209,9 @@ class AsyncStream:
         self._builder.add(chunk)  # type: ignore[union-attr]
         return chunk
 
-    async def _finish(self, error: BaseException | None, reason: FinishReason | None = None) -> None:
+    async def _finish(
+        self, error: BaseException | None, reason: FinishReason | None = None
+    ) -> None:
         if self._done:
             return
         self._done = True

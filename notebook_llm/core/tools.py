@@ -18,7 +18,13 @@ from typing import Any
 from notebook_llm.core.errors import InvalidRequestError
 from notebook_llm.core.types import Message, Tool, ToolCall
 
-__all__ = ["as_tools", "function_tool", "normalise_response_format", "parse_structured", "run_tool_calls"]
+__all__ = [
+    "as_tools",
+    "function_tool",
+    "normalise_response_format",
+    "parse_structured",
+    "run_tool_calls",
+]
 
 _SIMPLE: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
@@ -170,7 +176,11 @@ def normalise_response_format(response_format: Any) -> tuple[dict[str, Any] | No
         return (
             {
                 "type": "json_schema",
-                "json_schema": {"name": response_format.__name__, "schema": schema, "strict": strict},
+                "json_schema": {
+                    "name": response_format.__name__,
+                    "schema": schema,
+                    "strict": strict,
+                },
             },
             response_format,
         )

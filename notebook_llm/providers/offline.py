@@ -44,7 +44,13 @@ EMBEDDING_MODELS = ("hash",)
 HASH_DIMS = 256
 
 _NOUNS = ("robot", "river", "lantern", "fox", "garden", "teapot", "comet", "violin", "map", "owl")
-_PLACES = ("by the sea", "in a quiet town", "under the old bridge", "on a windy hill", "in the library")
+_PLACES = (
+    "by the sea",
+    "in a quiet town",
+    "under the old bridge",
+    "on a windy hill",
+    "in the library",
+)
 _VERBS = ("found", "painted", "followed", "repaired", "borrowed", "sang to", "counted")
 _ENDINGS = (
     "and everyone learned something new.",
@@ -64,9 +70,7 @@ def _last_user_text(request: Request) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return " ".join(
-                    part.get("text", "") for part in content if isinstance(part, dict)
-                )
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
             return str(content or "")
     return ""
 

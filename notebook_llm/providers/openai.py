@@ -76,7 +76,9 @@ def _reasoning(message: dict[str, Any]) -> str:
     details = message.get("reasoning_details")
     if details:
         return "".join(
-            str(item.get("text") or item.get("summary") or "") for item in details if isinstance(item, dict)
+            str(item.get("text") or item.get("summary") or "")
+            for item in details
+            if isinstance(item, dict)
         )
     return ""
 
@@ -95,7 +97,9 @@ def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completio
     from notebook_llm.core.stream import make_tool_call
 
     if not isinstance(data, dict):
-        raise ProviderError("The server's answer is not a JSON object", provider=provider, body=data)
+        raise ProviderError(
+            "The server's answer is not a JSON object", provider=provider, body=data
+        )
     if data.get("error"):
         raise error_from_status(provider, _status_in(data["error"]), data, None, None)
     choices = data.get("choices") or []
@@ -111,7 +115,9 @@ def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completio
     ]
     if message.get("function_call"):  # the legacy single-function form
         function = message["function_call"]
-        tool_calls.append(make_tool_call("", function.get("name") or "", function.get("arguments") or ""))
+        tool_calls.append(
+            make_tool_call("", function.get("name") or "", function.get("arguments") or "")
+        )
     return Completion(
         text=_content_text(message.get("content")),
         response_model=data.get("model"),
@@ -140,12 +146,14 @@ def _status_in(error: Any) -> int:
 
 def parse_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
     """One ``chat.completion.chunk`` as a :class:`Chunk`; an error object raises."""
-    if "error" in data and data["error"]:
+    if data.get("error"):
         raise error_from_status(provider, _status_in(data["error"]), data, None, None)
     usage = data.get("usage")
     choices = data.get("choices")
     if not choices:
-        return Chunk(usage=_usage(usage), response_model=data.get("model"), id=data.get("id"), raw=data)
+        return Chunk(
+            usage=_usage(usage), response_model=data.get("model"), id=data.get("id"), raw=data
+        )
     choice = choices[0]
     if len(choices) > 1 or choice.get("index", 0) != 0:
         # n > 1: follow the first choice only.
@@ -169,7 +177,9 @@ def parse_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
             )
     elif delta.get("function_call"):
         function = delta["function_call"]
-        fragments = [{"index": 0, "name": function.get("name"), "arguments": function.get("arguments")}]
+        fragments = [
+            {"index": 0, "name": function.get("name"), "arguments": function.get("arguments")}
+        ]
     reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
     if not isinstance(reasoning, str):
         reasoning = ""
@@ -215,7 +225,10 @@ def chat_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[st
         body["tool_choice"] = choice
     if request.response_format is not None:
         body["response_format"] = request.response_format
-        if quirks.get("schema_as_json_object") and request.response_format.get("type") == "json_schema":
+        if (
+            quirks.get("schema_as_json_object")
+            and request.response_format.get("type") == "json_schema"
+        ):
             schema = request.response_format["json_schema"].get("schema", {})
             body["response_format"] = {"type": "json_object", "schema": schema}
     if request.reasoning_effort is not None:
@@ -243,8 +256,9 @@ class OpenAIProvider(Provider):
     (default 256), plus the preset quirks.
     """
 
-    def __init__(self, info: Any, *, api_key: str | None = None, api_base: str | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, info: Any, *, api_key: str | None = None, api_base: str | None = None, **settings: Any
+    ) -> None:
         super().__init__(info, api_key=api_key, api_base=api_base, **settings)
         self.transport = settings.get("transport", "aiohttp")
         self.quirks = {**PRESET_QUIRKS.get(info.name, {}), **settings}
@@ -285,9 +299,13 @@ class OpenAIProvider(Provider):
 
         # Bound connecting and each read, not the whole stream: a long answer
         # that keeps streaming is fine, a server that stalls is not.
-        return aiohttp.ClientTimeout(total=None, sock_connect=request_timeout, sock_read=request_timeout)
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=request_timeout, sock_read=request_timeout
+        )
 
-    async def _post(self, path: str, body: dict[str, Any], timeout: float | None, stream: bool) -> Any:
+    async def _post(
+        self, path: str, body: dict[str, Any], timeout: float | None, stream: bool
+    ) -> Any:
         session = self._aiohttp()
         try:
             response = await session.post(
@@ -306,8 +324,9 @@ class OpenAIProvider(Provider):
                 del exc
             finally:
                 response.release()
-            raise error_from_status(self.name, response.status, _json_or_text(text),
-                                    dict(response.headers), None)
+            raise error_from_status(
+                self.name, response.status, _json_or_text(text), dict(response.headers), None
+            )
         return response
 
     def _map(self, exc: BaseException) -> BaseException:
@@ -323,7 +342,9 @@ class OpenAIProvider(Provider):
         """One chat completion."""
         body = chat_body(request, False, self.quirks)
         if self.transport == "sdk":
-            data = await self._sdk_call(self._client().chat.completions.create, body, request.timeout)
+            data = await self._sdk_call(
+                self._client().chat.completions.create, body, request.timeout
+            )
         else:
             response = await self._post("/chat/completions", body, request.timeout, False)
             try:
@@ -338,17 +359,24 @@ class OpenAIProvider(Provider):
     async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
         import openai
 
-        model, messages = body.pop("model"), body.pop("messages", None)
-        kwargs: dict[str, Any] = {"model": model, "extra_body": body, "timeout": timeout}
-        if messages is not None:
-            kwargs["messages"] = messages
+        # The SDK insists on its required arguments by name; the rest goes as extra_body.
+        kwargs: dict[str, Any] = {"model": body.pop("model"), "timeout": timeout}
+        for required in ("messages", "input"):
+            if required in body:
+                kwargs[required] = body.pop(required)
+        kwargs["extra_body"] = body
         try:
             result = await method(**kwargs)
         except openai.APIStatusError as exc:
-            raise error_from_status(self.name, exc.status_code, exc.body,
-                                    dict(exc.response.headers), exc) from exc
+            raise error_from_status(
+                self.name, exc.status_code, exc.body, dict(exc.response.headers), exc
+            ) from exc
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
+        except ValueError as exc:  # the SDK lets json.JSONDecodeError through
+            raise ProviderError(
+                "The server's answer is not valid JSON", provider=self.name, original=exc
+            ) from exc
         return result.model_dump() if hasattr(result, "model_dump") else result
 
     def _map_sdk(self, exc: Any) -> LLMError:
@@ -357,17 +385,24 @@ class OpenAIProvider(Provider):
         if isinstance(exc, openai.APITimeoutError):
             return LLMTimeoutError("The request timed out", provider=self.name, original=exc)
         if isinstance(exc, openai.APIConnectionError):
-            return LLMConnectionError(f"Could not reach {self._base}", provider=self.name, original=exc)
+            return LLMConnectionError(
+                f"Could not reach {self._base}", provider=self.name, original=exc
+            )
         body = getattr(exc, "body", None)
         if isinstance(body, dict):
-            return error_from_status(self.name, _status_in(body.get("error", body)), body, None, exc)
+            return error_from_status(
+                self.name, _status_in(body.get("error", body)), body, None, exc
+            )
         return ProviderError(str(exc), provider=self.name, original=exc)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
         """Stream a chat completion; closing the generator closes the response."""
         body = chat_body(request, True, self.quirks)
-        source = self._sdk_stream(body, request.timeout) if self.transport == "sdk" else \
-            self._aiohttp_stream(body, request.timeout)
+        source = (
+            self._sdk_stream(body, request.timeout)
+            if self.transport == "sdk"
+            else self._aiohttp_stream(body, request.timeout)
+        )
         finished = False
         try:
             async for chunk in source:
@@ -383,7 +418,9 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
 
-    async def _aiohttp_stream(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[Chunk]:
+    async def _aiohttp_stream(
+        self, body: dict[str, Any], timeout: float | None
+    ) -> AsyncIterator[Chunk]:
         response = await self._post("/chat/completions", body, timeout, True)
         provider = self.name
         event = ""
@@ -400,11 +437,14 @@ class OpenAIProvider(Provider):
                         data = loads(payload)
                     except ValueError as exc:
                         raise ProviderError(
-                            f"Malformed stream data: {payload[:200]!r}", provider=provider, original=exc
+                            f"Malformed stream data: {payload[:200]!r}",
+                            provider=provider,
+                            original=exc,
                         ) from exc
                     if event == "error":
-                        raise error_from_status(provider, _status_in(data.get("error", data)), data,
-                                                None, None)
+                        raise error_from_status(
+                            provider, _status_in(data.get("error", data)), data, None, None
+                        )
                     yield parse_chunk(data, provider)
                 elif line.startswith(b"event:"):
                     event = line[6:].strip().decode()
@@ -423,7 +463,9 @@ class OpenAIProvider(Provider):
             # connection go away and stop generating.
             response.close()
 
-    async def _sdk_stream(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[Chunk]:
+    async def _sdk_stream(
+        self, body: dict[str, Any], timeout: float | None
+    ) -> AsyncIterator[Chunk]:
         import openai
 
         body.pop("stream", None)
@@ -433,8 +475,9 @@ class OpenAIProvider(Provider):
                 model=model, messages=messages, stream=True, extra_body=body, timeout=timeout
             )
         except openai.APIStatusError as exc:
-            raise error_from_status(self.name, exc.status_code, exc.body,
-                                    dict(exc.response.headers), exc) from exc
+            raise error_from_status(
+                self.name, exc.status_code, exc.body, dict(exc.response.headers), exc
+            ) from exc
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
         try:
@@ -444,7 +487,7 @@ class OpenAIProvider(Provider):
             raise self._map_sdk(exc) from exc
         except (LLMError, GeneratorExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - dropped connections surface as httpx errors
+        except Exception as exc:
             raise self._map(exc) from exc
         finally:
             await stream.close()
@@ -463,30 +506,41 @@ class OpenAIProvider(Provider):
             data = _decode_json(raw, self.name)
         items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
         usage = _usage(data.get("usage")) or Usage()
-        return EmbeddingResponse(vectors=[_decode_embedding(item) for item in items],
-                                 usage=usage, raw=data)
+        return EmbeddingResponse(
+            vectors=[_decode_embedding(item) for item in items], usage=usage, raw=data
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """``GET /models``."""
         session = self._aiohttp()
         try:
-            async with session.get(self._base + "/models", headers=self._headers,
-                                   timeout=self._timeout(10)) as response:
+            async with session.get(
+                self._base + "/models", headers=self._headers, timeout=self._timeout(10)
+            ) as response:
                 text = await response.text()
                 if response.status >= 400:
-                    raise error_from_status(self.name, response.status, _json_or_text(text),
-                                            dict(response.headers), None)
+                    raise error_from_status(
+                        self.name,
+                        response.status,
+                        _json_or_text(text),
+                        dict(response.headers),
+                        None,
+                    )
         except LLMError:
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped to our errors
+        except Exception as exc:
             raise self._map(exc) from exc
         data = _decode_json(text.encode(), self.name)
         items = data.get("data") if isinstance(data, dict) else data
         if isinstance(data, dict) and "models" in data and not items:  # Ollama's /api/tags shape
             items = [{"id": m.get("name") or m.get("model")} for m in data["models"]]
         return [
-            ModelInfo(id=item.get("id", ""), provider=self.name, owned_by=item.get("owned_by"),
-                      created=item.get("created"))
+            ModelInfo(
+                id=item.get("id", ""),
+                provider=self.name,
+                owned_by=item.get("owned_by"),
+                created=item.get("created"),
+            )
             for item in items or []
             if isinstance(item, dict)
         ]
@@ -532,10 +586,17 @@ def _fold_sse(raw: bytes, provider: str) -> dict[str, Any]:
     return {
         "id": completion.id,
         "model": completion.response_model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                     "finish_reason": completion.finish_reason}],
-        "usage": {"prompt_tokens": completion.usage.input_tokens,
-                  "completion_tokens": completion.usage.output_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": completion.usage.input_tokens,
+            "completion_tokens": completion.usage.output_tokens,
+        },
     }
 
 
