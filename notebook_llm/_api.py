@@ -5,9 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from notebook_llm._client import Client
+
+if TYPE_CHECKING:
+    from notebook_llm.embeddings import Embeddings
+    from notebook_llm.store.db import Store
 
 __all__ = [
     "acomplete",
@@ -62,9 +67,58 @@ complete = _delegate("complete")
 acomplete = _delegate("acomplete")
 stream = _delegate("stream")
 astream = _delegate("astream")
-embed = _delegate("embed")
-aembed = _delegate("aembed")
 list_models = _delegate("list_models")
 alist_models = _delegate("alist_models")
 providers = _delegate("providers")
 default_model = _delegate("default_model")
+
+
+def embed(
+    texts: Any,
+    model: str | None = None,
+    *,
+    batch_size: int | None = None,
+    concurrency: int = 4,
+    cache: bool = True,
+    progress: bool | Callable[[int, int], None] | None = None,
+    client: Client | None = None,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> Embeddings:
+    """Embed texts (a list, a Series or a DataFrame column) as :class:`~notebook_llm.Embeddings`.
+
+    Vectors are L2-normalised float32, aligned with the input's index, cached
+    by model and text, and fetched in concurrent batches. See
+    :func:`notebook_llm.embeddings.aembed` for every argument; ``client``
+    defaults to :func:`default_client`.
+    """
+    from notebook_llm.embeddings import embed as embed_texts
+
+    return embed_texts(
+        texts, model, batch_size=batch_size, concurrency=concurrency, cache=cache,
+        progress=progress, client=client or default_client(), store=store, **kwargs,
+    )
+
+
+async def aembed(
+    texts: Any,
+    model: str | None = None,
+    *,
+    batch_size: int | None = None,
+    concurrency: int = 4,
+    cache: bool = True,
+    progress: bool | Callable[[int, int], None] | None = None,
+    client: Client | None = None,
+    store: Store | str | None = None,
+    **kwargs: Any,
+) -> Embeddings:
+    """Async version of :func:`embed`; same arguments."""
+    from notebook_llm.embeddings import aembed as aembed_texts
+
+    return await aembed_texts(
+        texts, model, batch_size=batch_size, concurrency=concurrency, cache=cache,
+        progress=progress, client=client or default_client(), store=store, **kwargs,
+    )
+
+
+embed.__module__ = aembed.__module__ = "notebook_llm"

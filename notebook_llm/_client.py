@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING, Any
 
-from notebook_llm.core.client import CoreClient
+from notebook_llm import usage as _usage
+from notebook_llm.core import loop as _loop
+from notebook_llm.core.client import CallContext, CoreClient
+from notebook_llm.core.types import Completion
+
+if TYPE_CHECKING:
+    from notebook_llm.store.db import PathLike
 
 __all__ = ["Client"]
 
@@ -15,22 +22,80 @@ class Client(CoreClient):
     ``alist_models``) and sync (``complete``, ``stream``, ``embed``,
     ``list_models``).
 
+    Every call goes through the standard middlewares
+    (:func:`notebook_llm.usage.standard_middlewares`): response cache, budget
+    check, pricing (``completion.cost_usd``), trackers (``nl.track()``) and
+    the SQLite call log. Middlewares passed as ``middlewares=`` run after them.
+
     Args:
         model: the default model, ``provider:model`` or an alias.
-        log: log every call to the SQLite call log.
-        cache: answer repeated identical calls from the response cache.
+        log: log every call to the SQLite call log (``log=`` per call wins;
+            ``nl.set_logging(False)`` turns logging off everywhere).
+        cache: answer repeated identical calls from the response cache
+            (``None``: follow ``nl.set_cache``, off unless turned on).
+        db_path: the SQLite file for the log and cache (default:
+            ``$NOTEBOOK_LLM_DB``, else the user data directory).
+        budget_usd: refuse, before sending, any call that could take this
+            client's spend over this many dollars (``BudgetExceededError``).
         **kwargs: see :class:`notebook_llm.core.client.CoreClient`.
     """
 
     def __init__(
-        self, model: str | None = None, *, log: bool = True, cache: bool = False, **kwargs: Any
+        self,
+        model: str | None = None,
+        *,
+        log: bool = True,
+        cache: bool | None = None,
+        db_path: PathLike | None = None,
+        budget_usd: float | None = None,
+        **kwargs: Any,
     ) -> None:
+        extra = list(kwargs.pop("middlewares", ()))
         super().__init__(model, **kwargs)
         self.log = log
         self.cache = cache
+        self.db_path = db_path
+        self.tracker = _usage.Tracker(budget_usd=budget_usd, name="client")
+        """Every call made through this client, with its spend (and budget)."""
+        self.middlewares = [
+            *_usage.standard_middlewares(db_path=db_path, tracker=self.tracker),
+            *extra,
+        ]
+
+    @property
+    def budget_usd(self) -> float | None:
+        """The spending limit for this client's calls (``None``: no limit)."""
+        return self.tracker.budget_usd
+
+    @budget_usd.setter
+    def budget_usd(self, value: float | None) -> None:
+        self.tracker.budget_usd = value
+
+    @property
+    def spent_usd(self) -> float:
+        """Dollars spent on this client's priced calls so far."""
+        return self.tracker.cost_usd
 
     def _log_default(self) -> bool:
         return self.log
 
     def _cache_default(self) -> bool:
-        return self.cache
+        return _usage.cache_default() if self.cache is None else self.cache
+
+    def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext, Any]:
+        provider, ctx, format_model = super()._prepare(*args, **kwargs)
+        # Runs in the caller's context for astream/stream/acomplete (and, via
+        # carry_trackers, for complete): the moment to see its trackers.
+        _usage.attach(ctx, format_model)
+        return provider, ctx, format_model
+
+    def complete(self, *args: Any, **kwargs: Any) -> Completion:
+        """Sync version of :meth:`acomplete` (runs on the library's loop).
+
+        The caller's ``nl.track()`` blocks are carried over to the loop thread.
+        """
+        return _loop.run(_usage.carry_trackers(self.acomplete(*args, **kwargs)))
+
+
+# Help and tab completion show acomplete's arguments, not (*args, **kwargs).
+Client.complete.__signature__ = inspect.signature(CoreClient.acomplete)  # type: ignore[attr-defined]

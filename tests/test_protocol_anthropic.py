@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,6 +60,8 @@ def _names(pattern: str) -> list[str]:
 MESSAGE_FIXTURES = _names("anthropic__messages__*.json")
 STREAM_FIXTURE = "anthropic__messages__03f16280e29c"  # text only, 100 output tokens
 TOOL_STREAM_FIXTURE = "anthropic__messages__0bc6da3e74dd"  # text then two tool_use blocks
+MODEL = "anthropic:claude-sonnet-4-5"
+STREAM_MODEL = "anthropic:claude-sonnet-4-20250514"
 
 
 def test_the_corpus_is_here() -> None:
@@ -73,9 +74,7 @@ def test_the_corpus_is_here() -> None:
 def _sse_events(body: str) -> list[dict[str, Any]]:
     events = []
     for raw in split_sse(body):
-        data = "\n".join(
-            line[5:].lstrip() for line in raw.splitlines() if line.startswith("data:")
-        )
+        data = "\n".join(line[5:].lstrip() for line in raw.splitlines() if line.startswith("data:"))
         if data:
             events.append(json.loads(data))
     return events
@@ -152,9 +151,7 @@ def expected_from_stream(body: str) -> dict[str, Any]:
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(
-        part.get("text", "") for part in content or [] if part.get("type") == "text"
-    )
+    return "\n".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
 
 
 def request_args(fx: Fixture) -> dict[str, Any]:
@@ -168,7 +165,11 @@ def request_args(fx: Fixture) -> dict[str, Any]:
     if messages[-1]["role"] != "user":
         messages.append({"role": "user", "content": "continue"})
     tools = [
-        {"name": t["name"], "description": t.get("description", ""), "parameters": t["input_schema"]}
+        {
+            "name": t["name"],
+            "description": t.get("description", ""),
+            "parameters": t["input_schema"],
+        }
         for t in body.get("tools") or []
         if "input_schema" in t
     ]
@@ -210,6 +211,12 @@ def make_client(server: ReplayServer, retry: RetryPolicy = NO_RETRY, **kwargs: A
 
 def make_provider(server: ReplayServer, key: str = "test-key") -> AnthropicProvider:
     return AnthropicProvider(get_spec("anthropic").info, api_key=key, api_base=server.url)
+
+
+def sent_key(request: RecordedRequest) -> str:
+    """The key a request carried: SDK 2.x sends ``Authorization: Bearer``, 0.x ``x-api-key``."""
+    bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+    return request.headers.get("x-api-key") or bearer
 
 
 async def run(client: CoreClient, streaming: bool, **args: Any) -> Any:
@@ -275,7 +282,7 @@ async def test_recorded_messages(replay: ReplayServer, name: str) -> None:
     # What the SDK sent: the Messages endpoint, the model, stream or not, a key header.
     (sent,) = replay.requests
     assert sent.path == "/v1/messages"
-    assert sent.headers["x-api-key"] == "test-key"
+    assert sent_key(sent) == "test-key"
     body = sent.json()
     assert body["model"] == fx.request_json["model"]
     assert bool(body.get("stream")) == fx.streaming
@@ -310,6 +317,29 @@ async def test_streamed_thinking_and_tool_call(replay: ReplayServer) -> None:
     assert fragments[0]["id"].startswith("toolu_") and fragments[0]["name"] == "fixed_version"
 
 
+def test_sync_api_on_the_library_loop(replay: ReplayServer) -> None:
+    # The sync twins run on the background loop: a provider (and SDK client) of its own.
+    text_fx = load_fixture("anthropic__messages__fed5560d041e")
+    stream_fx = load_fixture(STREAM_FIXTURE)
+    replay.enqueue(Reply.from_fixture(text_fx), Reply.from_fixture(stream_fx))
+    client = make_client(replay)
+    completion = client.complete("hi", MODEL)
+    assert completion.text == expected_from_message(json.loads(text_fx.response_body))["text"]
+    with client.stream("hi", STREAM_MODEL) as stream:
+        text = "".join(chunk.text for chunk in stream)
+    assert text == expected_from_stream(stream_fx.response_body)["text"]
+    assert stream.completion is not None and stream.completion.finish_reason == "length"
+    from notebook_llm.core import loop
+
+    async def close_all() -> None:
+        # client.aclose() closes the providers keyed to the running loop, but the sync
+        # stream() builds its provider off-loop (keyed to loop id 0): close them all.
+        for provider in list(client._providers.values()):
+            await provider.aclose()
+
+    loop.run(close_all())
+
+
 # -- the endpoints that are not messages ----------------------------------------------
 
 
@@ -336,7 +366,9 @@ async def test_count_tokens(replay: ReplayServer) -> None:
     assert "max_tokens" not in body
 
 
-@pytest.mark.skip(reason="the provider exposes no Files API (anthropic__files__* is a DELETE /v1/files/{id})")
+@pytest.mark.skip(
+    reason="the provider exposes no Files API (anthropic__files__* is DELETE /v1/files/{id})"
+)
 def test_files() -> None:
     """Placeholder so the files fixture is accounted for."""
 
@@ -358,7 +390,10 @@ async def test_list_models(replay: ReplayServer) -> None:
     client = make_client(replay)
     models = await client.alist_models("anthropic")
     await client.aclose()
-    assert [m.model_string for m in models] == ["anthropic:claude-sonnet-4-5", "anthropic:claude-haiku-4-5"]
+    assert [m.model_string for m in models] == [
+        "anthropic:claude-sonnet-4-5",
+        "anthropic:claude-haiku-4-5",
+    ]
     assert models[0].created == 1759104000
     assert replay.requests[0].path == "/v1/models"
 
@@ -402,7 +437,6 @@ async def test_request_translation_on_the_wire(replay: ReplayServer) -> None:
         temperature=0.2,
         reasoning_effort="low",
         response_format={"type": "json_schema", "json_schema": {"name": "City", "schema": schema}},
-        metadata={"user_id": "ignored-by-core"},
         top_k=5,  # an extra keyword: passed through into the body
     )
     await client.aclose()
@@ -417,7 +451,7 @@ async def test_request_translation_on_the_wire(replay: ReplayServer) -> None:
     assert body["tools"][0]["input_schema"]["properties"] == {"city": {"type": "string"}}
     fmt = body["output_config"]["format"]
     assert fmt["type"] == "json_schema" and fmt["schema"]["additionalProperties"] is False
-    user, assistant, results, last = body["messages"]
+    user, assistant, results = body["messages"]
     assert user["content"][1] == {
         "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png},
     }  # fmt: skip
@@ -430,7 +464,7 @@ async def test_request_translation_on_the_wire(replay: ReplayServer) -> None:
         "type": "tool_use", "id": "toolu_1", "name": "get_coordinates", "input": {"city": "Paris"},
     }  # fmt: skip
     # Consecutive tool results and the next user text share one user turn.
-    assert results["role"] == "user" and last == user or True
+    assert results["role"] == "user"
     assert [b["type"] for b in results["content"]] == ["tool_result", "tool_result", "text"]
     assert results["content"][1] == {
         "type": "tool_result", "tool_use_id": "toolu_2", "content": "41.9,12.5",
@@ -455,11 +489,18 @@ def test_params_defaults_and_tool_choice() -> None:
         "max_tokens": 4096,
     }
     tool = Tool("f", "", {"type": "object", "properties": {}})
-    for choice, wire in [("auto", {"type": "auto"}), ("none", {"type": "none"}),
-                         ("required", {"type": "any"}), ("f", {"type": "tool", "name": "f"}),
-                         ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"})]:  # fmt: skip
-        request = Request(model="m", messages=[{"role": "user", "content": "x"}], tools=[tool],
-                          tool_choice=choice)  # fmt: skip
+    openai_style = {"type": "function", "function": {"name": "f"}}
+    choices = [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ("f", {"type": "tool", "name": "f"}),
+        (openai_style, {"type": "tool", "name": "f"}),
+    ]
+    for choice, wire in choices:
+        request = Request(
+            model="m", messages=[{"role": "user", "content": "x"}], tools=[tool], tool_choice=choice
+        )
         assert anthropic_params(request)["tool_choice"] == wire
     request = Request(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=3000,
                       reasoning_effort="high")  # fmt: skip
@@ -480,7 +521,7 @@ async def test_429_retry_after_is_read(replay: ReplayServer) -> None:
                                 retry_after=1))  # fmt: skip
     client = make_client(replay)
     with pytest.raises(errors.RateLimitError) as info:
-        await client.acomplete("hi", "anthropic:claude-sonnet-4-5")
+        await client.acomplete("hi", MODEL)
     await client.aclose()
     assert info.value.retry_after == 1
     assert info.value.status_code == 429
@@ -495,7 +536,7 @@ async def test_429_is_retried_then_succeeds(replay: ReplayServer) -> None:
     )
     # max_delay caps the honoured Retry-After so the test stays fast.
     client = make_client(replay, retry=FAST_RETRY)
-    completion = await client.acomplete("hi", "anthropic:claude-sonnet-4-5")
+    completion = await client.acomplete("hi", MODEL)
     await client.aclose()
     assert completion.text == expected_from_message(json.loads(fx.response_body))["text"]
     assert len(replay.requests) == 2
@@ -509,18 +550,20 @@ async def test_server_errors_are_provider_errors_and_retried(
     replay: ReplayServer, status: int, kind: str, streaming: bool
 ) -> None:
     fx = load_fixture(STREAM_FIXTURE if streaming else "anthropic__messages__fed5560d041e")
-    fault = Fault.status(status, _anthropic_error(kind, "Overloaded" if status == 529 else "Internal"))
+    fault = Fault.status(
+        status, _anthropic_error(kind, "Overloaded" if status == 529 else "Internal")
+    )
     replay.enqueue(fault)
     client = make_client(replay)
     with pytest.raises(errors.ProviderError) as info:
-        await run(client, streaming, prompt_or_messages="hi", model="anthropic:claude-sonnet-4-5")
+        await run(client, streaming, prompt_or_messages="hi", model=MODEL)
     assert info.value.status_code == status
     await client.aclose()
 
     replay.clear()
     replay.enqueue(fault, Reply.from_fixture(fx))
     client = make_client(replay, retry=FAST_RETRY)
-    completion = await run(client, streaming, prompt_or_messages="hi", model="anthropic:claude-sonnet-4-5")
+    completion = await run(client, streaming, prompt_or_messages="hi", model=MODEL)
     await client.aclose()
     assert completion.finish_reason in ("stop", "length")
     assert len(replay.requests) == 2
@@ -531,7 +574,7 @@ async def test_overloaded_error_event_mid_stream(replay: ReplayServer) -> None:
     fx = load_fixture(STREAM_FIXTURE)
     replay.enqueue(Fault.sse_error(after_events=5, reply=fx))
     client = make_client(replay)
-    stream = client.astream("hi", "anthropic:claude-sonnet-4-20250514")
+    stream = client.astream("hi", STREAM_MODEL)
     seen = []
     with pytest.raises(errors.ProviderError) as info:
         async for chunk in stream:
@@ -546,7 +589,7 @@ async def test_connection_reset_mid_stream_raises(replay: ReplayServer) -> None:
     fx = load_fixture(STREAM_FIXTURE)
     replay.enqueue(Fault.reset(after_events=6, reply=fx))
     client = make_client(replay)
-    stream = client.astream("hi", "anthropic:claude-sonnet-4-20250514")
+    stream = client.astream("hi", STREAM_MODEL)
     text = []
     with pytest.raises(errors.ConnectionError):
         async for chunk in stream:
@@ -560,7 +603,7 @@ async def test_connection_reset_before_any_event_is_retried(replay: ReplayServer
     fx = load_fixture(STREAM_FIXTURE)
     replay.enqueue(Fault.reset(after_events=0, reply=fx), Reply.from_fixture(fx))
     client = make_client(replay, retry=FAST_RETRY)
-    completion = await run(client, True, prompt_or_messages="hi", model="anthropic:claude-sonnet-4-20250514")
+    completion = await run(client, True, prompt_or_messages="hi", model=STREAM_MODEL)
     await client.aclose()
     assert completion.text == expected_from_stream(fx.response_body)["text"]
     assert len(replay.requests) == 2
@@ -573,7 +616,7 @@ async def test_truncated_stream_raises(replay: ReplayServer, after_events: int) 
     count = len(split_sse(fx.response_body))
     replay.enqueue(Fault.truncated(after_events % count, reply=fx))
     client = make_client(replay)
-    stream = client.astream("hi", "anthropic:claude-sonnet-4-20250514")
+    stream = client.astream("hi", STREAM_MODEL)
     with pytest.raises(errors.ConnectionError, match="message_stop"):
         async for _ in stream:
             pass
@@ -585,7 +628,7 @@ async def test_slow_headers_time_out(replay: ReplayServer) -> None:
     replay.enqueue(Fault.slow_headers(3.0, reply=fx))
     client = make_client(replay, timeout=0.5)
     with pytest.raises(errors.TimeoutError) as info:
-        await client.acomplete("hi", "anthropic:claude-sonnet-4-5")
+        await client.acomplete("hi", MODEL)
     await client.aclose()
     assert isinstance(info.value, TimeoutError)  # also the builtin
 
@@ -604,7 +647,7 @@ async def test_invalid_json_is_a_provider_error(replay: ReplayServer) -> None:
     replay.enqueue(Fault.invalid_json())
     client = make_client(replay)
     with pytest.raises(errors.ProviderError):
-        await client.acomplete("hi", "anthropic:claude-sonnet-4-5")
+        await client.acomplete("hi", MODEL)
     await client.aclose()
 
 
@@ -614,7 +657,7 @@ async def test_invalid_json_in_a_stream_is_a_provider_error(replay: ReplayServer
     body = "".join(events[:4]) + 'event: content_block_delta\ndata: {"type": "content_bl\n\n'
     replay.enqueue(Reply(200, {"content-type": "text/event-stream"}, body, sse=True))
     client = make_client(replay)
-    stream = client.astream("hi", "anthropic:claude-sonnet-4-20250514")
+    stream = client.astream("hi", STREAM_MODEL)
     with pytest.raises(errors.ProviderError, match="not valid JSON"):
         async for _ in stream:
             pass
@@ -625,7 +668,7 @@ async def test_cancel_mid_stream_closes_the_connection(replay: ReplayServer) -> 
     fx = load_fixture(STREAM_FIXTURE)
     replay.enqueue(Reply.from_fixture(fx, chunk_delay=0.05))
     client = make_client(replay)
-    stream = client.astream("hi", "anthropic:claude-sonnet-4-20250514")
+    stream = client.astream("hi", STREAM_MODEL)
     texts = []
     async for chunk in stream:
         if chunk.text:
@@ -644,7 +687,9 @@ async def test_closing_the_provider_generator_closes_the_response(replay: Replay
     fx = load_fixture(TOOL_STREAM_FIXTURE)
     replay.enqueue(Reply.from_fixture(fx, chunk_delay=0.05))
     provider = make_provider(replay)
-    request = Request(model="claude-3-5-sonnet-20240620", messages=[{"role": "user", "content": "x"}])
+    request = Request(
+        model="claude-3-5-sonnet-20240620", messages=[{"role": "user", "content": "x"}]
+    )
     source = provider.stream(request)
     first = await source.__anext__()
     assert first.id and first.response_model == "claude-3-5-sonnet-20240620"
@@ -661,7 +706,7 @@ FAKE_KEY = "sk-ant-api03-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7dEf0h"
 async def test_invalid_key_never_appears_in_errors(replay: ReplayServer) -> None:
     # A 401 as documented, made worse: the message echoes the key that was sent.
     def echo_key(request: RecordedRequest) -> Reply:
-        key = request.headers.get("x-api-key", "")
+        key = sent_key(request)
         body = _anthropic_error("authentication_error", f"invalid x-api-key: {key}")
         return Fault.status(401, body, {"request-id": "req_401"})
 
@@ -671,9 +716,9 @@ async def test_invalid_key_never_appears_in_errors(replay: ReplayServer) -> None
     )
     for streaming in (False, True):
         with pytest.raises(errors.AuthenticationError) as info:
-            await run(client, streaming, prompt_or_messages="hi", model="anthropic:claude-sonnet-4-5")
+            await run(client, streaming, prompt_or_messages="hi", model=MODEL)
         error = info.value
-        assert replay.requests[-1].headers["x-api-key"] == FAKE_KEY  # it was sent, and echoed
+        assert sent_key(replay.requests[-1]) == FAKE_KEY  # it was sent, and echoed
         assert error.status_code == 401 and error.request_id == "req_401"
         for text in (str(error), repr(error), str(error.__cause__), json.dumps(error.body)):
             assert FAKE_KEY not in text
@@ -687,7 +732,8 @@ async def test_invalid_key_never_appears_in_errors(replay: ReplayServer) -> None
 RECORDED_ERRORS = {
     "anthropic__messages__5325a3c8376d": (errors.ModelNotFoundError, 404),
     "azure_openai__chat_completions__d8783f0e3634": (errors.ModelNotFoundError, 404),
-    "groq__chat_completions__41ffc36a2b06": (errors.InvalidRequestError, 400),  # error inside a 200 stream
+    # An error event inside a 200 stream, status_code in the body.
+    "groq__chat_completions__41ffc36a2b06": (errors.InvalidRequestError, 400),
     "groq__chat_completions__6bf8ddf69ed9": (errors.InvalidRequestError, 400),
     "openai__chat_completions__157e5d158091": (errors.AuthenticationError, 401),
     "openai__chat_completions__605b467ff3c6": (errors.InvalidRequestError, 400),
@@ -729,11 +775,15 @@ def test_error_from_status_on_recorded_bodies(name: str) -> None:
         (400, _anthropic_error("invalid_request_error",
                                "prompt is too long: 210000 tokens > 200000 maximum"),
          errors.ContextLengthError),
+        (400, _anthropic_error("invalid_request_error",
+                               "input length and `max_tokens` exceed context limit: "
+                               "188240 + 21333 > 200000, decrease input length or `max_tokens`"),
+         errors.ContextLengthError),
         (400, {"error": {"message": "The response was filtered", "type": None,
                          "code": "content_filter"}}, errors.ContentFilterError),
         (400, {"error": {"message": "blocked", "code": "content_policy_violation"}},
          errors.ContentFilterError),
-        (401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key"}},
+        (401, {"error": {"code": "401", "message": "Access denied: invalid subscription key"}},
          errors.AuthenticationError),  # Azure: string code, no type
         (403, _anthropic_error("permission_error", "no access"), errors.AuthenticationError),
         (429, {"error": {"message": "You exceeded your current quota",
@@ -741,7 +791,7 @@ def test_error_from_status_on_recorded_bodies(name: str) -> None:
          errors.InvalidRequestError),  # waiting does not help: not retried
         (529, _anthropic_error("overloaded_error", "Overloaded"), errors.ProviderError),
         (502, "<html>Bad gateway</html>", errors.ProviderError),
-        (404, {"error": "model 'llama9' not found, try pulling it first"}, errors.ModelNotFoundError),
+        (404, {"error": "model 'llama9' not found, try pulling it"}, errors.ModelNotFoundError),
         (404, "404 page not found", errors.ModelNotFoundError),
         (422, {"detail": [{"msg": "field required"}]}, errors.InvalidRequestError),
         (200, _anthropic_error("rate_limit_error", "slow down"), errors.RateLimitError),
@@ -756,7 +806,9 @@ def test_error_from_status_envelopes(status: int, body: Any, expected: type) -> 
 
 def test_error_from_status_redacts_keys() -> None:
     original = RuntimeError(f"Error code: 401 - key {FAKE_KEY}")
-    body = {"error": {"message": f"Incorrect API key provided: {FAKE_KEY}", "code": "invalid_api_key"}}
+    body = {
+        "error": {"message": f"Incorrect API key provided: {FAKE_KEY}", "code": "invalid_api_key"}
+    }
     error = error_from_status("openai", 401, body, {"x-request-id": "r1"}, original)
     assert isinstance(error, errors.AuthenticationError)
     assert error.request_id == "r1" and error.__cause__ is original
@@ -777,7 +829,3 @@ def test_error_from_exception_by_kind() -> None:
     assert isinstance(error_from_exception("p", ValueError("odd")), errors.ProviderError)
     same = errors.RateLimitError("x")
     assert error_from_exception("p", same) is same
-
-
-def test_fixture_paths_resolve() -> None:
-    assert Path(FIXTURES_DIR).is_dir()

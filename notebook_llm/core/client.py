@@ -243,7 +243,8 @@ class CoreClient:
         try:
             loop_id = id(asyncio.get_running_loop())
         except RuntimeError:
-            loop_id = 0
+            # Not in a loop: a sync call, whose coroutine runs on the library's loop.
+            loop_id = id(_loop.get_loop().loop)
         # Providers hold connections bound to one event loop; the key enters the
         # cache key only as a digest.
         digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""

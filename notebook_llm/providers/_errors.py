@@ -71,9 +71,9 @@ _CONTEXT_CODES = frozenset(
     }
 )
 _CONTEXT_TEXT = re.compile(
-    r"maximum context length|context[ _-]?(?:length|window)|prompt is too long|too many tokens"
-    r"|input is too long|exceeds? the (?:model'?s? )?(?:maximum )?(?:context|token limit)"
-    r"|reduce the length of the messages",
+    r"maximum context length|context[ _-]?(?:length|window|limit)|prompt is too long"
+    r"|too many tokens|input is too long|reduce the length of the messages"
+    r"|exceeds? the (?:model'?s? )?(?:maximum )?(?:context|token limit)",
     re.IGNORECASE,
 )
 _NOT_FOUND_CODES = frozenset(

@@ -429,8 +429,8 @@ class AnthropicProvider(Provider):
         return self._sdk
 
     def _split(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Named SDK arguments stay; the rest go in ``extra_body`` (the SDK has no
-        ``temperature`` argument, for one)."""
+        """Arguments this SDK version names stay; the rest go in ``extra_body``
+        (SDK 2.x, for one, has no ``temperature`` argument; 0.x has)."""
         if self._create_names is None:
             signature = inspect.signature(self.client.messages.create)
             self._create_names = frozenset(signature.parameters) - {"extra_body"}
@@ -481,7 +481,8 @@ class AnthropicProvider(Provider):
             # The raw response, read as JSON: no SDK model objects to build, and
             # block types the SDK does not know yet arrive intact.
             response = await self.client.messages.with_raw_response.create(**kwargs)
-            data = await response.json()
+            http = response.http_response  # httpx (SDK 0.x) or httpx2 (SDK 2.x)
+            data = json.loads(await http.aread())
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
@@ -491,7 +492,7 @@ class AnthropicProvider(Provider):
                 "Anthropic's answer is not a JSON object", provider=self.name, body=data
             )
         if data.get("type") == "error":
-            raise error_from_status(self.name, 200, data, dict(response.headers), None)
+            raise error_from_status(self.name, 200, data, dict(http.headers), None)
         return parse_message(data)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]

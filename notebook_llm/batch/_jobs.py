@@ -1,0 +1,287 @@
+"""Batch jobs in SQLite: the job record, its finished rows, and the checkpoint writer.
+
+Tables ``batch_jobs`` and ``batch_rows`` (migration ``m003_batches``). A row
+is written once it has finished (``done`` or ``failed``); provider-mode jobs
+also write ``submitted`` rows when the provider batch is created, so results
+can be mapped back after a kernel restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from notebook_llm.store.db import Store
+
+__all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso"]
+
+logger = logging.getLogger("notebook_llm.batch")
+
+RowRecord = tuple[Any, ...]
+"""One ``batch_rows`` row, in :data:`ROW_COLUMNS` order."""
+
+ROW_COLUMNS = (
+    "job_id", "row_key", "idx", "model", "status", "result_json", "error_class",
+    "error_message", "attempts", "cost_usd", "input_tokens", "output_tokens", "finished_at",
+)  # fmt: skip
+_INSERT_ROW = (
+    f"INSERT OR REPLACE INTO batch_rows ({', '.join(ROW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
+)
+FINISHED = ("done", "failed")
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class JobRecord:
+    """A ``batch_jobs`` row."""
+
+    id: str
+    name: str | None
+    models: list[str]
+    params: dict[str, Any]
+    total: int
+    state: str = "pending"
+    mode: str = "direct"
+    provider_batch_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str | None = None
+
+
+class JobStore:
+    """Reads and writes jobs and rows in one database (``db``: a path, a Store or None)."""
+
+    def __init__(self, db: Store | str | os.PathLike[str] | None = None) -> None:
+        self.store = db if isinstance(db, Store) else Store(db)
+        self._owned = not isinstance(db, Store)
+
+    def close(self) -> None:
+        """Close the connections this object opened."""
+        if self._owned:
+            self.store.close()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or ``None``."""
+        rows = self.store.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def find(self, name_or_id: str) -> JobRecord | None:
+        """The job with this id, else the newest job with this name."""
+        job = self.get(name_or_id)
+        if job is not None:
+            return job
+        rows = self.store.execute(
+            "SELECT * FROM batch_jobs WHERE name = ? ORDER BY created_at DESC LIMIT 1",
+            (name_or_id,),
+        )
+        return _job(rows[0]) if rows else None
+
+    def save(self, job: JobRecord) -> None:
+        """Insert or update the job record."""
+        job.updated_at = now_iso()
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO batch_jobs (id, name, created_at, updated_at, model_json,"
+                " params_json, total, state, mode, provider_batch_id, meta_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.name, job.created_at, job.updated_at, json.dumps(job.models),
+                 json.dumps(job.params, default=str), job.total, job.state, job.mode,
+                 job.provider_batch_id, json.dumps(job.meta, default=str)),
+            )
+
+    def set_state(self, job_id: str, state: str) -> None:
+        """Change a job's state."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE batch_jobs SET state = ?, updated_at = ? WHERE id = ?",
+                (state, now_iso(), job_id),
+            )
+
+    def delete_rows(self, job_id: str, status: str | None = None) -> int:
+        """Forget a job's rows (only those with ``status`` when given)."""
+        with self.store.transaction() as conn:
+            if status is None:
+                cursor = conn.execute("DELETE FROM batch_rows WHERE job_id = ?", (job_id,))
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM batch_rows WHERE job_id = ? AND status = ?", (job_id, status)
+                )
+            return cursor.rowcount
+
+    def finished(self, job_id: str) -> set[tuple[str, str]]:
+        """``(row_key, model)`` of every finished row: what a rerun must not send again."""
+        conn = self.store.conn
+        cursor = conn.execute(
+            "SELECT row_key, model FROM batch_rows WHERE job_id = ? AND status IN ('done', 'failed')",
+            (job_id,),
+        )
+        return {(key, model) for key, model in cursor}
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        """Rows by status, plus ``cost_usd`` (summed, in dollars) under its own key."""
+        rows = self.store.execute(
+            "SELECT status, COUNT(*) AS n FROM batch_rows WHERE job_id = ? GROUP BY status",
+            (job_id,),
+        )
+        return {str(row["status"]): int(row["n"]) for row in rows}  # type: ignore[call-overload]
+
+    def cost(self, job_id: str) -> float:
+        """Dollars spent on the job's finished rows (unpriced rows count as 0)."""
+        rows = self.store.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) AS c FROM batch_rows WHERE job_id = ?", (job_id,)
+        )
+        return float(rows[0]["c"])  # type: ignore[arg-type]
+
+    def rows(self, job_id: str) -> list[tuple[Any, ...]]:
+        """Every stored row of a job, ordered by input position and model."""
+        cursor = self.store.conn.execute(
+            "SELECT row_key, idx, model, status, result_json, error_class, error_message,"
+            " attempts, cost_usd, input_tokens, output_tokens FROM batch_rows WHERE job_id = ?"
+            " ORDER BY idx, model",
+            (job_id,),
+        )
+        return [tuple(row) for row in cursor]
+
+    def insert_rows(self, records: Iterable[RowRecord]) -> None:
+        """Write rows in one transaction."""
+        with self.store.transaction() as conn:
+            conn.executemany(_INSERT_ROW, records)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job with its row counts and cost, newest first."""
+        return self.store.execute(
+            """
+            SELECT j.id, j.name, j.state, j.mode, j.model_json, j.total,
+                   COALESCE(SUM(r.status = 'done'), 0) AS done,
+                   COALESCE(SUM(r.status = 'failed'), 0) AS failed,
+                   COALESCE(SUM(r.cost_usd), 0) AS cost_usd,
+                   j.provider_batch_id, j.created_at, j.updated_at
+            FROM batch_jobs j LEFT JOIN batch_rows r ON r.job_id = j.id
+            GROUP BY j.id ORDER BY j.created_at DESC
+            """
+        )
+
+
+def _job(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        name=row["name"],
+        models=json.loads(row["model_json"] or "[]"),
+        params=json.loads(row["params_json"] or "{}"),
+        total=int(row["total"] or 0),
+        state=row["state"],
+        mode=row["mode"],
+        provider_batch_id=row["provider_batch_id"],
+        meta=json.loads(row["meta_json"] or "{}"),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+_STOP = object()
+
+
+class CheckpointWriter:
+    """Writes finished rows on a background thread, many per transaction.
+
+    ``put(record)`` costs the caller a queue append. The thread takes the first
+    waiting row, then everything else already queued (up to ``max_batch``),
+    and commits them together: when rows arrive slowly each is committed at
+    once, when they arrive fast they share transactions. So a row is durable
+    within a few milliseconds of finishing, which is what bounds the rows a
+    rerun after ``kill -9`` may send again.
+    """
+
+    def __init__(self, jobs: JobStore, max_batch: int = 2000) -> None:
+        self.jobs = jobs
+        self.max_batch = max_batch
+        self.written = 0
+        self.errors = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="notebook-llm-batch", daemon=True)
+        self._thread.start()
+
+    def put(self, record: RowRecord) -> None:
+        """Queue one finished row."""
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until every row queued so far is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued and stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            item = get()
+            batch: list[RowRecord] = []
+            events: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    events.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            for event in events:
+                event.set()
+            if stop:
+                return
+
+    def _write(self, batch: list[RowRecord]) -> None:
+        for attempt in range(5):
+            try:
+                self.jobs.insert_rows(batch)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - never kill the writer; count and report
+                if attempt == 4:
+                    self.errors += len(batch)
+                    logger.warning("could not checkpoint %d batch rows: %s", len(batch), exc)
+                    return
+                time.sleep(0.05 * (attempt + 1))
+
+
+class NullWriter:
+    """A writer that keeps nothing (checkpointing off, for benchmarks)."""
+
+    written = 0
+    errors = 0
+
+    def put(self, record: RowRecord) -> None:
+        """Drop the row."""
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Nothing to flush."""
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Nothing to close."""

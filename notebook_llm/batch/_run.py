@@ -1,0 +1,817 @@
+"""Running a batch job: planning, the worker pool, checkpoints, stop and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from notebook_llm.batch._inputs import Inputs, Payload
+from notebook_llm.batch._jobs import (
+    CheckpointWriter,
+    JobRecord,
+    JobStore,
+    NullWriter,
+    RowRecord,
+    now_iso,
+)
+from notebook_llm.batch._result import BatchEstimate, BatchResult
+from notebook_llm.core import loop as _loop
+from notebook_llm.core.client import CallContext, CoreClient, Middleware
+from notebook_llm.core.errors import BudgetExceededError, InvalidRequestError, LLMError
+from notebook_llm.core.ratelimit import RateLimit, RateLimiter
+from notebook_llm.core.registry import get_spec
+from notebook_llm.core.tools import normalise_response_format
+from notebook_llm.core.types import Completion, Usage
+from notebook_llm.progress import Progress
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "abatch", "batch", "batch_jobs", "estimate"]
+
+DEFAULT_OUTPUT_TOKENS = 256
+"""Output tokens assumed per request by estimates when ``max_tokens`` is not set."""
+DEFAULT_CONCURRENCY = 16
+LOCAL_CONCURRENCY = 64
+
+# Off only in benchmarks, to measure what checkpointing costs.
+_checkpoints_enabled = True
+
+# Keys never stored in the job record (a key must not reach the SQLite file).
+_SECRET_PARAMS = frozenset({"api_key"})
+
+
+@dataclasses.dataclass
+class _Model:
+    """One of the job's models, resolved once."""
+
+    name: str
+    """``provider:model``."""
+    provider: str
+    model: str
+    free: bool
+    local: bool
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Everything that identifies a job, worked out before anything is sent."""
+
+    inputs: Inputs
+    models: list[_Model]
+    template: str | None
+    system: str | None
+    response_format: Any
+    format_dict: dict[str, Any] | None
+    format_model: Any
+    params: dict[str, Any]
+    mode: str
+    job_id: str
+    name: str | None
+    digest: str
+    prompt_chars: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def total(self) -> int:
+        return len(self.inputs) * len(self.models)
+
+    def stored_params(self) -> dict[str, Any]:
+        return {
+            "template": self.template,
+            "system": self.system,
+            "response_format": self.format_dict,
+            "params": {k: v for k, v in self.params.items() if k not in _SECRET_PARAMS},
+        }
+
+
+def _resolve_models(client: CoreClient, model: str | Sequence[str] | None) -> list[_Model]:
+    names: list[str]
+    if model is None:
+        names = [client.default_model().model]
+    elif isinstance(model, str):
+        names = [model]
+    else:
+        names = list(model)
+    if not names:
+        raise InvalidRequestError("model=[] names no model")
+    resolved: list[_Model] = []
+    for name in names:
+        ref = client.resolve(name)
+        info = get_spec(ref.provider).info
+        local = info.free or info.protocol in ("offline", "local")
+        resolved.append(_Model(str(ref), ref.provider, ref.name, info.free, local))
+    if len({m.name for m in resolved}) != len(resolved):
+        raise InvalidRequestError("model=[...] lists the same model twice")
+    return resolved
+
+
+def _make_plan(
+    client: CoreClient,
+    inputs: Any,
+    model: str | Sequence[str] | None,
+    *,
+    template: str | None,
+    system: str | None,
+    response_format: Any,
+    job: str | None,
+    mode: str,
+    params: dict[str, Any],
+) -> _Plan:
+    if mode not in ("direct", "provider"):
+        raise InvalidRequestError(f"mode must be 'direct' or 'provider', not {mode!r}")
+    rows = Inputs(inputs, template)
+    models = _resolve_models(client, model)
+    format_dict, format_model = normalise_response_format(response_format)
+    digest, chars = rows.digest()
+    hashed_params = {
+        key: (hashlib.sha256(str(value).encode()).hexdigest() if key in _SECRET_PARAMS else value)
+        for key, value in params.items()
+    }
+    identity = json.dumps(
+        {
+            "inputs": digest,
+            "models": [m.name for m in models],
+            "template": template,
+            "system": system,
+            "format": format_dict,
+            "params": hashed_params,
+            "mode": mode,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+    job_hash = hashlib.sha256(identity.encode()).hexdigest()
+    job_id = job if job else f"batch-{job_hash[:16]}"
+    return _Plan(
+        inputs=rows, models=models, template=template, system=system,
+        response_format=response_format, format_dict=format_dict, format_model=format_model,
+        params=params, mode=mode, job_id=job_id, name=job, digest=job_hash, prompt_chars=chars,
+    )
+
+
+def _estimate(plan: _Plan, skip: int = 0) -> BatchEstimate:
+    from notebook_llm import pricing
+
+    max_tokens = plan.params.get("max_tokens") or plan.params.get("max_completion_tokens")
+    per_request_out = int(max_tokens) if max_tokens else DEFAULT_OUTPUT_TOKENS
+    system_chars = len(plan.system or "") * plan.rows
+    input_tokens = (plan.prompt_chars + system_chars) // 4
+    batch = plan.mode == "provider"
+    by_model: list[dict[str, Any]] = []
+    total_cost: float | None = 0.0
+    remaining = max(plan.total - skip, 0)
+    for m in plan.models:
+        share = remaining / plan.total if plan.total else 0.0
+        model_in = int(input_tokens * share)
+        requests = int(round(plan.rows * share))
+        model_out = per_request_out * requests
+        cost, _status = pricing.price(
+            m.provider, m.model, Usage(input_tokens=model_in, output_tokens=model_out),
+            free=m.free, batch=batch,
+        )
+        by_model.append(
+            {"model": m.name, "requests": requests, "input_tokens": model_in,
+             "output_tokens": model_out, "cost_usd": cost, "priced": cost is not None}
+        )
+        total_cost = None if cost is None or total_cost is None else total_cost + cost
+    return BatchEstimate(
+        rows=plan.rows,
+        requests=sum(item["requests"] for item in by_model),
+        input_tokens=sum(item["input_tokens"] for item in by_model),
+        output_tokens=sum(item["output_tokens"] for item in by_model),
+        cost_usd=total_cost,
+        by_model=by_model,
+        batch_discount=batch,
+    )
+
+
+# -- the client for one job ------------------------------------------------------
+
+
+class _JobLimiter(RateLimiter):
+    """The job's own rpm/tpm buckets in front of the client's shared limiter.
+
+    A pause (a 429 with Retry-After) goes to the shared limiter, so every
+    request to the model waits, this job's and any other. Every attempt,
+    retries included, passes through :meth:`acquire`, which is also where
+    the job counts the requests it sends.
+    """
+
+    def __init__(self, shared: RateLimiter, limit: RateLimit | None, stats: _Stats) -> None:
+        super().__init__(limit)
+        self.shared = shared
+        self.stats = stats
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def pause(self, seconds: float) -> None:
+        self.shared.pause(seconds)
+
+    def adapt(self, headers: Mapping[str, str]) -> None:
+        self.shared.adapt(headers)
+        super().adapt(headers)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        if self.shared.active:
+            await self.shared.acquire(tokens)
+        if self.limit.rpm or self.limit.tpm:
+            await super().acquire(tokens)
+        self.stats.requests += 1
+
+
+class _Observer(Middleware):
+    """Hears how many attempts each row took, and rate-limit headers when exposed."""
+
+    def __init__(self, job_id: str, limiters: dict[str, _JobLimiter]) -> None:
+        self.job_id = job_id
+        self.limiters = limiters
+        self.attempts: dict[tuple[str, str], int] = {}
+
+    async def after(
+        self, ctx: CallContext, completion: Completion | None, error: BaseException | None
+    ) -> None:
+        metadata = ctx.metadata
+        if metadata.get("batch_id") != self.job_id:
+            return
+        self.attempts[(metadata.get("batch_row", ""), ctx.model)] = ctx.attempts
+        headers = _headers_of(completion, error)
+        if headers:
+            limiter = self.limiters.get(ctx.model)
+            if limiter is not None:
+                limiter.adapt(headers)
+
+
+def _headers_of(completion: Completion | None, error: BaseException | None) -> Any:
+    # Only some paths expose response headers: SDK status errors keep the
+    # response. Anything else is simply not adapted from.
+    for source in (completion, error, getattr(error, "original", None)):
+        headers = getattr(source, "headers", None)
+        if headers is None:
+            headers = getattr(getattr(source, "response", None), "headers", None)
+        if headers:
+            try:
+                return dict(headers)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _job_client(
+    client: CoreClient,
+    plan: _Plan,
+    stats: _Stats,
+    *,
+    rpm: float | None,
+    tpm: float | None,
+    max_retries: int | None,
+) -> tuple[CoreClient, _Observer]:
+    """A shallow copy of ``client`` for this job: same keys, providers (connections)
+    and shared limiters; its own retry policy, an observer middleware, and the
+    job's rate limits in front of the shared limiters."""
+    limit = RateLimit(rpm, tpm) if rpm or tpm else None
+    limiters = {
+        m.name: _JobLimiter(client.limiter(client.resolve(m.name)), limit, stats)
+        for m in plan.models
+    }
+    observer = _Observer(plan.job_id, limiters)
+    job_client = copy.copy(client)
+    if max_retries is not None:
+        job_client.retry = dataclasses.replace(client.retry, max_attempts=max(0, max_retries) + 1)
+    job_client.middlewares = [*client.middlewares, observer]
+
+    def limiter(ref: Any) -> RateLimiter:
+        return limiters.get(str(ref)) or client.limiter(ref)
+
+    # The core asks self.limiter(ref) before every attempt: answer with ours.
+    setattr(job_client, "limiter", limiter)  # noqa: B010 - an instance override, on purpose
+    return job_client, observer
+
+
+# -- running ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Stats:
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    started: int = 0
+    requests: int = 0
+    retries_finished: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    stop: bool = False
+    stop_reason: str | None = None
+
+
+_COST_CACHE: dict[tuple[Any, ...], float | None] = {}
+
+
+def _cost(model: _Model, usage: Usage, batch: bool = False) -> float | None:
+    if model.free:
+        return 0.0
+    key = (model.provider, model.model, usage.input_tokens, usage.output_tokens,
+           usage.cached_input_tokens, usage.cache_write_tokens, usage.reasoning_tokens, batch)
+    if key in _COST_CACHE:
+        return _COST_CACHE[key]
+    from notebook_llm.pricing import price
+
+    cost, _status = price(model.provider, model.model, usage, batch=batch)
+    if len(_COST_CACHE) > 50_000:
+        _COST_CACHE.clear()
+    _COST_CACHE[key] = cost
+    return cost
+
+
+def _dump_parsed(parsed: Any) -> Any:
+    if parsed is None:
+        return None
+    dump = getattr(parsed, "model_dump", None)
+    return dump(mode="json") if dump is not None else parsed
+
+
+def _done_record(
+    job_id: str, key: str, idx: int, model: _Model, completion: Completion, attempts: int,
+    latency: float, cost: float | None,
+) -> RowRecord:
+    result: dict[str, Any] = {
+        "text": completion.text,
+        "latency_s": round(latency, 4),
+        "finish_reason": completion.finish_reason,
+    }
+    if completion.parsed is not None:
+        result["parsed"] = _dump_parsed(completion.parsed)
+    if completion.cached:
+        result["cached"] = True
+    usage = completion.usage
+    return (job_id, key, idx, model.name, "done", json.dumps(result), None, None, attempts,
+            cost, usage.input_tokens, usage.output_tokens, now_iso())
+
+
+def _failed_record(
+    job_id: str, key: str, idx: int, model: _Model, error: BaseException, attempts: int
+) -> RowRecord:
+    message = str(error) if not isinstance(error, LLMError) else str(error)
+    return (job_id, key, idx, model.name, "failed", None, type(error).__name__, message[:2000],
+            attempts, None, None, None, now_iso())
+
+
+def _work(plan: _Plan, finished: set[tuple[str, str]]) -> Iterator[tuple[str, int, Payload, _Model]]:
+    models = plan.models
+    for key, idx, payload in plan.inputs.rows():
+        for m in models:
+            if finished and (key, m.name) in finished:
+                continue
+            yield key, idx, payload, m
+
+
+def _prepare_job(plan: _Plan, jobs: JobStore, resume: bool) -> JobRecord:
+    """Create the job record, or check the stored one matches and reuse it."""
+    existing = jobs.get(plan.job_id)
+    if existing is not None:
+        if existing.meta.get("hash") != plan.digest:
+            if resume:
+                raise InvalidRequestError(
+                    f"A batch job named {plan.job_id!r} already exists for other inputs, "
+                    "models or parameters: pass resume=False to replace it, or another job= name"
+                )
+            existing = None
+        elif not resume:
+            existing = None
+        if existing is None:
+            jobs.delete_rows(plan.job_id)
+    if existing is not None:
+        return existing
+    job = JobRecord(
+        id=plan.job_id,
+        name=plan.name,
+        models=[m.name for m in plan.models],
+        params=plan.stored_params(),
+        total=plan.total,
+        mode=plan.mode,
+        meta={"hash": plan.digest, "rows": plan.rows},
+    )
+    jobs.save(job)
+    return job
+
+
+async def _run_direct(
+    plan: _Plan,
+    client: CoreClient,
+    jobs: JobStore,
+    *,
+    concurrency: int | None,
+    rpm: float | None,
+    tpm: float | None,
+    max_retries: int | None,
+    timeout: float | None,
+    progress: Progress | None,
+    rerun: Any,
+) -> BatchResult:
+    started = time.perf_counter()
+    finished = jobs.finished(plan.job_id)
+    stats = _Stats(cached=len(finished))
+    counts = jobs.counts(plan.job_id)
+    stats.done = counts.get("done", 0)
+    stats.failed = counts.get("failed", 0)
+    job_client, observer = _job_client(
+        client, plan, stats, rpm=rpm, tpm=tpm, max_retries=max_retries
+    )
+    if concurrency is None:
+        local = all(m.local for m in plan.models)
+        concurrency = LOCAL_CONCURRENCY if local else DEFAULT_CONCURRENCY
+    concurrency = max(1, int(concurrency))
+    writer: CheckpointWriter | NullWriter = (
+        CheckpointWriter(jobs) if _checkpoints_enabled else NullWriter()
+    )
+    jobs.set_state(plan.job_id, "running")
+    work = _work(plan, finished)
+    job_id = plan.job_id
+    system = plan.system
+    response_format = plan.response_format
+    params = plan.params
+    attempts_seen = observer.attempts
+    tags = ["batch"]
+    loop = asyncio.get_running_loop()
+    workers: list[asyncio.Task[None]] = []
+
+    async def worker() -> None:
+        while not stats.stop:
+            try:
+                key, idx, payload, m = next(work)
+            except StopIteration:
+                return
+            stats.started += 1
+            begun = time.perf_counter()
+            try:
+                completion = await job_client.acomplete(
+                    payload, m.name, system=system, response_format=response_format,
+                    timeout=timeout, metadata={"batch_id": job_id, "batch_row": key},
+                    tags=tags, **params,
+                )
+            except BudgetExceededError as exc:
+                stats.started -= 1
+                if not stats.stop:
+                    stats.stop = True
+                    stats.stop_reason = f"budget exceeded: {exc}"
+                return
+            except (LLMError, ValueError, TypeError) as exc:
+                tries = attempts_seen.pop((key, m.name), 1)
+                stats.retries_finished += max(tries - 1, 0)
+                stats.failed += 1
+                writer.put(_failed_record(job_id, key, idx, m, exc, tries))
+                continue
+            tries = attempts_seen.pop((key, m.name), 1)
+            stats.retries_finished += max(tries - 1, 0)
+            cost = completion.cost_usd if completion.cost_usd is not None else _cost(
+                m, completion.usage
+            )
+            if cost is None:
+                stats.unpriced += 1
+            else:
+                stats.cost_usd += cost
+            stats.tokens += completion.usage.input_tokens + completion.usage.output_tokens
+            stats.done += 1
+            writer.put(_done_record(job_id, key, idx, m, completion, tries,
+                                    time.perf_counter() - begun, cost))
+
+    def stop_now(reason: str) -> None:
+        if not stats.stop:
+            stats.stop = True
+            stats.stop_reason = reason
+        for task in workers:
+            task.cancel()
+
+    if progress is not None:
+        progress.on_stop = lambda: loop.call_soon_threadsafe(stop_now, "stopped by the user")
+        progress.update(total=plan.total, done=stats.done + stats.failed, cached=stats.cached,
+                        failed=stats.failed, force=True)
+
+    def show(force: bool = False) -> None:
+        if progress is None:
+            return
+        in_flight = stats.started - (stats.done + stats.failed - len(finished))
+        retrying = max(stats.requests - stats.started - stats.retries_finished, 0)
+        progress.update(
+            done=stats.done + stats.failed, cached=stats.cached, failed=stats.failed,
+            retrying=min(retrying, max(in_flight, 0)), requests=stats.requests,
+            tokens=stats.tokens, cost_usd=stats.cost_usd, force=force,
+        )
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            show()
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+    tick = asyncio.ensure_future(ticker()) if progress is not None else None
+    interrupted = False
+    try:
+        await asyncio.wait(workers)
+    except asyncio.CancelledError:
+        # Ctrl-C on a sync batch(), or the caller cancelled abatch(): stop cleanly.
+        interrupted = True
+        stop_now("interrupted")
+        await asyncio.wait(workers)
+    finally:
+        if tick is not None:
+            tick.cancel()
+        writer.close()
+    state = "stopped" if stats.stop else "done"
+    for task in workers:
+        if not task.cancelled() and task.exception() is not None and not interrupted:
+            state = "failed"
+            jobs.set_state(job_id, state)
+            if progress is not None:
+                progress.close(state)
+            raise task.exception()  # type: ignore[misc]
+    counts = jobs.counts(job_id) if _checkpoints_enabled else {}
+    if _checkpoints_enabled and counts.get("done", 0) + counts.get("failed", 0) < plan.total:
+        state = "stopped"
+    jobs.set_state(job_id, state)
+    if progress is not None:
+        show(force=True)
+        progress.close(state)
+    result = BatchResult(
+        job_id, name=plan.name, state=state, mode="direct", models=[m.name for m in plan.models],
+        rows=plan.rows, db=jobs.store.path if not jobs.store.is_memory else jobs.store,
+        index=plan.inputs.index, format_model=plan.format_model, cached=stats.cached,
+        elapsed_s=time.perf_counter() - started, stop_reason=stats.stop_reason, rerun=rerun,
+    )
+    if interrupted:
+        raise asyncio.CancelledError
+    return result
+
+
+# -- public API --------------------------------------------------------------------
+
+
+def _default_client() -> CoreClient:
+    from notebook_llm._api import default_client
+
+    return default_client()
+
+
+def _make_progress(progress: bool | Progress, plan: _Plan) -> Progress | None:
+    if isinstance(progress, Progress):
+        return progress
+    if not progress:
+        return None
+    return Progress(plan.total, title=plan.name or plan.job_id).start()
+
+
+async def _execute(
+    plan: _Plan,
+    client: CoreClient,
+    *,
+    db: Any,
+    resume: bool,
+    concurrency: int | None,
+    rpm: float | None,
+    tpm: float | None,
+    max_retries: int | None,
+    timeout: float | None,
+    progress: Progress | None,
+    poll_interval: float | None,
+) -> BatchResult:
+    jobs = JobStore(db)
+    try:
+        _prepare_job(plan, jobs, resume)
+
+        async def rerun() -> BatchResult:
+            return await _execute(
+                plan, client, db=db, resume=True, concurrency=concurrency, rpm=rpm, tpm=tpm,
+                max_retries=max_retries, timeout=timeout, progress=None,
+                poll_interval=poll_interval,
+            )
+
+        if plan.mode == "provider":
+            from notebook_llm.batch._provider import run_provider
+
+            return await run_provider(
+                plan, client, jobs, db=db, poll_interval=poll_interval, progress=progress,
+                timeout=timeout,
+            )
+        return await _run_direct(
+            plan, client, jobs, concurrency=concurrency, rpm=rpm, tpm=tpm,
+            max_retries=max_retries, timeout=timeout, progress=progress, rerun=rerun,
+        )
+    finally:
+        jobs.close()
+
+
+def _dry_run(plan: _Plan, db: Any) -> BatchResult:
+    jobs = JobStore(db)
+    try:
+        finished = len(jobs.finished(plan.job_id))
+        job = jobs.get(plan.job_id)
+        if job is not None and job.meta.get("hash") != plan.digest:
+            finished = 0
+    finally:
+        jobs.close()
+    return BatchResult(
+        plan.job_id, name=plan.name, state="dry_run", mode=plan.mode,
+        models=[m.name for m in plan.models], rows=plan.rows, db=db, index=plan.inputs.index,
+        format_model=plan.format_model, cached=finished, estimate=_estimate(plan, finished),
+    )
+
+
+async def abatch(
+    inputs: Any,
+    model: str | Sequence[str] | None = None,
+    *,
+    template: str | None = None,
+    system: str | None = None,
+    response_format: Any = None,
+    concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_retries: int | None = None,
+    timeout: float | None = None,
+    job: str | None = None,
+    resume: bool = True,
+    dry_run: bool = False,
+    mode: str = "direct",
+    client: CoreClient | None = None,
+    progress: bool | Progress = True,
+    db: Any = None,
+    poll_interval: float | None = None,
+    **params: Any,
+) -> BatchResult:
+    """Run one prompt per row through one or more models; resumable, checkpointed.
+
+    The async twin of :func:`batch` (same arguments); it runs on the caller's
+    event loop. Cancelling it stops the job cleanly (state ``stopped``,
+    finished rows kept) and re-raises the cancellation.
+    """
+    client = client or _default_client()
+    plan = _make_plan(
+        client, inputs, model, template=template, system=system,
+        response_format=response_format, job=job, mode=mode, params=params,
+    )
+    if dry_run:
+        return _dry_run(plan, db)
+    return await _execute(
+        plan, client, db=db, resume=resume, concurrency=concurrency, rpm=rpm, tpm=tpm,
+        max_retries=max_retries, timeout=timeout, progress=_make_progress(progress, plan),
+        poll_interval=poll_interval,
+    )
+
+
+def batch(
+    inputs: Any,
+    model: str | Sequence[str] | None = None,
+    *,
+    template: str | None = None,
+    system: str | None = None,
+    response_format: Any = None,
+    concurrency: int | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_retries: int | None = None,
+    timeout: float | None = None,
+    job: str | None = None,
+    resume: bool = True,
+    dry_run: bool = False,
+    mode: str = "direct",
+    client: CoreClient | None = None,
+    progress: bool | Progress = True,
+    db: Any = None,
+    poll_interval: float | None = None,
+    **params: Any,
+) -> BatchResult:
+    """Run one prompt per row through one or more models; resumable, checkpointed.
+
+    Args:
+        inputs: a list of prompts, a list of message lists, a list of dicts (with
+            ``template``), or a pandas DataFrame (with ``template``, or a
+            ``prompt`` / ``messages`` column). Row keys are the DataFrame index
+            (as strings) or the list positions.
+        model: ``provider:model`` (or an alias), or a list of them: each row goes
+            to every model and the result is long (one row per input row and model).
+        template: a ``str.format`` template filled from each row's columns
+            (``"Classify this review: {review}"``). A column the DataFrame lacks
+            fails before any request is sent.
+        system: a system prompt for every row.
+        response_format: a Pydantic model (its fields become columns), ``"json"`` or a dict.
+        concurrency: requests in flight (default 16; 64 when every model is local).
+        rpm, tpm: this job's requests and tokens per minute; waits also honour
+            the client's shared limiter for the model, and a 429 with
+            Retry-After pauses every request to the model, not just one.
+        max_retries: retries per row (the client's :class:`RetryPolicy` otherwise).
+        timeout: seconds per request.
+        job: a name for the job. Without one, the job is identified by a hash of
+            the inputs, models, template, system prompt and parameters.
+        resume: reuse finished rows of the same job (``False``: start over).
+        dry_run: only estimate tokens and cost (``result.estimate``); nothing is sent.
+        mode: ``"direct"`` (requests now) or ``"provider"`` (the OpenAI or Anthropic
+            batch API: half price, results within 24 hours).
+        client: the client to use (default: :func:`notebook_llm.default_client`).
+        progress: show a progress display (widgets in a kernel, text otherwise),
+            or pass your own :class:`notebook_llm.progress.Progress`.
+        db: the SQLite database for checkpoints (a path or a ``Store``; default:
+            the library's database).
+        poll_interval: seconds between status checks in ``mode="provider"`` (default 30).
+        **params: passed to each call (``temperature``, ``max_tokens``, provider options).
+
+    Returns:
+        A :class:`BatchResult`; ``.to_pandas()`` gives the rows aligned to the input.
+
+    Resuming: every finished row (done, or failed after its retries) is
+    committed to ``batch_rows`` within milliseconds, and running the same call
+    again sends only the rows without a stored result. After Ctrl-C, the Stop
+    button or a ``kill -9`` of the kernel, a rerun pays for no finished row
+    twice. Rows that were in flight at the kill (at most ``concurrency``) may
+    be sent once more, since their answers never arrived or were not yet
+    committed. Failed rows are not re-sent by a rerun: use
+    :meth:`BatchResult.retry_failed`.
+
+    Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it
+    ``stopped``, keeps what is done and re-raises ``KeyboardInterrupt``. The
+    widget's Stop button does the same without raising; note that a kernel
+    handles button clicks only between cells, so during a blocking ``batch()``
+    use the interrupt, and use the Stop button with ``await abatch(...)`` run
+    as a background task. A ``BudgetExceededError`` from the client's budget
+    stops the job the same way (state ``stopped``, remaining rows pending).
+    """
+    client = client or _default_client()
+    plan = _make_plan(
+        client, inputs, model, template=template, system=system,
+        response_format=response_format, job=job, mode=mode, params=params,
+    )
+    if dry_run:
+        return _dry_run(plan, db)
+    shown = _make_progress(progress, plan)
+    return _loop.run(
+        _execute(
+            plan, client, db=db, resume=resume, concurrency=concurrency, rpm=rpm, tpm=tpm,
+            max_retries=max_retries, timeout=timeout, progress=shown,
+            poll_interval=poll_interval,
+        )
+    )
+
+
+def estimate(
+    inputs: Any,
+    model: str | Sequence[str] | None = None,
+    *,
+    template: str | None = None,
+    system: str | None = None,
+    response_format: Any = None,
+    mode: str = "direct",
+    client: CoreClient | None = None,
+    **params: Any,
+) -> BatchEstimate:
+    """Tokens and cost of a batch before sending anything (prompt ≈ characters / 4,
+    output = ``max_tokens`` or :data:`DEFAULT_OUTPUT_TOKENS` per request)."""
+    client = client or _default_client()
+    plan = _make_plan(
+        client, inputs, model, template=template, system=system,
+        response_format=response_format, job=None, mode=mode, params=params,
+    )
+    return _estimate(plan)
+
+
+def batch_jobs(db: Any = None) -> Any:
+    """Every batch job as a DataFrame: state, counts, cost and dates, newest first."""
+    import pandas as pd
+
+    jobs = JobStore(db)
+    try:
+        rows = jobs.jobs()
+    finally:
+        jobs.close()
+    records = []
+    for row in rows:
+        total = int(row["total"] or 0)
+        done, failed = int(row["done"]), int(row["failed"])
+        records.append(
+            {
+                "job_id": row["id"],
+                "name": row["name"],
+                "state": row["state"],
+                "mode": row["mode"],
+                "models": ", ".join(json.loads(row["model_json"] or "[]")),
+                "total": total,
+                "done": done,
+                "failed": failed,
+                "pending": max(total - done - failed, 0),
+                "cost_usd": float(row["cost_usd"] or 0.0),
+                "provider_batch_id": row["provider_batch_id"],
+                "created_at": row["created_at"],
+                "updated_at": row["updated_at"],
+            }
+        )
+    columns = ["job_id", "name", "state", "mode", "models", "total", "done", "failed",
+               "pending", "cost_usd", "provider_batch_id", "created_at", "updated_at"]
+    return pd.DataFrame(records, columns=columns)

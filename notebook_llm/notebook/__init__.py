@@ -1,0 +1,25 @@
+"""The notebook layer: magics, streaming display and the Stop button.
+
+Imported only by ``%load_ext notebook_llm``; ``import notebook_llm`` never
+imports IPython. Everything here is a thin shell over the public API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
+    from notebook_llm.notebook._magics import LLMMagics
+
+    ipython.register_magics(LLMMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Stop recording cell errors for ``{Err[n]}``; the magics stay registered."""
+    magics = ipython.magics_manager.registry.get("LLMMagics")
+    if magics is not None:
+        magics.unregister()

@@ -1,0 +1,321 @@
+"""Streaming a completion into a cell: one throttled display handle, a Stop button.
+
+The stream is consumed on the main thread, in the cell that asked for it:
+ipykernel routes output from other threads to the most recent cell, so the
+display is never updated from a background thread. A small forwarding thread
+iterates the public :class:`~notebook_llm.Stream` (which may be iterated in
+any thread) into a queue; the main thread drains that queue, re-renders at
+most ~15 times a second, and between chunks lets widget clicks in
+(:mod:`notebook_llm.notebook._uipoll`).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from notebook_llm import _render
+from notebook_llm.core.stream import Stream
+from notebook_llm.core.types import Completion
+from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+
+__all__ = ["Format", "StreamResult", "View", "consume", "final_bundle", "first_code_block"]
+
+Format = Literal["markdown", "text", "code", "json", "html"]
+
+_POLL_INTERVAL_S = 0.05
+_CANCEL_GRACE_S = 10.0
+_END = object()
+
+
+@dataclass
+class StreamResult:
+    """What consuming a stream left behind."""
+
+    completion: Completion | None
+    error: BaseException | None = None
+    interrupted: bool = False
+    stopped: bool = False
+    """Cancelled, by the Stop button, ``cancel()`` or an interrupt."""
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _forward(stream: Stream, out: queue.SimpleQueue[Any]) -> None:
+    put = out.put
+    try:
+        for chunk in stream:
+            if chunk.text:
+                put(chunk.text)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        put(_Failed(exc))
+        return
+    put(_END)
+
+
+def consume(
+    stream: Stream,
+    on_text: Callable[[str], None],
+    *,
+    max_per_second: float = 15,
+    events: UIEvents | None = None,
+) -> StreamResult:
+    """Read ``stream`` to the end on this thread, calling ``on_text(full_text)``
+    at most ``max_per_second`` times, and dispatching widget events if given.
+
+    KeyboardInterrupt (the kernel's Interrupt) cancels the stream; the text so
+    far is kept and the function returns normally with ``interrupted=True``.
+    """
+    chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    worker = threading.Thread(
+        target=_forward, args=(stream, chunks), name="notebook-llm-display", daemon=True
+    )
+    parts: list[str] = []
+    throttle = _render.Throttle(max_per_second)
+    dirty = False
+    interrupted = False
+    error: BaseException | None = None
+    deadline: float | None = None
+    next_poll = 0.0
+    timeout = _POLL_INTERVAL_S if events is not None else 0.25
+    worker.start()
+    while True:
+        try:
+            try:
+                item = chunks.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            finished = False
+            # Take the whole burst before rendering: one render per burst at most.
+            while item is not None:
+                if item is _END:
+                    finished = True
+                    break
+                if isinstance(item, _Failed):
+                    error, finished = item.error, True
+                    break
+                parts.append(item)
+                dirty = True
+                try:
+                    item = chunks.get_nowait()
+                except queue.Empty:
+                    item = None
+            if finished:
+                break
+            now = time.monotonic()
+            if dirty and throttle.ready(now):
+                dirty = False
+                with deferred_sigint():
+                    on_text("".join(parts))
+            if events is not None and now >= next_poll:
+                next_poll = now + _POLL_INTERVAL_S
+                events.poll()
+            if deadline is not None and now > deadline:
+                break  # the stream did not wind down; give the cell back anyway
+        except KeyboardInterrupt:
+            interrupted = True
+            stream.cancel()
+            if deadline is None:
+                deadline = time.monotonic() + _CANCEL_GRACE_S
+    worker.join(timeout=1.0)
+    completion = stream.completion
+    stopped = stream.cancelled or interrupted
+    if completion is None and (stopped or parts):
+        reason = "cancelled" if stopped else "error"
+        completion = Completion(text="".join(parts), finish_reason=reason)
+    return StreamResult(completion, error, interrupted, stopped)
+
+
+# -- rendering ---------------------------------------------------------------
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[`~]*[ \t]*$", re.M | re.S)
+
+
+def first_code_block(text: str) -> str:
+    """The body of the first fenced code block, or the whole text without one."""
+    match = _FENCE.search(text)
+    if match:
+        return match.group(2).rstrip("\n")
+    unclosed = re.search(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*)", text, re.M | re.S)
+    return (unclosed.group(2) if unclosed else text).strip("\n")
+
+
+def _fenced(code: str, language: str = "python") -> str:
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{code}\n{fence}"
+
+
+def sanitize_html(text: str) -> str:
+    """Model HTML made safe to display (the same allow-list as Markdown output)."""
+    clean = getattr(_render, "sanitize_html", None)
+    if clean is not None:
+        return clean(text)  # type: ignore[no-any-return]
+    sanitizer = _render._load_sanitizer()
+    if sanitizer is None:
+        return _render._plain_html(text)
+    return sanitizer(text)
+
+
+def streaming_html(text: str, fmt: Format) -> str:
+    """The partial text as safe HTML: Markdown (fences closed) or escaped text."""
+    if fmt in ("markdown", "code"):
+        return _render.render_streaming(text)
+    return _render._plain_html(text)
+
+
+def final_bundle(completion: Completion, fmt: Format, *, colab: bool = False) -> dict[str, Any]:
+    """The finished content as a MIME bundle (always with ``text/plain``)."""
+    text = completion.text
+    if completion.parsed is not None and not isinstance(completion.parsed, (dict, list)):
+        parsed = completion.parsed
+        bundle: dict[str, Any] = {"text/plain": repr(parsed)}
+        dump = getattr(parsed, "model_dump", None)
+        if dump is not None:
+            bundle["application/json"] = dump(mode="json")
+        return bundle
+    if fmt == "json" and completion.parsed is not None:
+        return {
+            "application/json": completion.parsed,
+            "text/plain": json.dumps(completion.parsed, indent=2, ensure_ascii=False),
+        }
+    if fmt == "text" or (fmt == "json"):
+        return {"text/html": _render._plain_html(text), "text/plain": text}
+    if fmt == "html":
+        return {"text/html": sanitize_html(text), "text/plain": text}
+    if fmt == "code":
+        code = first_code_block(text)
+        return {"text/html": _render.render_markdown(_fenced(code)), "text/plain": code}
+    return {"text/html": _render.render_markdown(text), "text/plain": text}
+
+
+def footer_bundle(completion: Completion | None, note: str = "") -> dict[str, Any]:
+    """The footer line (model, tokens, TTFT, latency, cost) as HTML and text."""
+    line = completion.footer() if completion is not None else ""
+    if note:
+        line = f"{note} · {line}" if line else note
+    return {
+        "text/html": f'<small style="opacity:0.7">{_render.html_escape(line)}</small>',
+        "text/plain": line,
+    }
+
+
+# -- views -------------------------------------------------------------------
+
+
+class View:
+    """Where a streamed answer goes: a cell's display handles, or a terminal."""
+
+    def __init__(self, fmt: Format = "markdown") -> None:
+        self.fmt = fmt
+
+    def start(self, stop: Callable[[], None] | None) -> None:
+        """Show the empty output (and a Stop button calling ``stop``)."""
+
+    def update(self, text: str) -> None:
+        """Show the text received so far."""
+
+    def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
+        """Show the final content and footer; remove the Stop button."""
+
+
+class CellView(View):
+    """Two display handles in the cell: the content, then the footer.
+
+    While streaming, the footer slot holds the Stop button (a core ipywidgets
+    Button, so Colab needs no custom widget manager); at the end it is
+    replaced by the footer, so a saved notebook holds no widget output and
+    frontends without widgets see only text.
+    """
+
+    def __init__(self, fmt: Format = "markdown", *, widgets: bool = True,
+                 display: Callable[..., Any] | None = None) -> None:
+        super().__init__(fmt)
+        self.widgets = widgets
+        self.updates = 0
+        self._display = display
+        self._content: Any = None
+        self._footer: Any = None
+        self._button: Any = None
+
+    def _show(self, obj: Any, **kwargs: Any) -> Any:
+        if self._display is not None:
+            return self._display(obj, **kwargs)
+        from IPython.display import display
+
+        return display(obj, **kwargs)
+
+    def start(self, stop: Callable[[], None] | None) -> None:
+        self._content = self._show(
+            {"text/html": "<em>…</em>", "text/plain": "…"}, raw=True, display_id=True
+        )
+        button = _stop_button(stop) if (self.widgets and stop is not None) else None
+        if button is not None:
+            self._button = button
+            self._footer = self._show(button, display_id=True)
+        else:
+            self._footer = self._show(
+                footer_bundle(None, "streaming… (interrupt the kernel to stop)"),
+                raw=True, display_id=True,
+            )
+
+    def update(self, text: str) -> None:
+        self.updates += 1
+        self._content.update({"text/html": streaming_html(text, self.fmt), "text/plain": text},
+                             raw=True)
+
+    def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
+        self._content.update(bundle, raw=True)
+        self._footer.update(footer, raw=True)
+        if self._button is not None:
+            button, self._button = self._button, None
+            button.close()
+
+
+def _stop_button(stop: Callable[[], None]) -> Any:
+    try:
+        import ipywidgets
+    except ImportError:
+        return None
+    button = ipywidgets.Button(
+        description="Stop", icon="stop", button_style="warning", tooltip="Stop generating",
+        layout=ipywidgets.Layout(width="auto"),
+    )
+    button.on_click(lambda _button: stop())
+    return button
+
+
+class TerminalView(View):
+    """Plain text to stdout as it arrives (terminal IPython)."""
+
+    def __init__(self, fmt: Format = "markdown") -> None:
+        super().__init__(fmt)
+        self._printed = ""
+
+    def update(self, text: str) -> None:
+        sys.stdout.write(text[len(self._printed) :])
+        sys.stdout.flush()
+        self._printed = text
+
+    def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
+        text = str(bundle.get("text/plain", ""))
+        if text.startswith(self._printed):
+            rest = text[len(self._printed) :]
+        else:  # code, JSON or a parsed object: show the result on its own
+            rest = ("\n" if self._printed else "") + text
+        sys.stdout.write(f"{rest}\n")
+        if footer.get("text/plain"):
+            sys.stdout.write(f"-- {footer['text/plain']}\n")
+        sys.stdout.flush()

@@ -1,0 +1,478 @@
+"""The magics: ``%%llm``, ``%llm``, ``%%chat``, ``%chat_history``, ``%chat_clear``,
+``%llm_models``, ``%llm_config`` and ``%llm_keys``.
+
+Each one parses its arguments, calls the public API (``nl.default_client()``
+and its ``stream`` / ``complete`` / ``list_models``), shows the result and
+stores it. Library errors become a short :class:`CellError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from notebook_llm import _render
+from notebook_llm._api import default_client
+from notebook_llm.core.errors import LLMError
+from notebook_llm.core.types import Completion, Message
+from notebook_llm.notebook._display import (
+    CellView,
+    Format,
+    StreamResult,
+    TerminalView,
+    View,
+    consume,
+    final_bundle,
+    footer_bundle,
+)
+from notebook_llm.notebook._errors import CellError
+from notebook_llm.notebook._interpolate import format_error, interpolate
+from notebook_llm.notebook._schema import resolve_schema
+from notebook_llm.notebook._uipoll import UIEvents
+
+__all__ = ["LLMMagics", "NotebookConfig"]
+
+_FORMATS = ("markdown", "text", "code", "json", "html")
+_ON = {"on": True, "true": True, "1": True, "yes": True,
+       "off": False, "false": False, "0": False, "no": False}
+
+
+@dataclass
+class NotebookConfig:
+    """Defaults the magics add to every call (``%llm_config``)."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    client_snapshot: dict[str, Any] | None = field(default=None, repr=False)
+    """The client's settings before ``%llm_config`` first changed them (for ``--reset``)."""
+
+
+class Table:
+    """A small table that shows itself as HTML or plain text."""
+
+    def __init__(self, columns: list[str], rows: list[list[Any]], title: str = "") -> None:
+        self.columns = columns
+        self.rows = rows
+        self.title = title
+
+    def _repr_html_(self) -> str:
+        title = f"<strong>{_render.html_escape(self.title)}</strong>" if self.title else ""
+        return title + _render.plain_table_html(self.columns, self.rows)
+
+    def __repr__(self) -> str:
+        cells = [self.columns, *[["" if v is None else str(v) for v in row] for row in self.rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                 for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join([self.title, *lines] if self.title else lines)
+
+
+class MarkdownText:
+    """Escaped Markdown (from model text) with a plain-text form."""
+
+    def __init__(self, markdown: str, plain: str) -> None:
+        self.markdown = markdown
+        self.plain = plain
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+    def __repr__(self) -> str:
+        return self.plain
+
+
+def _unquote(value: str | None) -> str | None:
+    # IPython's argument splitter keeps quotes: -s "be brief" arrives quoted.
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _as_cell_error(error: LLMError) -> CellError:
+    return CellError(str(error), title=type(error).__name__)
+
+
+@magics_class
+class LLMMagics(Magics):
+    """Magics over the default client (``nl.default_client()``)."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.settings = NotebookConfig()
+        self.errors: dict[int, str] = {}
+        """The last error of each cell by execution count, for ``{Err[n]}``."""
+        self.chats: dict[str, list[Message]] = {}
+        shell.events.register("post_run_cell", self._record_error)
+
+    def _record_error(self, result: Any) -> None:
+        error = result.error_in_exec or result.error_before_exec
+        if error is not None and result.execution_count is not None:
+            self.errors[result.execution_count] = format_error(error)
+
+    def unregister(self) -> None:
+        """Stop recording errors (``%unload_ext``)."""
+        try:
+            self.shell.events.unregister("post_run_cell", self._record_error)
+        except ValueError:
+            pass
+
+    # -- helpers -------------------------------------------------------------
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    def _prompt(self, text: str) -> str:
+        prompt = interpolate(text, self._ns, self.errors).strip()
+        if not prompt:
+            raise CellError("the prompt is empty", title="UsageError")
+        return prompt
+
+    def _store(self, completion: Completion | None, out: str | None) -> None:
+        if completion is None:
+            return
+        self._ns["_llm"] = completion
+        if out:
+            self._ns[out] = completion
+
+    def _call_options(self, args: Any) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "system": _unquote(getattr(args, "system", None)),
+            "temperature": args.temperature if getattr(args, "temperature", None) is not None
+            else self.settings.temperature,
+            "max_tokens": args.max_tokens if getattr(args, "max_tokens", None) is not None
+            else self.settings.max_tokens,
+        }
+        if getattr(args, "no_log", False):
+            options["log"] = False
+        if getattr(args, "schema", None):
+            options["response_format"] = resolve_schema(args.schema, self._ns)
+        return options
+
+    def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:  # terminal IPython: plain text on stdout
+            return TerminalView(fmt), None
+        events = UIEvents.for_kernel(kernel)
+        # Without a way for clicks to arrive, a Stop button would only mislead.
+        return CellView(fmt, widgets=events is not None), events
+
+    def _stream(self, request: Any, model: str | None, fmt: Format,
+                options: dict[str, Any]) -> StreamResult:
+        """Stream into the cell; always returns (errors are in the result)."""
+        try:
+            stream = default_client().stream(request, _unquote(model), **options)
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        view, events = self._view(fmt)
+        view.start(stream.cancel)
+        try:
+            result = consume(stream, view.update, events=events)
+        finally:
+            if events is not None:
+                events.close()
+        self._finish(view, result, fmt, options)
+        return result
+
+    def _complete(self, request: Any, model: str | None, fmt: Format,
+                  options: dict[str, Any]) -> StreamResult:
+        try:
+            completion = default_client().complete(request, _unquote(model), **options)
+        except LLMError as exc:
+            return StreamResult(None, exc)
+        except KeyboardInterrupt:
+            return StreamResult(None, None, interrupted=True, stopped=True)
+        result = StreamResult(completion)
+        view, _ = self._view(fmt)
+        self._finish(view, result, fmt, options)
+        return result
+
+    def _finish(self, view: View, result: StreamResult, fmt: Format,
+                options: dict[str, Any]) -> None:
+        completion = result.completion
+        if completion is None:
+            if isinstance(view, CellView) and view._content is not None:
+                view.finish({"text/plain": ""}, footer_bundle(None, "no answer"))
+            return
+        problem = ""
+        if not result.stopped and result.error is None:
+            problem = _parse(completion, fmt, options.get("response_format"))
+        note = "⏹ stopped" if result.stopped else ("error" if result.error else "")
+        if isinstance(view, CellView) and view._content is None:
+            view.start(None)
+        view.finish(final_bundle(completion, fmt), footer_bundle(completion, note))
+        if problem:
+            result.error = CellError(problem, title="FormatError",
+                                     hint="The answer is shown above and stored in _llm.")
+
+    def _conclude(self, result: StreamResult, out: str | None, fmt: Format) -> None:
+        """Store the result, then fail the cell if something went wrong."""
+        self._store(result.completion, out)
+        completion = result.completion
+        if (fmt == "code" and completion is not None and not result.stopped
+                and result.error is None):
+            self._next_input(completion)
+        if result.interrupted:
+            raise CellError("the stream was stopped; the partial answer is in _llm",
+                            title="KeyboardInterrupt")
+        error = result.error
+        if isinstance(error, CellError):
+            raise error
+        if isinstance(error, LLMError):
+            raise _as_cell_error(error) from None
+        if error is not None:
+            raise error
+
+    def _next_input(self, completion: Completion) -> None:
+        from notebook_llm.notebook._display import first_code_block
+
+        code = first_code_block(completion.text)
+        if not code or "google.colab" in sys.modules:
+            return  # Colab cannot insert a cell: the code block above is copyable
+        self.shell.set_next_input(code, replace=False)
+
+    # -- %%llm / %llm ----------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="provider:model or an alias (default: the client's)")
+    @argument("-s", "--system", help="a system prompt (quote it)")
+    @argument("-t", "--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="the most tokens to generate")
+    @argument("-o", "--output", help="also store the result in this variable")
+    @argument("-f", "--format", default="markdown", choices=_FORMATS,
+              help="how to show the answer (code: into a new cell below)")
+    @argument("--no-stream", action="store_true", help="wait for the whole answer")
+    @argument("--schema", help="a Pydantic model name, or fields: 'name: str, age: int'")
+    @argument("--no-log", action="store_true", help="do not write this call to the log")
+    @line_cell_magic
+    def llm(self, line: str, cell: str | None = None) -> Any:
+        """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
+        cell; ``x = %llm [options] prompt`` returns the Completion.
+
+        ``{name}`` in the prompt is replaced by a variable (``{x:.2f}``,
+        ``{In[3]}``, ``{Out[3]}``, ``{Err[3]}``); ``{{``/``}}`` are braces.
+        The result is stored in ``_llm`` (and in ``-o VAR``).
+        """
+        if cell is None:
+            return self._llm_line(line)
+        args = parse_argstring(self.llm, line)
+        if args.output and not args.output.isidentifier():
+            raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
+        prompt = self._prompt(cell)
+        options = self._call_options(args)
+        fmt: Format = args.format
+        run = self._complete if args.no_stream else self._stream
+        result = run(prompt, args.model, fmt, options)
+        self._conclude(result, args.output, fmt)
+        return None
+
+    def _llm_line(self, line: str) -> Completion | None:
+        options_text, prompt_text = _split_options(line, self.llm.parser)
+        args = parse_argstring(self.llm, options_text)
+        prompt = self._prompt(prompt_text)
+        options = self._call_options(args)
+        try:
+            completion = default_client().complete(prompt, _unquote(args.model), **options)
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        self._store(completion, args.output)
+        return completion
+
+    # -- chat ----------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="provider:model or an alias")
+    @argument("--new", action="store_true", help="start the conversation afresh")
+    @argument("--name", default="default", help="which conversation (default: 'default')")
+    @line_cell_magic
+    def chat(self, line: str, cell: str | None = None) -> None:
+        """``%%chat``: continue a named conversation; the answer streams in."""
+        args = parse_argstring(self.chat, line)
+        if args.new:
+            self.chats.pop(args.name, None)
+        if cell is None or not cell.strip():
+            if args.new:
+                return None
+            raise CellError("%%chat needs a message in the cell body", title="UsageError")
+        user: Message = {"role": "user", "content": self._prompt(cell)}
+        history = self.chats.setdefault(args.name, [])
+        options = self._call_options(args)
+        result = self._stream([*history, user], args.model, "markdown", options)
+        completion = result.completion
+        if completion is not None and (completion.text or completion.tool_calls) and (
+                result.error is None or result.stopped):
+            history.extend([user, completion.to_message()])
+        self._conclude(result, None, "markdown")
+        return None
+
+    @line_magic
+    def chat_history(self, line: str) -> MarkdownText:
+        """``%chat_history [NAME]``: the turns of a conversation."""
+        name = line.strip() or "default"
+        turns = self.chats.get(name, [])
+        if not turns:
+            return MarkdownText(f"*No messages in conversation {name!r}.*",
+                                f"No messages in conversation {name!r}.")
+        markdown, plain = [], []
+        for message in turns:
+            role = str(message.get("role", "?"))
+            content = str(message.get("content") or "")
+            markdown.append(f"**{role}**\n\n{_render.escape_markdown(content)}")
+            plain.append(f"{role}: {content}")
+        return MarkdownText("\n\n---\n\n".join(markdown), "\n".join(plain))
+
+    @line_magic
+    def chat_clear(self, line: str) -> None:
+        """``%chat_clear [NAME]``: forget a conversation."""
+        self.chats.pop(line.strip() or "default", None)
+
+    # -- models, config, keys -----------------------------------------------
+
+    @line_magic
+    def llm_models(self, line: str) -> Table:
+        """``%llm_models``: providers and capabilities; ``%llm_models PROVIDER``: its models."""
+        client = default_client()
+        name = line.strip().rstrip(":")
+        if not name:
+            capabilities = ["streaming", "tools", "structured_output", "reasoning",
+                            "image_input", "embeddings", "list_models", "batch"]
+            rows = [
+                [info.name, info.description, ", ".join(info.key_env) or "-",
+                 *["✓" if getattr(info.capabilities, c) else "" for c in capabilities]]
+                for info in client.providers()
+            ]
+            return Table(["provider", "description", "key", *capabilities], rows)
+        try:
+            models = client.list_models(name)
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        return Table(["model", "owned_by"],
+                     [[m.model_string, m.owned_by] for m in models], title=name)
+
+    @line_magic
+    def llm_config(self, line: str) -> Table | None:
+        """``%llm_config``: show settings. ``%llm_config model M``, ``alias NAME M``,
+        ``temperature T``, ``max_tokens N``, ``log on|off``, ``cache on|off``, ``--reset``."""
+        client = default_client()
+        words = line.split()
+        if not words:
+            default = client.default_model()
+            rows: list[list[Any]] = [
+                ["model", default.model, default.reason],
+                ["temperature", self.settings.temperature, "%llm_config temperature T"],
+                ["max_tokens", self.settings.max_tokens, "%llm_config max_tokens N"],
+                ["log", "on" if client.log else "off", "the SQLite call log"],
+                ["cache", "on" if client.cache else "off", "the response cache"],
+                *[[f"alias {k}", v, ""] for k, v in sorted(client.aliases.items())],
+            ]
+            return Table(["setting", "value", "note"], rows)
+        if words == ["--reset"]:
+            snapshot = self.settings.client_snapshot
+            if snapshot is not None:
+                for key, value in snapshot.items():
+                    setattr(client, key, value)
+            self.settings = NotebookConfig()
+            return None
+        if self.settings.client_snapshot is None:
+            self.settings.client_snapshot = {"default": client.default,
+                                           "aliases": dict(client.aliases),
+                                           "log": client.log, "cache": client.cache}
+        key, values = words[0].replace("-", "_"), words[1:]
+        try:
+            _configure(client, self.settings, key, values)
+        except (ValueError, IndexError):
+            raise CellError(f"cannot understand %llm_config {line.strip()}", title="UsageError",
+                            hint="Try: model M | alias NAME M | temperature T | max_tokens N | "
+                                 "log on|off | cache on|off | --reset") from None
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        return None
+
+    @line_magic
+    def llm_keys(self, line: str) -> Table:
+        """``%llm_keys``: which providers have a key and where it comes from (masked)."""
+        rows = [[s.provider, s.env_var, s.source if s.found else "not set", s.masked]
+                for s in default_client().key_status()]
+        rows.sort(key=lambda row: (row[2] == "not set", row[0]))
+        return Table(["provider", "variable", "source", "key"], rows)
+
+
+def _configure(client: Any, config: NotebookConfig, key: str, values: list[str]) -> None:
+    if key == "model" and len(values) == 1:
+        client.resolve(values[0])  # an unknown provider fails here, not at the next call
+        client.default = values[0]
+    elif key == "alias" and len(values) == 2:
+        client.resolve(values[1])
+        client.aliases[values[0]] = values[1]
+    elif key == "temperature" and len(values) == 1:
+        config.temperature = None if values[0] == "none" else float(values[0])
+    elif key == "max_tokens" and len(values) == 1:
+        config.max_tokens = None if values[0] == "none" else int(values[0])
+    elif key in ("log", "cache") and len(values) == 1:
+        setattr(client, key, _ON[values[0].lower()])
+    else:
+        raise ValueError(key)
+
+
+def _parse(completion: Completion, fmt: Format, schema: Any) -> str:
+    """Fill ``parsed`` for ``-f json`` / ``--schema``; returns a problem or ''."""
+    if schema is not None:
+        if completion.parsed is None:
+            try:
+                completion.parsed = schema.model_validate_json(_strip_fence(completion.text))
+            except ValueError as exc:
+                first = str(exc).splitlines()
+                return f"the answer does not match the schema: {' '.join(first[:3])}"
+        return ""
+    if fmt == "json":
+        try:
+            completion.parsed = json.loads(_strip_fence(completion.text))
+        except ValueError as exc:
+            return f"the answer is not valid JSON: {exc}"
+    return ""
+
+
+def _strip_fence(text: str) -> str:
+    body = text.strip()
+    match = re.fullmatch(r"(`{3,}|~{3,})[^\n]*\n(.*)\n\s*\1\s*", body, re.S)
+    return match.group(2) if match else body
+
+
+def _split_options(line: str, parser: Any) -> tuple[str, str]:
+    """Split ``%llm -m x -t 0.2 the prompt`` into the options and the verbatim prompt.
+
+    Only leading options are options; the rest of the line is the prompt exactly
+    as typed (apostrophes and dashes included). ``--`` ends the options.
+    """
+    actions = parser._option_string_actions
+    position = 0
+    pattern = re.compile(r"\s*(\S+)")
+    while True:
+        match = pattern.match(line, position)
+        if match is None:
+            return line[:position], ""
+        token = match.group(1)
+        if token == "--":
+            return line[: match.start(1)], line[match.end() :]
+        name = token.split("=", 1)[0]
+        action = actions.get(name)
+        if action is None:
+            return line[:position], line[match.start(1) :]
+        position = match.end()
+        if action.nargs != 0 and "=" not in token:
+            value = pattern.match(line, position)
+            if value is None:
+                return line, ""
+            quote = value.group(1)[0]
+            if quote in "'\"":  # a quoted value may contain spaces
+                end = line.find(quote, value.start(1) + 1)
+                position = len(line) if end < 0 else end + 1
+            else:
+                position = value.end()

@@ -1,0 +1,251 @@
+"""Matplotlib charts for the features (costs and usage from the call log).
+
+matplotlib is imported inside each function. Functions draw into ``ax`` when
+given, else into a new figure, and return the Axes (as pandas' ``.plot`` does,
+so an inline backend shows the figure once). They never call ``plt.show()``
+and never choose a backend: set ``MPLBACKEND=Agg`` (or ``matplotlib.use``)
+for headless use.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from notebook_llm.embeddings import Embeddings
+    from notebook_llm.store.db import PathLike
+
+__all__ = [
+    "new_axes",
+    "plot_costs",
+    "plot_embeddings",
+    "plot_similarity",
+    "plot_usage_over_time",
+]
+
+TimeLike = datetime | date | timedelta | str | None
+
+
+def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (7.0, 3.5)) -> Axes:
+    """``ax`` itself, or the Axes of a new pyplot figure of ``figsize`` inches."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _figure, created = plt.subplots(figsize=figsize, layout="constrained")
+    return created
+
+
+def _empty(ax: Axes, title: str) -> Axes:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, "No calls logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_costs(
+    by: str = "model",
+    since: TimeLike = None,
+    *,
+    ax: Axes | None = None,
+    db_path: PathLike | None = None,
+) -> Axes:
+    """Bar chart of the cost per model, provider, day, notebook or tag.
+
+    Groups with unpriced calls are hatched and labelled ``+N unpriced``, so an
+    unknown cost never looks like a free one.
+
+    Args:
+        by: as in :func:`notebook_llm.usage.costs`.
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        ax: draw into these Axes instead of a new figure.
+        db_path: the database file (default: as :func:`notebook_llm.usage.usage`).
+
+    Returns:
+        The Axes (``ax.figure`` is the Figure).
+    """
+    from notebook_llm.usage import costs
+
+    df = costs(by=by, since=since, db_path=db_path)
+    ax = new_axes(ax)
+    title = f"Cost by {by}" + (f" since {since}" if isinstance(since, str) else "")
+    if df.empty:
+        return _empty(ax, title)
+    if by == "day":
+        df = df.sort_values("day")
+    labels = [str(value) for value in df[by]]
+    values = df["cost_usd"].fillna(0.0).tolist()
+    bars = ax.bar(labels, values, color="#4c72b0")
+    for bar, unpriced in zip(bars, df["unpriced_calls"].tolist(), strict=True):
+        if unpriced:
+            bar.set_hatch("//")
+            ax.annotate(f"+{unpriced} unpriced", (bar.get_x() + bar.get_width() / 2,
+                                                  bar.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                        textcoords="offset points")
+    ax.set_title(title)
+    ax.set_ylabel("cost (USD)")
+    ax.tick_params(axis="x", labelrotation=30 if len(labels) > 3 else 0)
+    ax.margins(y=0.15)
+    return ax
+
+
+def plot_usage_over_time(
+    freq: str = "D",
+    since: TimeLike = None,
+    *,
+    ax: Axes | None = None,
+    db_path: PathLike | None = None,
+) -> Axes:
+    """Cost (bars, left axis) and tokens (line, right axis) per period.
+
+    Args:
+        freq: a pandas offset alias for the period: ``"h"``, ``"D"``, ``"W"``, ``"MS"``...
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        ax: draw into these Axes instead of a new figure.
+        db_path: the database file (default: as :func:`notebook_llm.usage.usage`).
+
+    Returns:
+        The cost Axes; the tokens are on its twin (``ax.right_ax``).
+    """
+    from notebook_llm.usage import usage
+
+    df = usage(since=since, db_path=db_path)
+    ax = new_axes(ax)
+    title = "Cost and tokens over time"
+    if df.empty:
+        return _empty(ax, title)
+    series = (
+        df.set_index("time")[["cost_usd", "total_tokens"]]
+        .resample(freq)
+        .agg({"cost_usd": "sum", "total_tokens": "sum"})
+    )
+    x = series.index.to_pydatetime()
+    # Bars as wide as 80% of one period (matplotlib date units are days).
+    if len(series) > 1:
+        width = (series.index[1] - series.index[0]).total_seconds() / 86400 * 0.8
+    else:
+        width = 0.8
+    ax.bar(x, series["cost_usd"].tolist(), width=width, color="#4c72b0", label="cost (USD)",
+           align="edge")
+    ax.set_ylabel("cost (USD)")
+    tokens_ax = ax.twinx()
+    tokens_ax.plot(x, series["total_tokens"].tolist(), color="#dd8452", marker="o",
+                   label="tokens")
+    tokens_ax.set_ylabel("tokens")
+    tokens_ax.set_ylim(bottom=0)
+    ax.right_ax = tokens_ax  # type: ignore[attr-defined]
+    ax.set_title(title)
+    ax.figure.autofmt_xdate()
+    return ax
+
+
+# -- embeddings -------------------------------------------------------------------
+
+
+def _short(text: str, limit: int = 24) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _colour_values(embeddings: Embeddings, color_by: Any) -> list[Any] | None:
+    if color_by is None:
+        return None
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(color_by, pandas.Series):
+        # Align on the index when the input had one; else by position.
+        if len(color_by) != len(embeddings) or embeddings._has_labels():
+            color_by = color_by.reindex(embeddings.index)
+        return list(color_by)
+    if isinstance(color_by, str):
+        raise TypeError(
+            "color_by takes values (a Series or a list), not a column name: "
+            "e.g. emb.plot(color_by=df['topic'])"
+        )
+    values = list(color_by)
+    if len(values) != len(embeddings):
+        raise ValueError(f"color_by has {len(values)} values for {len(embeddings)} texts")
+    return values
+
+
+def plot_embeddings(
+    embeddings: Embeddings,
+    color_by: Any = None,
+    method: str = "pca",
+    *,
+    ax: Axes | None = None,
+    annotate: bool | None = None,
+    **scatter_kwargs: Any,
+) -> Axes:
+    """A 2D map of embedded texts (what :meth:`Embeddings.plot` draws).
+
+    Args:
+        embeddings: the :class:`~notebook_llm.embeddings.Embeddings` to draw.
+        color_by: one value per text (a Series is aligned on the index):
+            categories get a legend, many distinct numbers a colour bar.
+        method: ``"pca"`` (numpy SVD), ``"umap"`` or ``"tsne"``.
+        ax: draw into these Axes instead of a new figure.
+        annotate: label points with their texts (default: up to 40 points).
+        **scatter_kwargs: passed to ``Axes.scatter``.
+
+    Returns:
+        The Axes.
+    """
+    import numpy as np
+
+    coords = embeddings.project(method)  # type: ignore[arg-type]
+    ax = new_axes(ax, figsize=(7.0, 6.0))
+    values = _colour_values(embeddings, color_by)
+    numeric = values is not None and all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values
+    )
+    if values is None:
+        ax.scatter(coords[:, 0], coords[:, 1], **scatter_kwargs)
+    elif numeric and len(set(values)) > 10:
+        points = ax.scatter(coords[:, 0], coords[:, 1], c=values, **scatter_kwargs)
+        ax.figure.colorbar(points, ax=ax, label=getattr(color_by, "name", None))
+    else:
+        keys = np.asarray([str(v) for v in values])
+        for category in dict.fromkeys(keys.tolist()):
+            mask = keys == category
+            ax.scatter(coords[mask, 0], coords[mask, 1], label=category, **scatter_kwargs)
+        ax.legend(title=getattr(color_by, "name", None), fontsize="small")
+    if annotate is None:
+        annotate = len(embeddings) <= 40
+    if annotate:
+        for (x, y), text in zip(coords, embeddings.texts, strict=True):
+            ax.annotate(_short(text), (x, y), fontsize=7, alpha=0.8,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_title(f"{embeddings.model} · {method.upper()}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_similarity(matrix: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+    """A similarity matrix (a labelled DataFrame) as a heat map; returns the Axes.
+
+    Tick labels are shown up to 40 rows or columns.
+    """
+    size = min(12.0, 3.0 + 0.3 * max(matrix.shape))
+    ax = new_axes(ax, figsize=(size + 1.5, size))
+    values = matrix.to_numpy()
+    low = min(0.0, float(values.min())) if values.size else 0.0
+    image = ax.imshow(values, vmin=low, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.figure.colorbar(image, ax=ax, label="cosine similarity")
+    if len(matrix.index) <= 40:
+        ax.set_yticks(range(len(matrix.index)), [str(label) for label in matrix.index])
+    else:
+        ax.set_yticks([])
+    if len(matrix.columns) <= 40:
+        ax.set_xticks(range(len(matrix.columns)), [str(label) for label in matrix.columns])
+        ax.tick_params(axis="x", labelrotation=90)
+    else:
+        ax.set_xticks([])
+    return ax
