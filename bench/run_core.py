@@ -64,28 +64,28 @@ UNITS: dict[Mode, str] = {"seq": "req/s", "c64": "req/s", "stream": "streams/s"}
 
 
 # ------------------------------------------------------------- notebook_llm hook
-# HOOK: make notebook_llm do the same work as the baselines (see _baselines'
-# module docstring): ``request`` = one non-streaming chat completion on
-# ``<url>/v1`` returning the text; ``stream`` = one streamed completion
-# (include_usage on) returning the joined text. Use ONE client for the whole
-# measurement, e.g. (names are placeholders for the real API):
-#
-#     async def notebook_llm_ops(url: str) -> AsyncOps:
-#         import notebook_llm
-#         client = notebook_llm.Client(base_url=url + "/v1", api_key="sk-bench")
-#         async def request() -> str:
-#             return (await client.acomplete("openai:gpt-4o-mini", "Say hello")).text
-#         async def stream() -> str:
-#             return "".join([d async for d in client.astream("openai:gpt-4o-mini", "Say hello")])
-#         return AsyncOps(request, stream, client.aclose)
-#
-# check_outputs() is not applied to it; its texts must equal the server's
-# (see fastserver.completion_body / sse_events) for a fair comparison.
-
-
 async def notebook_llm_ops(url: str) -> AsyncOps:
-    """notebook_llm's async client doing the benchmark requests (not written yet)."""
-    raise NotImplementedError("fill in notebook_llm_ops in bench/run_core.py")
+    """notebook_llm's async client doing the benchmark requests.
+
+    One ``notebook_llm.Client`` for the whole measurement, with the call log
+    off: this measures the client core and its default (aiohttp) transport.
+    """
+    import notebook_llm
+
+    client = notebook_llm.Client(
+        api_keys={"openai-compatible": "sk-bench"},
+        api_bases={"openai-compatible": url + "/v1"},
+        log=False,
+    )
+    model = "openai-compatible:gpt-4o-mini"
+
+    async def request() -> str:
+        return (await client.acomplete("Say hello", model)).text
+
+    async def stream() -> str:
+        return "".join([chunk.text async for chunk in client.astream("Say hello", model)])
+
+    return AsyncOps(request, stream, client.aclose)
 
 
 NOTEBOOK_LLM = Client("notebook_llm", notebook_llm_ops, True, "candidate")
@@ -168,11 +168,13 @@ def pick_baselines(results: list[Measurement], plain: set[str]) -> dict[Mode, Me
 
 
 def print_ratios(nl: dict[Mode, Measurement], base: dict[Mode, Measurement],
-                 floor_s: float | None = None) -> None:
+                 floor_s: float | None = None,
+                 base_async: dict[Mode, Measurement] | None = None) -> None:
     """notebook_llm / baseline per mode against TARGETS.
 
     ``floor_s``: the server round trip (1 / wrk c1); when given, the ``seq``
     line also compares client time per request with that floor taken out.
+    ``base_async``: the fastest plain *async* client per mode, shown for context.
     """
     print("\nnotebook_llm vs baseline (fastest plain client, same run):")
     for mode, r in nl.items():
@@ -184,6 +186,10 @@ def print_ratios(nl: dict[Mode, Measurement], base: dict[Mode, Measurement],
         print(f"  {mode:<7} {r.rate:>10,.0f} vs {b.client} {b.rate:>10,.0f}  "
               f"rate ratio {rate_ratio:.3f}  {how} {limit}: {value:.3f} "
               f"{'PASS' if ok else 'FAIL'}")
+        a = (base_async or {}).get(mode)
+        if a is not None and a.client != b.client:
+            print(f"  {'':<7} (fastest async plain client: {a.client} {a.rate:,.0f}, "
+                  f"rate ratio {r.rate / a.rate:.3f})")
         if mode == "seq" and floor_s:
             own, theirs = 1 / r.rate - floor_s, 1 / b.rate - floor_s
             if own > 0 and theirs > 0:
@@ -233,12 +239,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k} {v:,.0f}" for k, v in wrk.items() if v is not None))
         report["wrk"] = wrk
 
-        check_outputs(url)
         clients = list(CLIENTS)
         if notebook_llm_ready(url):
             clients.append(NOTEBOOK_LLM)
         else:
             print("notebook_llm: skipped (notebook_llm_ops in bench/run_core.py not implemented)")
+        check_outputs(url, clients)  # every client, notebook_llm included, gets the same texts
         results = [m for mode in modes for m in measure_interleaved(clients, url, mode, cfg)]
         roles = {c.name: c.role for c in clients}
         print_table(results, modes, args.chunks, roles)
@@ -251,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seq: server round trip (1 / wrk c1) {floor_s * 1e6:.0f} µs of the baseline's "
                   f"{1e6 / base['seq'].rate:.0f} µs per request")
         if nl:
-            print_ratios(nl, base, floor_s)
+            plain_async = {c.name for c in clients if c.role == "plain" and c.is_async}
+            print_ratios(nl, base, floor_s, pick_baselines(results, plain_async))
         report["results"] = [asdict(r) for r in results]
         report["baseline"] = {m: b.client for m, b in base.items()}
     finally:

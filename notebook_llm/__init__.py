@@ -12,12 +12,17 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # name -> module that defines it (imported on first attribute access)
+# name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
+    "BatchResult": "notebook_llm.batch",
     "Capabilities": "notebook_llm.core.types",
     "Chunk": "notebook_llm.core.types",
     "Client": "notebook_llm._client",
+    "Collection": "notebook_llm.embeddings",
+    "Comparison": "notebook_llm.compare",
     "Completion": "notebook_llm.core.types",
+    "Embeddings": "notebook_llm.embeddings",
     "ModelInfo": "notebook_llm.core.types",
     "ProviderInfo": "notebook_llm.core.types",
     "RateLimit": "notebook_llm.core.ratelimit",
@@ -25,31 +30,57 @@ _EXPORTS: dict[str, str] = {
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
+    "Tracker": "notebook_llm.usage",
     "Usage": "notebook_llm.core.types",
+    "abatch": "notebook_llm.batch",
+    "acompare": "notebook_llm.compare",
     "acomplete": "notebook_llm._api",
     "aembed": "notebook_llm._api",
+    "afind_local_servers": "notebook_llm.providers.discovery",
     "alist_models": "notebook_llm._api",
     "astream": "notebook_llm._api",
+    "batch": "notebook_llm.batch",
+    "batch_jobs": "notebook_llm.batch",
+    "cache": "notebook_llm.usage",
+    "collection": "notebook_llm.embeddings",
+    "collections": "notebook_llm.embeddings",
+    "compare": "notebook_llm.compare",
     "complete": "notebook_llm._api",
+    "costs": "notebook_llm.usage",
     "default_client": "notebook_llm._api",
     "default_model": "notebook_llm._api",
+    "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm._api",
     "list_models": "notebook_llm._api",
+    "logs": "notebook_llm.usage",
     "providers": "notebook_llm._api",
+    "set_cache": "notebook_llm.usage",
     "set_default_client": "notebook_llm._api",
+    "set_logging": "notebook_llm.usage",
     "stream": "notebook_llm._api",
+    "track": "notebook_llm.usage",
 }
 
-__all__ = sorted([*_EXPORTS, "errors"])
+# Submodules that are public API themselves: ``nl.errors.RateLimitError``,
+# ``nl.usage(...)`` / ``nl.usage.plot_costs()``, ``nl.local.load(...)``.
+_MODULES = {"errors", "local", "usage"}
+
+# Public functions whose name differs from where they live.
+_RENAMED = {"local_servers": ("notebook_llm.providers.discovery", "find_local_servers")}
+
+__all__ = sorted([*_EXPORTS, *_MODULES, *_RENAMED])
 
 
 def __getattr__(name: str) -> Any:
-    if name == "errors":
-        return importlib.import_module("notebook_llm.errors")
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in _MODULES:
+        value = importlib.import_module(f"notebook_llm.{name}")
+    elif name in _RENAMED:
+        module, attribute = _RENAMED[name]
+        value = getattr(importlib.import_module(module), attribute)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
         raise AttributeError(f"module 'notebook_llm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -67,6 +98,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 if TYPE_CHECKING:
     from notebook_llm import errors as errors
+    from notebook_llm import local as local
+    from notebook_llm import usage as usage
     from notebook_llm._api import (
         acomplete as acomplete,
     )
@@ -103,11 +136,42 @@ if TYPE_CHECKING:
     from notebook_llm._api import (
         stream as stream,
     )
-    from notebook_llm._client import Client as Client
-    from notebook_llm.core.ratelimit import RateLimit as RateLimit
-    from notebook_llm.core.retry import RetryPolicy as RetryPolicy
-    from notebook_llm.core.stream import AsyncStream as AsyncStream
-    from notebook_llm.core.stream import Stream as Stream
+    from notebook_llm._client import (
+        Client as Client,
+    )
+    from notebook_llm.batch import (
+        BatchResult as BatchResult,
+    )
+    from notebook_llm.batch import (
+        abatch as abatch,
+    )
+    from notebook_llm.batch import (
+        batch as batch,
+    )
+    from notebook_llm.batch import (
+        batch_jobs as batch_jobs,
+    )
+    from notebook_llm.compare import (
+        Comparison as Comparison,
+    )
+    from notebook_llm.compare import (
+        acompare as acompare,
+    )
+    from notebook_llm.compare import (
+        compare as compare,
+    )
+    from notebook_llm.core.ratelimit import (
+        RateLimit as RateLimit,
+    )
+    from notebook_llm.core.retry import (
+        RetryPolicy as RetryPolicy,
+    )
+    from notebook_llm.core.stream import (
+        AsyncStream as AsyncStream,
+    )
+    from notebook_llm.core.stream import (
+        Stream as Stream,
+    )
     from notebook_llm.core.types import (
         Capabilities as Capabilities,
     )
@@ -131,4 +195,44 @@ if TYPE_CHECKING:
     )
     from notebook_llm.core.types import (
         Usage as Usage,
+    )
+    from notebook_llm.embeddings import (
+        Collection as Collection,
+    )
+    from notebook_llm.embeddings import (
+        Embeddings as Embeddings,
+    )
+    from notebook_llm.embeddings import (
+        collection as collection,
+    )
+    from notebook_llm.embeddings import (
+        collections as collections,
+    )
+    from notebook_llm.embeddings import (
+        delete_collection as delete_collection,
+    )
+    from notebook_llm.providers.discovery import (
+        afind_local_servers as afind_local_servers,
+    )
+    from notebook_llm.providers.discovery import find_local_servers as local_servers  # noqa: F401
+    from notebook_llm.usage import (
+        Tracker as Tracker,
+    )
+    from notebook_llm.usage import (
+        cache as cache,
+    )
+    from notebook_llm.usage import (
+        costs as costs,
+    )
+    from notebook_llm.usage import (
+        logs as logs,
+    )
+    from notebook_llm.usage import (
+        set_cache as set_cache,
+    )
+    from notebook_llm.usage import (
+        set_logging as set_logging,
+    )
+    from notebook_llm.usage import (
+        track as track,
     )

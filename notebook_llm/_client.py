@@ -5,10 +5,18 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm import usage as _usage
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
 from notebook_llm.core.types import Completion
+
+# Names, not the module: ``notebook_llm.usage`` may be the exported function.
+from notebook_llm.usage import (
+    Tracker,
+    attach,
+    cache_default,
+    carry_trackers,
+    standard_middlewares,
+)
 
 if TYPE_CHECKING:
     from notebook_llm.store.db import PathLike
@@ -55,10 +63,10 @@ class Client(CoreClient):
         self.log = log
         self.cache = cache
         self.db_path = db_path
-        self.tracker = _usage.Tracker(budget_usd=budget_usd, name="client")
+        self.tracker = Tracker(budget_usd=budget_usd, name="client")
         """Every call made through this client, with its spend (and budget)."""
         self.middlewares = [
-            *_usage.standard_middlewares(db_path=db_path, tracker=self.tracker),
+            *standard_middlewares(db_path=db_path, tracker=self.tracker),
             *extra,
         ]
 
@@ -80,13 +88,13 @@ class Client(CoreClient):
         return self.log
 
     def _cache_default(self) -> bool:
-        return _usage.cache_default() if self.cache is None else self.cache
+        return cache_default() if self.cache is None else self.cache
 
     def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext, Any]:
         provider, ctx, format_model = super()._prepare(*args, **kwargs)
         # Runs in the caller's context for astream/stream/acomplete (and, via
         # carry_trackers, for complete): the moment to see its trackers.
-        _usage.attach(ctx, format_model)
+        attach(ctx, format_model)
         return provider, ctx, format_model
 
     def complete(self, *args: Any, **kwargs: Any) -> Completion:
@@ -94,7 +102,7 @@ class Client(CoreClient):
 
         The caller's ``nl.track()`` blocks are carried over to the loop thread.
         """
-        return _loop.run(_usage.carry_trackers(self.acomplete(*args, **kwargs)))
+        return _loop.run(carry_trackers(self.acomplete(*args, **kwargs)))
 
 
 # Help and tab completion show acomplete's arguments, not (*args, **kwargs).

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.models import ModelRef, parse_model
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Collection",
     "Embeddings",
-    "acollection",
     "aembed",
     "collection",
     "collections",
@@ -58,8 +57,6 @@ __all__ = [
     "embed",
     "top_k",
 ]
-
-T = TypeVar("T")
 
 OPENAI_BATCH = 2048
 """Inputs per request the OpenAI embeddings endpoint accepts."""
@@ -166,8 +163,8 @@ def default_batch_size(info: ProviderInfo) -> int:
     """Inputs per request for a provider: 2048 for OpenAI, 64 for local servers, else 256."""
     if info.name == "openai":
         return OPENAI_BATCH
-    if info.free or info.protocol == "local":
-        return LOCAL_BATCH if info.protocol in ("openai", "local") else DEFAULT_BATCH
+    if info.protocol == "local" or (info.protocol == "openai" and info.free):
+        return LOCAL_BATCH
     return DEFAULT_BATCH
 
 
@@ -184,24 +181,31 @@ def _content_hash(model_key: str, text: str) -> str:
 
 
 def _to_blob(vector: np.ndarray) -> bytes:
-    return _np().ascontiguousarray(vector, dtype="<f4").tobytes()
+    import numpy as np
+
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 def _from_blob(blob: bytes) -> np.ndarray:
-    return _np().frombuffer(blob, dtype="<f4")
+    import numpy as np
+
+    return np.frombuffer(blob, dtype="<f4")
 
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (float32); zero rows stay zero."""
-    np = _np()
+    import numpy as np
+
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (matrix / norms).astype(np.float32, copy=False)
+    normalised: np.ndarray = (matrix / norms).astype(np.float32, copy=False)
+    return normalised
 
 
 def _as_vector(query: Any) -> np.ndarray:
-    np = _np()
+    import numpy as np
+
     vector = np.asarray(query, dtype=np.float32).reshape(-1)
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
@@ -212,7 +216,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
     ``-inf`` scores (rows filtered out) are never returned.
     """
-    np = _np()
+    import numpy as np
+
     n = scores.shape[0]
     k = max(0, min(k, n))
     if k == 0:
@@ -326,7 +331,8 @@ async def _fetch(
     kwargs: dict[str, Any],
 ) -> _Fetched:
     """Vectors for ``unique`` texts: from the cache, then in concurrent batches."""
-    np = _np()
+    import numpy as np
+
     model_key = _cache_model_key(str(ref), kwargs)
     fetched = _Fetched(vectors={})
     if cache and store is not None:
@@ -452,7 +458,9 @@ async def aembed(
     Returns:
         The vectors in input order, with the texts, index, model, usage and cost.
     """
-    np = _np()
+    _np()  # a clear message when numpy is missing
+    import numpy as np
+
     client = _default_client(client)
     values, index = _texts_and_index(texts)
     ref, info = _resolve_model(client, model)
@@ -533,7 +541,8 @@ class Embeddings:
         cache: bool = True,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        np = _np()
+        import numpy as np
+
         self.vectors: np.ndarray = np.asarray(vectors, dtype=np.float32)
         """The vectors, ``n × d`` float32, one L2-normalised row per text."""
         self.texts: list[str] = list(texts)
@@ -579,7 +588,8 @@ class Embeddings:
         return len(self.texts)
 
     def __getitem__(self, key: Any) -> Any:
-        np = _np()
+        import numpy as np
+
         if isinstance(key, (int, np.integer)):
             return self.vectors[int(key)]
         positions = np.arange(len(self))[key]
@@ -661,7 +671,8 @@ class Embeddings:
         Returns:
             A DataFrame indexed like the input, with ``text`` and ``score``, best first.
         """
-        np = _np()
+        import numpy as np
+
         exclude = None
         if np.ndim(query) == 0:
             matches = np.flatnonzero(np.asarray(self.index == query))
@@ -699,7 +710,8 @@ class Embeddings:
             [query], self.model or None, client=self._client, store=self._store,
             cache=self._cache, progress=False, **self._options,
         )
-        return found.vectors[0]
+        vector: np.ndarray = found.vectors[0]
+        return vector
 
     # -- analysis and plots ----------------------------------------------------
 
@@ -792,7 +804,8 @@ class Embeddings:
 
 
 def _project(vectors: np.ndarray, method: str) -> np.ndarray:
-    np = _np()
+    import numpy as np
+
     n = vectors.shape[0]
     if method == "pca":
         if n == 0:
@@ -803,7 +816,7 @@ def _project(vectors: np.ndarray, method: str) -> np.ndarray:
         # Fix each axis' sign so the same data always gives the same picture.
         signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
         components = components * np.where(signs == 0, 1, signs)[:, None]
-        coords = centred @ components.T
+        coords: np.ndarray = centred @ components.T
         if coords.shape[1] < 2:
             coords = np.hstack([coords, np.zeros((n, 2 - coords.shape[1]), dtype=coords.dtype)])
         return coords
@@ -958,7 +971,9 @@ class Collection:
         rows = self.store.execute(
             "SELECT COUNT(*) AS n FROM collection_items WHERE collection = ?", (self.name,)
         )
-        return int(rows[0]["n"])  # type: ignore[call-overload]
+        count = rows[0]["n"]
+        assert isinstance(count, int)
+        return count
 
     # -- writing ---------------------------------------------------------------
 
@@ -1114,7 +1129,8 @@ class Collection:
 
     def _load(self) -> _Loaded:
         """The rows and matrix, read from the store only when the version moved."""
-        np = _np()
+        import numpy as np
+
         key = (_store_key(self.store), self.name)
         version = self._version()
         with _loaded_lock:
@@ -1126,7 +1142,7 @@ class Collection:
             "WHERE collection = ? ORDER BY id",
             (self.name,),
         )
-        dims = int(self._row().get("dims") or 0)  # type: ignore[call-overload]
+        dims = int(str(self._row().get("dims") or 0))
         blob = b"".join(row["vector"] for row in rows)  # type: ignore[misc]
         matrix = np.frombuffer(blob, dtype="<f4").astype(np.float32, copy=False)
         matrix = matrix.reshape(len(rows), dims if rows else 0)
@@ -1159,7 +1175,8 @@ class Collection:
         Returns:
             A DataFrame with ``id``, ``text``, ``score`` and the metadata columns, best first.
         """
-        np = _np()
+        import numpy as np
+
         if isinstance(query, str):
             found = await aembed(
                 [query], self.model, client=self._client, store=self.store, progress=False
@@ -1250,17 +1267,6 @@ def _matches(meta: dict[str, Any], where: Where) -> bool:
         elif value != wanted:
             return False
     return True
-
-
-async def acollection(
-    name: str,
-    model: str | None = None,
-    *,
-    client: CoreClient | None = None,
-    store: Store | str | None = None,
-) -> Collection:
-    """Async spelling of :func:`collection` (the lookup itself does no network I/O)."""
-    return collection(name, model, client=client, store=store)
 
 
 def collection(

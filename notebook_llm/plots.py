@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from notebook_llm.embeddings import Embeddings
     from notebook_llm.store.db import PathLike
 
 __all__ = [
+    "bar_panels",
     "new_axes",
     "plot_costs",
     "plot_embeddings",
@@ -144,6 +146,57 @@ def plot_usage_over_time(
     ax.set_title(title)
     ax.figure.autofmt_xdate()
     return ax
+
+
+def bar_panels(
+    df: pd.DataFrame,
+    panels: list[tuple[str, str]],
+    *,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """One small bar chart per column of ``df``, side by side, the index on each x axis.
+
+    Used by ``compare(...).plot()``. A missing column or value (``None``/NaN)
+    draws no bar and is labelled ``n/a``, so unknown never looks like zero.
+
+    Args:
+        df: one row per bar (e.g. per model), indexed by the bar labels.
+        panels: ``(column, axis title)`` pairs, one panel each.
+        title: the figure's title.
+        figsize: inches; by default about 3.2 wide per panel.
+
+    Returns:
+        The Figure (``figure.axes`` holds one Axes per panel).
+    """
+    import matplotlib.pyplot as plt
+
+    count = max(len(panels), 1)
+    figure, grid = plt.subplots(1, count, figsize=figsize or (3.2 * count, 3.2),
+                                layout="constrained", squeeze=False)
+    labels = [_short(str(label)) for label in df.index]
+    for ax, (column, label) in zip(grid[0], panels, strict=False):
+        values = list(df[column]) if column in df.columns else [None] * len(labels)
+        known = [_number(value) for value in values]
+        bars = ax.bar(labels, [0.0 if value is None else value for value in known],
+                      color="#4c72b0")
+        for bar, value in zip(bars, known, strict=True):
+            if value is None:
+                ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0), ha="center",
+                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30 if len(labels) > 2 else 0, labelsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN is unknown
 
 
 # -- embeddings -------------------------------------------------------------------

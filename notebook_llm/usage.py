@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -148,10 +149,13 @@ _logs_lock = threading.Lock()
 
 
 def _resolve_path(db_path: PathLike | None) -> str:
-    path = str(default_db_path() if db_path is None else db_path)
-    if path == ":memory:":
-        return path
-    return str(Path(path).expanduser().resolve())
+    return _absolute(str(default_db_path() if db_path is None else db_path))
+
+
+@functools.lru_cache(maxsize=64)
+def _absolute(path: str) -> str:
+    # Every call resolves its log's path: remember the filesystem's answer.
+    return path if path == ":memory:" else str(Path(path).expanduser().resolve())
 
 
 def call_log(db_path: PathLike | None = None) -> CallLog:
@@ -633,7 +637,7 @@ class CacheMiddleware(Middleware):
                 return None
             store.execute("UPDATE cache SET hits = hits + 1 WHERE key = ?", (key,))
             completion = _completion_from_json(str(rows[0]["completion_json"]))
-        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+        except (sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
             logger.warning("response cache lookup failed: %s", exc)
             return None
         completion.model, completion.provider = ctx.model, ctx.ref.provider
@@ -664,7 +668,7 @@ class CacheMiddleware(Middleware):
                 (cache_key(ctx), _utc_iso(datetime.now(timezone.utc)), ctx.ref.provider,
                  ctx.ref.name, _completion_json(completion)),
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             logger.warning("could not store the response in the cache: %s", exc)
 
 

@@ -201,3 +201,29 @@ def test_import_does_not_load_genai_prices() -> None:
         "assert 'genai_prices' not in sys.modules, 'genai_prices imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("openai", "gpt-4o-mini"), ("openai", "o3-mini"), ("openai", "gpt-4.1"),
+     ("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-haiku-4-5"),
+     ("groq", "llama-3.1-8b-instant")],
+)
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("prompt_tokens", [1_000, 300_000])
+def test_price_fast_path_matches_genai_prices_calculator(
+    provider: str, model: str, batch: bool, prompt_tokens: int
+) -> None:
+    from genai_prices import Usage as PriceUsage
+
+    usage = Usage(input_tokens=prompt_tokens, output_tokens=200, cached_input_tokens=100,
+                  cache_write_tokens=50 if provider == "anthropic" else 0)
+    found = pricing._lookup(provider, model)
+    assert found is not None
+    expected = found[1].calc_price(
+        PriceUsage(**pricing._usage_counts(usage)), found[0],
+        price_context={"processing": "batch"} if batch else None,
+    )
+    cost, status = pricing.price(provider, model, usage, batch=batch)
+    assert status == "priced"
+    assert cost == pytest.approx(float(expected.total_price), rel=1e-12)

@@ -7,6 +7,8 @@ talking over loopback to the replay server (recorded OpenAI payloads).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import importlib
 import json
 import math
 import sqlite3
@@ -17,13 +19,15 @@ from pathlib import Path
 import pytest
 
 import notebook_llm as nl
-from notebook_llm import errors, usage
+from notebook_llm import errors
 from notebook_llm.core import loop as core_loop
 from notebook_llm.core.types import Usage
 from notebook_llm.pricing import price
-from tests.support.replay import ReplayServer, load_fixture
+from tests.support.replay import ReplayServer, Reply, load_fixture
 
 CACHED_FIXTURE = "openai__chat_completions__ebc50890c985"  # 1220 prompt tokens, 1152 cached
+# The module itself: `nl.usage` may be exported as the function, so not `from notebook_llm import`.
+usage = importlib.import_module("notebook_llm.usage")
 SECRET = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0f"
 
 
@@ -92,10 +96,25 @@ def test_pricing_replayed_call_with_cached_tokens_matches_price(db, replay) -> N
     (row,) = rows(db)
     assert row["cost_usd"] == pytest.approx(expected)
     assert row["cost_status"] == "priced"
-    assert (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"]) == (1220, 100, 1152)
+    tokens = (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"])
+    assert tokens == (1220, 100, 1152)
     assert row["response_model"] == "gpt-4o-2024-08-06"
     assert row["finish_reason"] == "length"
     assert client.spent_usd == pytest.approx(expected)
+
+
+def test_pricing_replayed_anthropic_call_with_cache_reads_and_writes(db, replay) -> None:
+    replay.enqueue(load_fixture("anthropic__messages__5feeeae54694"))
+    client = nl.Client(api_keys={"anthropic": "k"}, api_bases={"anthropic": replay.url},
+                       max_retries=0)
+    _open_clients.append(client)
+    completion = client.complete("hi", "anthropic:claude-sonnet-5", max_tokens=1000)
+    assert completion.usage.cache_write_tokens == 7049
+    assert completion.usage.cached_input_tokens == 13637
+    expected, status = price("anthropic", "claude-sonnet-5", completion.usage)
+    assert status == completion.cost_status == "priced"
+    assert completion.cost_usd == pytest.approx(expected)
+    assert rows(db)[0]["cost_usd"] == pytest.approx(expected)
 
 
 def test_pricing_offline_is_free(db) -> None:
@@ -188,11 +207,11 @@ def test_log_never_stores_a_key(db, replay) -> None:
     client = openai_client(replay, key=SECRET)
     client.complete(f"my key is {SECRET}, keep it", "openai:gpt-4o-mini", tags=[SECRET])
     client.complete("again", "openai:gpt-4o-mini", api_key=SECRET, system=f"key {SECRET}")
-    offline = nl.Client("offline:echo", api_keys={"openai": SECRET})
+    offline = nl.Client("offline:echo", api_keys={"openai": SECRET}, max_retries=0)
     offline.complete(f"echo {SECRET}", cache=True)  # echoed back, and cached
     offline.complete(f"echo {SECRET}", cache=True)
     with pytest.raises(errors.ProviderError):
-        offline.complete("x", fail=f"server said {SECRET}", max_retries=0)
+        offline.complete("x", fail=f"server said {SECRET}")
     assert replay.requests[0].headers["authorization"] == f"Bearer {SECRET}"  # it was used
     assert usage.call_log(db).flush()
     assert len(rows(db)) == 5
@@ -240,6 +259,22 @@ def test_budget_per_tracker_and_free_and_unpriced(db, replay) -> None:
         assert unknown.cost_status == "unpriced"
     assert len(replay.requests) == 1
     assert t.calls == 2 and t.unpriced == 1 and t.cost_usd == 0.0
+
+
+async def test_budget_holds_estimates_for_concurrent_calls(db, replay) -> None:
+    for _ in range(3):
+        replay.enqueue(dataclasses.replace(Reply.from_fixture(load_fixture(CACHED_FIXTURE)),
+                                           delay_s=0.2))
+    client = openai_client(replay, budget_usd=0.0008)  # room for one 1000-token estimate
+    results = await asyncio.gather(
+        *[client.acomplete("x", "openai:gpt-4o-mini", max_tokens=1000) for _ in range(3)],
+        return_exceptions=True,
+    )
+    await client.aclose()
+    assert sorted(type(r).__name__ for r in results) == [
+        "BudgetExceededError", "BudgetExceededError", "Completion"]
+    assert len(replay.requests) == 1
+    assert "held for calls in flight" in str(next(r for r in results if isinstance(r, Exception)))
 
 
 # -- trackers ------------------------------------------------------------------------------------
@@ -355,15 +390,15 @@ def test_cache_opt_in_per_call_global_and_streams(db) -> None:
     assert t.cached == 1 and t.cost_usd == 0
 
 
-# -- reading the log ----------------------------------------------------------------------------------
+# -- reading the log -----------------------------------------------------------------------
 
 
 def _three_calls() -> None:
-    client = nl.Client("offline:echo")
+    client = nl.Client("offline:echo", max_retries=0)
     client.complete("alpha", tags=["a"])
     client.complete("beta", "offline:story", tags=["a", "b"], max_tokens=5)
     with pytest.raises(errors.ProviderError):
-        client.complete("gamma", max_retries=0, fail="nope")
+        client.complete("gamma", fail="nope")
 
 
 def test_usage_filters(db) -> None:

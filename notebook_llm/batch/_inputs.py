@@ -70,7 +70,7 @@ class Inputs:
         self.fields: list[str] = template_fields(template) if template else []
         if _is_dataframe(inputs):
             self._init_frame(inputs)
-        elif isinstance(inputs, (str, bytes)) or _is_messages(inputs) and inputs:
+        elif isinstance(inputs, (str, bytes)) or (_is_messages(inputs) and inputs):
             raise InvalidRequestError(
                 "batch() takes a list of prompts (or message lists, or a DataFrame); "
                 "wrap a single prompt in a list"
@@ -161,11 +161,11 @@ class Inputs:
     def _frame_rows(self) -> Iterator[tuple[str, int, Payload]]:
         frame = self.frame
         if self.column is not None:
-            values = frame[self.column].tolist() if len(frame) < 10_000 else frame[self.column]
-            for position, (label, value) in enumerate(zip(frame.index, values, strict=True)):
-                payload: Payload = (
-                    [dict(message) for message in value] if self.column == "messages" else str(value)
-                )
+            messages = self.column == "messages"
+            for position, (label, value) in enumerate(
+                zip(frame.index, frame[self.column], strict=True)
+            ):
+                payload: Payload = [dict(m) for m in value] if messages else str(value)
                 yield str(label), position, payload
             return
         template = self.template

@@ -125,7 +125,8 @@ class JobStore:
         """``(row_key, model)`` of every finished row: what a rerun must not send again."""
         conn = self.store.conn
         cursor = conn.execute(
-            "SELECT row_key, model FROM batch_rows WHERE job_id = ? AND status IN ('done', 'failed')",
+            "SELECT row_key, model FROM batch_rows"
+            " WHERE job_id = ? AND status IN ('done', 'failed')",
             (job_id,),
         )
         return {(key, model) for key, model in cursor}

