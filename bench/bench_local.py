@@ -38,8 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from notebook_llm.core.client import CoreClient  # noqa: E402
-from notebook_llm.providers.local import load_model, resolve_model  # noqa: E402
+from notebook_llm.core.client import CoreClient
+from notebook_llm.providers.local import load_model, resolve_model
 
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Write a long story about a dragon who learns to bake bread in a small village."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 import pytest
 
@@ -9,18 +11,37 @@ from notebook_llm import errors
 from notebook_llm._client import Client
 from notebook_llm.compare import acompare, compare
 
-COLUMNS = ["prompt", "model", "provider", "run", "text", "finish_reason", "ttft_s", "latency_s",
-           "input_tokens", "output_tokens", "tokens_per_s", "cost_usd", "error"]
+COLUMNS = [
+    "prompt",
+    "model",
+    "provider",
+    "run",
+    "text",
+    "finish_reason",
+    "ttft_s",
+    "latency_s",
+    "input_tokens",
+    "output_tokens",
+    "tokens_per_s",
+    "cost_usd",
+    "error",
+]
 
 
 @pytest.fixture
-def client(tmp_path) -> Client:
-    return Client(db_path=tmp_path / "log.db")
+def client(tmp_path) -> Iterator[Client]:
+    client = Client(db_path=tmp_path / "log.db")
+    yield client
+    client.close()
 
 
 def test_compare_dataframe_columns_and_values(client: Client) -> None:
-    result = compare("the quick brown fox", models=["offline:echo", "offline:story"],
-                     max_tokens=10, client=client)
+    result = compare(
+        "the quick brown fox",
+        models=["offline:echo", "offline:story"],
+        max_tokens=10,
+        client=client,
+    )
     df = result.to_pandas()
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     echo = df.set_index("model").loc["offline:echo"]
@@ -32,8 +53,9 @@ def test_compare_dataframe_columns_and_values(client: Client) -> None:
 
 
 def test_compare_one_failing_model_does_not_stop_others(client: Client) -> None:
-    result = compare("hello", models=["offline:echo", "offline:missing", "nosuch:model"],
-                     client=client)
+    result = compare(
+        "hello", models=["offline:echo", "offline:missing", "nosuch:model"], client=client
+    )
     df = result.to_pandas().set_index("model")
     assert df.loc["offline:echo", "text"] == "hello"
     assert "ModelNotFoundError" in df.loc["offline:missing", "error"]
@@ -45,13 +67,20 @@ def test_compare_runs_give_percentiles(client: Client) -> None:
     result = compare("a b c", models=["offline:echo"], runs=5, client=client)
     summary = result.summary()
     assert summary.loc["offline:echo", "calls"] == 5
-    assert summary.loc["offline:echo", "latency_p50_s"] <= summary.loc["offline:echo", "latency_p95_s"]
+    assert (
+        summary.loc["offline:echo", "latency_p50_s"] <= summary.loc["offline:echo", "latency_p95_s"]
+    )
 
 
 def test_compare_matrix_over_dataframe_of_variables(client: Client) -> None:
     data = pd.DataFrame({"animal": ["cat", "dog"], "sound": ["meow", "woof"]})
-    result = compare(template="The {animal} says {sound}", data=data,
-                     models=["offline:echo", "offline:story"], max_tokens=6, client=client)
+    result = compare(
+        template="The {animal} says {sound}",
+        data=data,
+        models=["offline:echo", "offline:story"],
+        max_tokens=6,
+        client=client,
+    )
     df = result.to_pandas()
     assert len(df) == 4
     assert set(df["animal"]) == {"cat", "dog"}
@@ -62,8 +91,9 @@ def test_compare_matrix_over_dataframe_of_variables(client: Client) -> None:
 
 def test_compare_template_missing_column_fails_first(client: Client) -> None:
     with pytest.raises(ValueError, match="colour"):
-        compare(template="{colour}", data=[{"animal": "cat"}], models=["offline:echo"],
-                client=client)
+        compare(
+            template="{colour}", data=[{"animal": "cat"}], models=["offline:echo"], client=client
+        )
 
 
 def test_compare_diff_is_word_level(client: Client) -> None:
@@ -74,8 +104,13 @@ def test_compare_diff_is_word_level(client: Client) -> None:
 
 
 def test_compare_scorer_function_adds_column(client: Client) -> None:
-    result = compare("one two", models=["offline:echo", "offline:story"], max_tokens=8,
-                     scorer=lambda prompt, text: float(prompt in text), client=client)
+    result = compare(
+        "one two",
+        models=["offline:echo", "offline:story"],
+        max_tokens=8,
+        scorer=lambda prompt, text: float(prompt in text),
+        client=client,
+    )
     scores = result.to_pandas().set_index("model")["score"]
     assert scores["offline:echo"] == 1.0 and scores["offline:story"] == 0.0
 
@@ -95,8 +130,14 @@ def test_compare_stop_all_keeps_partial_text(client: Client) -> None:
         if len(cell.text.split()) >= 5:
             comparison.cancel()
 
-    result = compare(long_prompt, models=["offline:echo", "offline:story"], client=client,
-                     chunk_delay=0.002, max_tokens=2000, on_update=on_update)
+    result = compare(
+        long_prompt,
+        models=["offline:echo", "offline:story"],
+        client=client,
+        chunk_delay=0.002,
+        max_tokens=2000,
+        on_update=on_update,
+    )
     statuses = {c.model: c.status for c in result.cells}
     assert statuses == {"offline:echo": "stopped", "offline:story": "stopped"}
     for cell in result.cells:
@@ -117,8 +158,11 @@ def test_compare_plot_renders(client: Client, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_compare_html_is_sanitised(client: Client) -> None:
-    result = compare("<img src=x onerror=alert(1)> [x](javascript:alert(1))",
-                     models=["offline:echo"], client=client)
+    result = compare(
+        "<img src=x onerror=alert(1)> [x](javascript:alert(1))",
+        models=["offline:echo"],
+        client=client,
+    )
     page = result._repr_html_()
     assert "<img" not in page
     assert 'href="javascript' not in page.lower()
@@ -127,8 +171,12 @@ def test_compare_html_is_sanitised(client: Client) -> None:
 @pytest.mark.llama
 def test_compare_offline_and_real_llama_server(client: Client, llama_chat_server: str) -> None:
     client.api_bases["llamacpp"] = llama_chat_server
-    result = compare("Once upon a time", models=["offline:story", "llamacpp:stories260k"],
-                     max_tokens=24, client=client)
+    result = compare(
+        "Once upon a time",
+        models=["offline:story", "llamacpp:stories260k"],
+        max_tokens=24,
+        client=client,
+    )
     df = result.to_pandas().set_index("model")
     assert df.loc["llamacpp:stories260k", "error"] is None
     assert len(df.loc["llamacpp:stories260k", "text"]) > 10
