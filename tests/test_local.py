@@ -131,6 +131,22 @@ async def test_local_two_concurrent_requests_both_complete() -> None:
     assert "Paris" in first.text
     assert second.text
     assert first.usage.output_tokens > 0 and second.usage.output_tokens > 0
+    row = next(r for r in local.loaded() if r["name"] == "smollm2")
+    assert 1 <= row["contexts"] <= 2
+
+
+async def test_local_single_context_serialises_requests() -> None:
+    client = CoreClient(max_retries=0, provider_settings={"local": {"n_parallel": 1}})
+    results = await asyncio.gather(*(
+        client.acomplete(QUESTION, model="local:smollm2", system=SYSTEM, temperature=0,
+                         max_tokens=16)
+        for _ in range(3)
+    ))
+    assert all("Paris" in r.text for r in results)
+    row = next(r for r in local.loaded() if r["name"] == "smollm2" and r["contexts"] == 1
+               and r["requests"] >= 3)
+    assert not row["busy"]
+    local.unload("smollm2")
 
 
 def test_local_load_unload_loaded(client: CoreClient) -> None:
