@@ -36,7 +36,9 @@ def load(name_or_path: str = "smollm2", **settings: Any) -> dict[str, Any]:
         **settings: ``n_ctx`` (default: the model's, capped at 4096 and by memory),
             ``n_threads`` (default: 1 on ≤ 2 cores, or ``NOTEBOOK_LLM_LOCAL_THREADS``),
             ``n_threads_batch``, ``n_batch``, ``n_gpu_layers``, ``chat_format``,
-            ``verbose``, ``idle_s`` (seconds unused before unloading; 0: never),
+            ``n_parallel`` (contexts for overlapping requests; default 2 when
+            the cores allow), ``verbose``, ``idle_s`` (seconds unused before
+            unloading; 0: never),
             ``embedding`` (force embedding mode for a path).
 
     Raises:

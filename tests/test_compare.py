@@ -10,6 +10,7 @@ import pytest
 from notebook_llm import errors
 from notebook_llm._client import Client
 from notebook_llm.compare import acompare, compare
+from notebook_llm.core.retry import RetryPolicy
 
 COLUMNS = [
     "prompt",
@@ -30,7 +31,7 @@ COLUMNS = [
 
 @pytest.fixture
 def client(tmp_path) -> Iterator[Client]:
-    client = Client(db_path=tmp_path / "log.db")
+    client = Client(db_path=tmp_path / "log.db", retry=RetryPolicy(initial_delay=0.01))
     yield client
     client.close()
 

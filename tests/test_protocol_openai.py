@@ -17,7 +17,7 @@ from notebook_llm.core.client import CoreClient
 from notebook_llm.core.retry import RetryPolicy
 from tests.support.replay import Fault, Fixture, ReplayServer, Reply, load_fixture, load_fixtures
 
-TRANSPORTS = ["aiohttp", "sdk"]
+TRANSPORTS = ["fast", "aiohttp", "sdk"]
 CHAT = [fx for fx in load_fixtures() if fx.endpoint_kind == "chat_completions"]
 EMBEDDINGS = [fx for fx in load_fixtures() if fx.endpoint_kind == "embeddings"]
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=2)

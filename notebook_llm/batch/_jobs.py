@@ -198,17 +198,18 @@ _STOP = object()
 class CheckpointWriter:
     """Writes finished rows on a background thread, many per transaction.
 
-    ``put(record)`` costs the caller a queue append. The thread takes the first
-    waiting row, then everything else already queued (up to ``max_batch``),
-    and commits them together: when rows arrive slowly each is committed at
-    once, when they arrive fast they share transactions. So a row is durable
-    within a few milliseconds of finishing, which is what bounds the rows a
-    rerun after ``kill -9`` may send again.
+    ``put(record)`` costs the caller a queue append. The thread wakes on the
+    first waiting row, lingers ``linger_s`` (5 ms) for more, then commits
+    everything queued (up to ``max_batch``) in one transaction. So a row is
+    durable within a few milliseconds of finishing, which is what bounds the
+    rows a rerun after ``kill -9`` may send again, and the thread wakes at most
+    a few hundred times a second however fast rows finish.
     """
 
-    def __init__(self, jobs: JobStore, max_batch: int = 2000) -> None:
+    def __init__(self, jobs: JobStore, max_batch: int = 5000, linger_s: float = 0.005) -> None:
         self.jobs = jobs
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.written = 0
         self.errors = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -235,6 +236,10 @@ class CheckpointWriter:
         get_nowait = self._queue.get_nowait
         while True:
             item = get()
+            if self.linger_s and item is not _STOP and not isinstance(item, threading.Event):
+                # Let rows pile up for a moment: one transaction for many rows,
+                # and few wake-ups of this thread competing for the GIL.
+                time.sleep(self.linger_s)
             batch: list[RowRecord] = []
             events: list[threading.Event] = []
             stop = False

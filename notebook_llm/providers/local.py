@@ -412,6 +412,8 @@ def _choose_n_ctx(path: str, embedding: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
+    """Load settings with every default filled in."""
+
     n_ctx: int
     n_threads: int
     n_threads_batch: int
@@ -911,7 +913,10 @@ class LocalProvider(Provider):
 
     Provider settings (``CoreClient(provider_settings={"local": {...}})``) are load
     settings: ``n_ctx``, ``n_threads``, ``n_threads_batch``, ``n_batch``,
-    ``n_gpu_layers``, ``chat_format``, ``verbose``, ``idle_s``.
+    ``n_gpu_layers``, ``n_parallel``, ``chat_format``, ``verbose``, ``idle_s``.
+    Per-request options (keyword arguments of a call): ``top_p``, ``top_k``,
+    ``min_p``, ``typical_p``, ``repeat_penalty``, ``presence_penalty``,
+    ``frequency_penalty``, ``seed``, ``stop``, ``mirostat_*``, ``logit_bias``.
     """
 
     in_process = True

@@ -2,10 +2,12 @@
 
 Two transports share one request builder and one response parser:
 
-- ``transport="aiohttp"`` (the default): a lean client over one
-  ``aiohttp.ClientSession``. It reads SSE lines and decodes each chunk with
-  ``json.loads`` instead of building SDK model objects, which is several times
-  faster on streams and at high concurrency (see ``bench/``).
+- ``transport="fast"`` (the default): the lean keep-alive client in
+  ``_http.py`` (httptools parsing). It reads SSE lines and decodes each chunk
+  with ``json.loads`` instead of building SDK model objects, which is several
+  times faster on streams and at high concurrency (see ``bench/``).
+- ``transport="aiohttp"``: the same over ``aiohttp.ClientSession`` (used
+  automatically when a proxy is configured in the environment).
 - ``transport="sdk"``: the official ``openai`` SDK (``AsyncOpenAI``), the
   reference for behaviour. The recorded-traffic tests run on both.
 
@@ -249,26 +251,58 @@ def _decode_embedding(item: dict[str, Any]) -> list[float]:
     return list(vector or [])
 
 
+class _AiohttpResponse:
+    """aiohttp's response behind the same small interface as ``_http.Response``."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = dict(response.headers)
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        try:
+            return await self._response.read()
+        finally:
+            self._response.release()
+
+    async def lines(self, timeout: float | None = None) -> AsyncIterator[bytes]:
+        async for line in self._response.content:
+            yield line
+
+    def close(self) -> None:
+        self._response.close()
+
+
 class OpenAIProvider(Provider):
     """OpenAI and OpenAI-compatible servers.
 
-    Settings: ``transport`` (``"aiohttp"`` or ``"sdk"``), ``max_connections``
-    (default 256), plus the preset quirks.
+    Settings: ``transport`` (``"fast"``, the default; ``"aiohttp"``; or
+    ``"sdk"``), ``max_connections`` (default 256), plus the preset quirks.
     """
 
     def __init__(
         self, info: Any, *, api_key: str | None = None, api_base: str | None = None, **settings: Any
     ) -> None:
         super().__init__(info, api_key=api_key, api_base=api_base, **settings)
-        self.transport = settings.get("transport", "aiohttp")
+        from notebook_llm.providers._http import proxy_configured
+
+        transport = settings.get("transport", "fast")
+        if transport == "fast" and proxy_configured():
+            transport = "aiohttp"  # the lean client speaks no proxy protocol
+        self.transport = transport
         self.quirks = {**PRESET_QUIRKS.get(info.name, {}), **settings}
         self._base = (self.api_base or "").rstrip("/")
         self._session: Any = None
+        self._pool: Any = None
         self._sdk: Any = None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
+        self._raw_headers = _encode_headers(self._headers)
+        self._raw_stream_headers = _encode_headers(self._stream_headers)
 
     # -- transports ------------------------------------------------------
 
@@ -280,6 +314,7 @@ class OpenAIProvider(Provider):
                 connector=aiohttp.TCPConnector(limit=self.settings.get("max_connections", 256)),
                 timeout=aiohttp.ClientTimeout(total=None),
                 skip_auto_headers=("User-Agent",),
+                trust_env=True,
             )
         return self._session
 
@@ -294,46 +329,69 @@ class OpenAIProvider(Provider):
             )
         return self._sdk
 
-    def _timeout(self, request_timeout: float | None) -> Any:
-        import aiohttp
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None,
+                    timeout: float | None, stream: bool) -> Any:
+        """Send a request; a 4xx/5xx answer raises the matching error.
 
-        # Bound connecting and each read, not the whole stream: a long answer
-        # that keeps streaming is fine, a server that stalls is not.
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=request_timeout, sock_read=request_timeout
-        )
-
-    async def _post(
-        self, path: str, body: dict[str, Any], timeout: float | None, stream: bool
-    ) -> Any:
-        session = self._aiohttp()
+        The timeout bounds connecting and each wait for data, not the whole
+        answer: a long stream that keeps coming is fine, a stalled server is not.
+        """
+        data = json.dumps(body).encode() if body is not None else b""
         try:
-            response = await session.post(
-                self._base + path,
-                data=json.dumps(body).encode(),
-                headers=self._stream_headers if stream else self._headers,
-                timeout=self._timeout(timeout),
-            )
+            if self.transport == "fast":
+                if self._pool is None:
+                    from notebook_llm.providers._http import Pool
+
+                    self._pool = Pool(self._base, self.settings.get("max_connections", 256))
+                response: Any = await self._pool.request(
+                    method, path, self._raw_stream_headers if stream else self._raw_headers,
+                    data, timeout)
+            else:
+                import aiohttp
+
+                raw = await self._aiohttp().request(
+                    method, self._base + path, data=data if body is not None else None,
+                    headers=self._stream_headers if stream else self._headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                                  sock_read=timeout),
+                )
+                response = _AiohttpResponse(raw)
         except BaseException as exc:
             raise self._map(exc) from exc
         if response.status >= 400:
             try:
-                text = await response.text()
-            except BaseException as exc:  # noqa: BLE001 - the status says enough
+                text = (await response.read(timeout)).decode("utf-8", "replace")
+            except Exception:  # noqa: BLE001 - the status says enough
                 text = ""
-                del exc
-            finally:
-                response.release()
+                response.close()
             raise error_from_status(
-                self.name, response.status, _json_or_text(text), dict(response.headers), None
+                self.name, response.status, _json_or_text(text), response.headers, None
             )
         return response
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None,
+                    timeout: float | None) -> Any:
+        response = await self._send(method, path, body, timeout, False)
+        try:
+            raw = await response.read(timeout)
+        except BaseException as exc:
+            response.close()
+            raise self._map(exc) from exc
+        return _decode_json(raw, self.name)
 
     def _map(self, exc: BaseException) -> BaseException:
         import asyncio
 
+        from notebook_llm.providers._http import HTTPError
+
         if isinstance(exc, (asyncio.CancelledError, LLMError)):
             return exc
+        if isinstance(exc, HTTPError):
+            if exc.kind == "timeout":
+                return LLMTimeoutError(str(exc), provider=self.name, original=exc)
+            if exc.kind == "protocol":
+                return ProviderError(str(exc), provider=self.name, original=exc)
+            return LLMConnectionError(f"{exc} ({self._base})", provider=self.name, original=exc)
         return error_from_exception(self.name, exc)
 
     # -- operations ------------------------------------------------------
@@ -346,14 +404,7 @@ class OpenAIProvider(Provider):
                 self._client().chat.completions.create, body, request.timeout
             )
         else:
-            response = await self._post("/chat/completions", body, request.timeout, False)
-            try:
-                raw = await response.read()
-            except BaseException as exc:
-                response.close()
-                raise self._map(exc) from exc
-            response.release()
-            data = _decode_json(raw, self.name)
+            data = await self._json("POST", "/chat/completions", body, request.timeout)
         return parse_chat_completion(data, self.name)
 
     async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
@@ -401,7 +452,7 @@ class OpenAIProvider(Provider):
         source = (
             self._sdk_stream(body, request.timeout)
             if self.transport == "sdk"
-            else self._aiohttp_stream(body, request.timeout)
+            else self._http_stream(body, request.timeout)
         )
         finished = False
         try:
@@ -418,15 +469,15 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
 
-    async def _aiohttp_stream(
+    async def _http_stream(
         self, body: dict[str, Any], timeout: float | None
     ) -> AsyncIterator[Chunk]:
-        response = await self._post("/chat/completions", body, timeout, True)
+        response = await self._send("POST", "/chat/completions", body, timeout, True)
         provider = self.name
         event = ""
         loads = json.loads
         try:
-            async for line in response.content:
+            async for line in response.lines(timeout):
                 if line.startswith(b"data:"):
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
@@ -459,8 +510,8 @@ class OpenAIProvider(Provider):
                 raise
             raise self._map(exc) from exc
         finally:
-            # close(), not release(): on an early exit the server must see the
-            # connection go away and stop generating.
+            # On an early exit this drops the connection, so the server sees
+            # it go away and stops generating; after a full read it is reused.
             response.close()
 
     async def _sdk_stream(
@@ -498,12 +549,7 @@ class OpenAIProvider(Provider):
         if self.transport == "sdk":
             data = await self._sdk_call(self._client().embeddings.create, body, None)
         else:
-            response = await self._post("/embeddings", body, kwargs.get("timeout"), False)
-            try:
-                raw = await response.read()
-            finally:
-                response.release()
-            data = _decode_json(raw, self.name)
+            data = await self._json("POST", "/embeddings", body, kwargs.get("timeout"))
         items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
         usage = _usage(data.get("usage")) or Usage()
         return EmbeddingResponse(
@@ -512,25 +558,7 @@ class OpenAIProvider(Provider):
 
     async def list_models(self) -> list[ModelInfo]:
         """``GET /models``."""
-        session = self._aiohttp()
-        try:
-            async with session.get(
-                self._base + "/models", headers=self._headers, timeout=self._timeout(10)
-            ) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    raise error_from_status(
-                        self.name,
-                        response.status,
-                        _json_or_text(text),
-                        dict(response.headers),
-                        None,
-                    )
-        except LLMError:
-            raise
-        except Exception as exc:
-            raise self._map(exc) from exc
-        data = _decode_json(text.encode(), self.name)
+        data = await self._json("GET", "/models", None, 10)
         items = data.get("data") if isinstance(data, dict) else data
         if isinstance(data, dict) and "models" in data and not items:  # Ollama's /api/tags shape
             items = [{"id": m.get("name") or m.get("model")} for m in data["models"]]
@@ -546,13 +574,20 @@ class OpenAIProvider(Provider):
         ]
 
     async def aclose(self) -> None:
-        """Close the HTTP session and the SDK client."""
+        """Close the connections and the SDK client."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
         if self._sdk is not None:
             await self._sdk.close()
             self._sdk = None
+
+
+def _encode_headers(headers: dict[str, str]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
 
 
 def _json_or_text(text: str) -> Any:
