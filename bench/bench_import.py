@@ -34,7 +34,7 @@ def main() -> None:
     cost = with_import - baseline
     print(f"interpreter start {baseline * 1000:.1f} ms; with import notebook_llm "
           f"{with_import * 1000:.1f} ms; import itself {cost * 1000:.1f} ms "
-          f"(target < 150 ms: {'PASS' if cost < 0.15 else 'FAIL'}); heavy modules imported: {heavy}")
+          f"(target < 150 ms: {'PASS' if cost < 0.15 else 'FAIL'}); heavy modules: {heavy}")
 
 
 if __name__ == "__main__":

@@ -88,8 +88,13 @@ class Comparison:
     ``plot()`` bars of latency, time to first token, tokens/s and cost.
     """
 
-    def __init__(self, prompts: list[str], models: list[str], runs: int,
-                 variables: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        prompts: list[str],
+        models: list[str],
+        runs: int,
+        variables: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.prompts = prompts
         self.models = models
         self.runs = runs
@@ -176,8 +181,12 @@ class Comparison:
 
     def diff(self, a: str, b: str, prompt: int = 0, run: int = 0) -> Diff:
         """A word-level diff of model ``a``'s and model ``b``'s answers."""
-        return Diff(a, self.cell(a, prompt, run).row()["text"] or "",
-                    b, self.cell(b, prompt, run).row()["text"] or "")
+        return Diff(
+            a,
+            self.cell(a, prompt, run).row()["text"] or "",
+            b,
+            self.cell(b, prompt, run).row()["text"] or "",
+        )
 
     def different_only(self) -> Any:
         """The prompts of a matrix whose answers differ between models (wide table)."""
@@ -192,8 +201,12 @@ class Comparison:
         summary = self.summary()
         return bar_panels(
             summary,
-            [("latency_mean_s", "latency (s)"), ("ttft_mean_s", "time to first token (s)"),
-             ("tokens_per_s", "tokens / s"), ("cost_usd", "cost (USD)")],
+            [
+                ("latency_mean_s", "latency (s)"),
+                ("ttft_mean_s", "time to first token (s)"),
+                ("tokens_per_s", "tokens / s"),
+                ("cost_usd", "cost (USD)"),
+            ],
             title="Model comparison",
         )
 
@@ -211,15 +224,21 @@ class Comparison:
                 for model in self.models:
                     cell = self.cell(model, p, run)
                     if cell.error is not None:
-                        content = f"<b>{html_escape(type(cell.error).__name__)}</b>: " \
-                                  f"{html_escape(str(cell.error))}"
+                        content = (
+                            f"<b>{html_escape(type(cell.error).__name__)}</b>: "
+                            f"{html_escape(str(cell.error))}"
+                        )
                     else:
                         content = render_markdown(cell.row()["text"] or "")
-                    cells.append(f"<td style='vertical-align:top'>{content}"
-                                 f"<div><small>{html_escape(_footer(cell))}</small></div></td>")
+                    cells.append(
+                        f"<td style='vertical-align:top'>{content}"
+                        f"<div><small>{html_escape(_footer(cell))}</small></div></td>"
+                    )
                 body.append(f"<tr><th style='vertical-align:top'>{label}</th>{''.join(cells)}</tr>")
-        return (f"<table><thead><tr><th>prompt</th>{head}</tr></thead>"
-                f"<tbody>{''.join(body)}</tbody></table>")
+        return (
+            f"<table><thead><tr><th>prompt</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+        )
 
     def _repr_markdown_(self) -> str:
         from notebook_llm._render import escape_markdown
@@ -278,8 +297,9 @@ class Diff:
         self.label_a, self.label_b = label_a, label_b
         self.a_words = _WORDS.findall(a)
         self.b_words = _WORDS.findall(b)
-        self.opcodes = difflib.SequenceMatcher(None, self.a_words, self.b_words,
-                                               autojunk=False).get_opcodes()
+        self.opcodes = difflib.SequenceMatcher(
+            None, self.a_words, self.b_words, autojunk=False
+        ).get_opcodes()
 
     @property
     def ratio(self) -> float:
@@ -299,8 +319,10 @@ class Diff:
         return "".join(out)
 
     def _repr_html_(self) -> str:
-        out = [f"<div><small>{html.escape(self.label_a)} → {html.escape(self.label_b)} "
-               f"(similarity {self.ratio:.0%})</small></div><div style='white-space:pre-wrap'>"]
+        out = [
+            f"<div><small>{html.escape(self.label_a)} → {html.escape(self.label_b)} "
+            f"(similarity {self.ratio:.0%})</small></div><div style='white-space:pre-wrap'>"
+        ]
         for tag, i1, i2, j1, j2 in self.opcodes:
             old = html.escape("".join(self.a_words[i1:i2]))
             new = html.escape("".join(self.b_words[j1:j2]))
@@ -314,8 +336,9 @@ class Diff:
         return "".join(out)
 
 
-def _prompts_from(prompt: str | None, prompts: Sequence[str] | None, template: str | None,
-                  data: Any) -> tuple[list[str], list[dict[str, Any]] | None]:
+def _prompts_from(
+    prompt: str | None, prompts: Sequence[str] | None, template: str | None, data: Any
+) -> tuple[list[str], list[dict[str, Any]] | None]:
     if template is not None:
         if data is None:
             raise ValueError("template= needs data= (a DataFrame or a list of dicts of variables)")
@@ -325,8 +348,10 @@ def _prompts_from(prompt: str | None, prompts: Sequence[str] | None, template: s
             try:
                 filled.append(template.format_map(record))
             except KeyError as exc:
-                raise ValueError(f"the template uses {{{exc.args[0]}}}, which the data lacks; "
-                                 f"columns are {sorted(record)}") from None
+                raise ValueError(
+                    f"the template uses {{{exc.args[0]}}}, which the data lacks; "
+                    f"columns are {sorted(record)}"
+                ) from None
         return filled, records
     if prompts is not None:
         return list(prompts), None
@@ -384,8 +409,9 @@ async def acompare(
         if on_update:
             on_update(comparison, cell)
         try:
-            cell.stream = client.astream(cell.prompt, cell.model, system=system,
-                                         tags=["compare"], **params)
+            cell.stream = client.astream(
+                cell.prompt, cell.model, system=system, tags=["compare"], **params
+            )
             async for chunk in cell.stream:
                 if chunk.text:
                     cell.text += chunk.text
@@ -415,8 +441,13 @@ async def acompare(
     return comparison
 
 
-async def _score(comparison: Comparison, scorer: Callable[..., float] | None, judge: str | None,
-                 rubric: str | None, client: Any) -> None:
+async def _score(
+    comparison: Comparison,
+    scorer: Callable[..., float] | None,
+    judge: str | None,
+    rubric: str | None,
+    client: Any,
+) -> None:
     comparison.scored = True
     for cell in comparison.cells:
         text = cell.row()["text"]
@@ -429,7 +460,9 @@ async def _score(comparison: Comparison, scorer: Callable[..., float] | None, ju
             cell.score = await _judge(client, judge or "", rubric, cell.prompt, text)
 
 
-async def _judge(client: Any, judge: str, rubric: str | None, prompt: str, answer: str) -> float | None:
+async def _judge(
+    client: Any, judge: str, rubric: str | None, prompt: str, answer: str
+) -> float | None:
     instruction = (
         "You grade answers. Reply with only a number from 1 (worst) to 10 (best).\n"
         f"Rubric: {rubric or 'correct, complete, clear and concise'}\n\n"
@@ -443,9 +476,15 @@ async def _judge(client: Any, judge: str, rubric: str | None, prompt: str, answe
 def compare(prompt: str | None = None, models: Sequence[str] = (), **kwargs: Any) -> Comparison:
     """Sync :func:`acompare`; Ctrl-C stops every cell and keeps what arrived."""
     if "comparison" not in kwargs:
-        prompt_list, variables = _prompts_from(prompt, kwargs.pop("prompts", None),
-                                               kwargs.pop("template", None), kwargs.pop("data", None))
-        kwargs["comparison"] = Comparison(prompt_list, list(models), kwargs.pop("runs", 1), variables)
+        prompt_list, variables = _prompts_from(
+            prompt,
+            kwargs.pop("prompts", None),
+            kwargs.pop("template", None),
+            kwargs.pop("data", None),
+        )
+        kwargs["comparison"] = Comparison(
+            prompt_list, list(models), kwargs.pop("runs", 1), variables
+        )
     comparison: Comparison = kwargs["comparison"]
     try:
         return _loop.run(acompare(None, models, **kwargs))
