@@ -109,7 +109,10 @@ class Comparison:
 
     def __repr__(self) -> str:
         done = sum(c.status == "done" for c in self.cells)
-        return f"Comparison({len(self.prompts)} prompts x {self.models}, runs={self.runs}, done={done})"
+        return (
+            f"Comparison({len(self.prompts)} prompts x {self.models}, "
+            f"runs={self.runs}, done={done})"
+        )
 
     @property
     def done(self) -> bool:
@@ -248,9 +251,10 @@ class Comparison:
             text = (cell.row()["text"] or "").replace("\n", " ")[:200]
             if cell.error is not None:
                 text = f"{type(cell.error).__name__}: {cell.error}"
+            answer = escape_markdown(text).replace("|", "&#124;")
             lines.append(
                 f"| {escape_markdown(cell.prompt[:60])} | {cell.model} | "
-                f"{escape_markdown(text).replace('|', '&#124;')} | {escape_markdown(_footer(cell))} |"
+                f"{answer} | {escape_markdown(_footer(cell))} |"
             )
         return "\n".join(lines)
 
