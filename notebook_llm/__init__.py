@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     "abatch": "notebook_llm.batch",
     "acompare": "notebook_llm.compare",
     "acomplete": "notebook_llm._api",
-    "aembed": "notebook_llm._api",
+    "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
     "alist_models": "notebook_llm._api",
     "astream": "notebook_llm._api",
@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "default_client": "notebook_llm._api",
     "default_model": "notebook_llm._api",
     "delete_collection": "notebook_llm.embeddings",
-    "embed": "notebook_llm._api",
+    "embed": "notebook_llm.embeddings",
     "list_models": "notebook_llm._api",
     "logs": "notebook_llm.usage",
     "providers": "notebook_llm._api",
@@ -104,9 +104,6 @@ if TYPE_CHECKING:
         acomplete as acomplete,
     )
     from notebook_llm._api import (
-        aembed as aembed,
-    )
-    from notebook_llm._api import (
         alist_models as alist_models,
     )
     from notebook_llm._api import (
@@ -120,9 +117,6 @@ if TYPE_CHECKING:
     )
     from notebook_llm._api import (
         default_model as default_model,
-    )
-    from notebook_llm._api import (
-        embed as embed,
     )
     from notebook_llm._api import (
         list_models as list_models,
@@ -203,6 +197,9 @@ if TYPE_CHECKING:
         Embeddings as Embeddings,
     )
     from notebook_llm.embeddings import (
+        aembed as aembed,
+    )
+    from notebook_llm.embeddings import (
         collection as collection,
     )
     from notebook_llm.embeddings import (
@@ -210,6 +207,9 @@ if TYPE_CHECKING:
     )
     from notebook_llm.embeddings import (
         delete_collection as delete_collection,
+    )
+    from notebook_llm.embeddings import (
+        embed as embed,
     )
     from notebook_llm.providers.discovery import (
         afind_local_servers as afind_local_servers,
