@@ -34,9 +34,11 @@ __all__ = [
     "close_open_fences",
     "escape_markdown",
     "html_escape",
+    "plain_html",
     "plain_table_html",
     "render_markdown",
     "render_streaming",
+    "sanitize_html",
 ]
 
 # The second line of defence: what nh3 lets through. Everything markdown-it
@@ -123,8 +125,8 @@ def html_escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _plain_html(text: str) -> str:
-    """The fallback rendering: the text itself, escaped, in a wrapping ``<pre>``."""
+def plain_html(text: str) -> str:
+    """Text shown as itself: escaped, in a wrapping ``<pre>``."""
     return f'<pre style="white-space: pre-wrap">{html_escape(text)}</pre>'
 
 
@@ -143,8 +145,17 @@ def render_markdown(text: str) -> str:
     if md is None or sanitize is None:
         # Both layers or neither: markdown-it alone would probably be safe,
         # but "probably" is not the bar for model output.
-        return _plain_html(text)
+        return plain_html(text)
     return sanitize(md.render(text))
+
+
+def sanitize_html(text: str) -> str:
+    """HTML from a model made safe to display, with the Markdown allow-list.
+
+    Without nh3 installed (the ``notebook`` extra), the escaped text.
+    """
+    sanitize = _load_sanitizer()
+    return plain_html(text) if sanitize is None else sanitize(text)
 
 
 def render_streaming(text: str) -> str:

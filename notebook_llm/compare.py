@@ -305,6 +305,9 @@ class Diff:
             None, self.a_words, self.b_words, autojunk=False
         ).get_opcodes()
 
+    def __repr__(self) -> str:
+        return f"Diff({self.label_a!r} → {self.label_b!r}, similarity {self.ratio:.0%})"
+
     @property
     def ratio(self) -> float:
         """Similarity from 0 (nothing shared) to 1 (identical)."""

@@ -18,7 +18,6 @@ from notebook_llm.batch._jobs import (
     JobStore,
     NullWriter,
     RowRecord,
-    now_iso,
 )
 from notebook_llm.batch._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
@@ -231,9 +230,10 @@ class _JobLimiter(RateLimiter):
 class _Observer(Middleware):
     """Hears how many attempts each row took, and rate-limit headers when exposed."""
 
-    def __init__(self, job_id: str, limiters: dict[str, _JobLimiter]) -> None:
+    def __init__(self, job_id: str, limiters: dict[str, _JobLimiter], stats: _Stats) -> None:
         self.job_id = job_id
         self.limiters = limiters
+        self.stats = stats
         self.attempts: dict[tuple[str, str], int] = {}
 
     async def after(
@@ -243,6 +243,8 @@ class _Observer(Middleware):
         if metadata.get("batch_id") != self.job_id:
             return
         self.attempts[(metadata.get("batch_row", ""), ctx.model)] = ctx.attempts
+        if not self.limiters:
+            self.stats.requests += ctx.attempts
         headers = _headers_of(completion, error)
         if headers:
             limiter = self.limiters.get(ctx.model)
@@ -273,16 +275,22 @@ def _job_client(
     rpm: float | None,
     tpm: float | None,
     max_retries: int | None,
+    watch: bool,
 ) -> tuple[CoreClient, _Observer]:
     """A shallow copy of ``client`` for this job: same keys, providers (connections)
     and shared limiters; its own retry policy, an observer middleware, and the
-    job's rate limits in front of the shared limiters."""
+    job's rate limits in front of the shared limiters.
+
+    The job's limiters are installed only when there are limits or ``watch``
+    (a progress display counting live requests and retries): without them
+    the core skips limiter calls entirely on its hot path.
+    """
     limit = RateLimit(rpm, tpm) if rpm or tpm else None
     limiters = {
         m.name: _JobLimiter(client.limiter(client.resolve(m.name)), limit, stats)
         for m in plan.models
-    }
-    observer = _Observer(plan.job_id, limiters)
+    } if (limit is not None or watch) else {}
+    observer = _Observer(plan.job_id, limiters, stats)
     job_client = copy.copy(client)
     if max_retries is not None:
         job_client.retry = dataclasses.replace(client.retry, max_attempts=max(0, max_retries) + 1)
@@ -291,8 +299,9 @@ def _job_client(
     def limiter(ref: Any) -> RateLimiter:
         return limiters.get(str(ref)) or client.limiter(ref)
 
-    # The core asks self.limiter(ref) before every attempt: answer with ours.
-    setattr(job_client, "limiter", limiter)  # noqa: B010 - an instance override, on purpose
+    if limiters:
+        # The core asks self.limiter(ref) before every attempt: answer with ours.
+        setattr(job_client, "limiter", limiter)  # noqa: B010 - an instance override, on purpose
     return job_client, observer
 
 
@@ -355,7 +364,7 @@ def _done_record(
         result["cached"] = True
     usage = completion.usage
     return (job_id, key, idx, model.name, "done", json.dumps(result), None, None, attempts,
-            cost, usage.input_tokens, usage.output_tokens, now_iso())
+            cost, usage.input_tokens, usage.output_tokens, None)
 
 
 def _failed_record(
@@ -363,7 +372,7 @@ def _failed_record(
 ) -> RowRecord:
     message = str(error)
     return (job_id, key, idx, model.name, "failed", None, type(error).__name__, message[:2000],
-            attempts, None, None, None, now_iso())
+            attempts, None, None, None, None)
 
 
 def _work(
@@ -427,7 +436,8 @@ async def _run_direct(
     stats.done = counts.get("done", 0)
     stats.failed = counts.get("failed", 0)
     job_client, observer = _job_client(
-        client, plan, stats, rpm=rpm, tpm=tpm, max_retries=max_retries
+        client, plan, stats, rpm=rpm, tpm=tpm, max_retries=max_retries,
+        watch=progress is not None,
     )
     if concurrency is None:
         local = all(m.local for m in plan.models)
@@ -735,7 +745,8 @@ def batch(
     button or a ``kill -9`` of the kernel, a rerun pays for no finished row
     twice. Rows that were in flight at the kill (at most ``concurrency``) may
     be sent once more, since their answers never arrived or were not yet
-    committed. Failed rows are not re-sent by a rerun: use
+    committed (on a very fast job, also the rows finished in the last few
+    milliseconds). Failed rows are not re-sent by a rerun: use
     :meth:`BatchResult.retry_failed`.
 
     Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it

@@ -161,22 +161,11 @@ def _fenced(code: str, language: str = "python") -> str:
     return f"{fence}{language}\n{code}\n{fence}"
 
 
-def sanitize_html(text: str) -> str:
-    """Model HTML made safe to display (the same allow-list as Markdown output)."""
-    clean = getattr(_render, "sanitize_html", None)
-    if clean is not None:
-        return clean(text)  # type: ignore[no-any-return]
-    sanitizer = _render._load_sanitizer()
-    if sanitizer is None:
-        return _render._plain_html(text)
-    return sanitizer(text)
-
-
 def streaming_html(text: str, fmt: Format) -> str:
     """The partial text as safe HTML: Markdown (fences closed) or escaped text."""
     if fmt in ("markdown", "code"):
         return _render.render_streaming(text)
-    return _render._plain_html(text)
+    return _render.plain_html(text)
 
 
 def final_bundle(completion: Completion, fmt: Format, *, colab: bool = False) -> dict[str, Any]:
@@ -195,9 +184,9 @@ def final_bundle(completion: Completion, fmt: Format, *, colab: bool = False) ->
             "text/plain": json.dumps(completion.parsed, indent=2, ensure_ascii=False),
         }
     if fmt == "text" or (fmt == "json"):
-        return {"text/html": _render._plain_html(text), "text/plain": text}
+        return {"text/html": _render.plain_html(text), "text/plain": text}
     if fmt == "html":
-        return {"text/html": sanitize_html(text), "text/plain": text}
+        return {"text/html": _render.sanitize_html(text), "text/plain": text}
     if fmt == "code":
         code = first_code_block(text)
         return {"text/html": _render.render_markdown(_fenced(code)), "text/plain": code}

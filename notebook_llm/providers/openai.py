@@ -13,20 +13,42 @@ Two transports share one request builder and one response parser:
 
 Presets (ollama, vllm, llamacpp, groq, ...) are this class with another base
 URL, key variable and a few quirks (``PRESET_QUIRKS``).
+
+Three APIs, chosen per call with the provider keyword ``api=`` or per provider
+with the setting ``api`` (``Client(provider_settings={"openai": {"api":
+"responses"}})``); the per-call keyword wins:
+
+- ``"chat"`` (the default): ``POST /chat/completions``.
+- ``"responses"``: the Responses API, ``POST /responses`` (request building
+  and parsing live in ``_responses.py``). A background-mode answer that is
+  still ``queued``/``in_progress`` raises ``ResponsePendingError``; poll it with
+  :meth:`OpenAIProvider.retrieve_response`.
+- ``"completions"``: the legacy ``POST /completions`` with a plain ``prompt``
+  made from the messages (base models, vLLM and Azure completion deployments).
+
+Besides completions: :meth:`OpenAIProvider.retrieve_model` (``GET
+/models/{id}``) and :meth:`OpenAIProvider.count_tokens` (``POST
+/responses/input_tokens``). Files and moderations are not part of this client
+(batch mode uses files through the SDK).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 from notebook_llm.core.errors import (
     CancelledError,
+    InvalidRequestError,
     LLMError,
     ProviderError,
+    UnsupportedError,
 )
 from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
@@ -40,9 +62,33 @@ from notebook_llm.core.types import (
     normalise_finish_reason,
 )
 from notebook_llm.providers._errors import error_from_exception, error_from_status
+from notebook_llm.providers._responses import (
+    INPUT_TOKENS_FIELDS,
+    ResponsePendingError,
+    ResponsesStreamParser,
+    parse_response,
+    responses_body,
+)
 from notebook_llm.providers.base import Provider
 
-__all__ = ["OpenAIProvider", "chat_body", "parse_chat_completion", "parse_chunk"]
+__all__ = [
+    "APIS",
+    "OpenAIProvider",
+    "ResponsePendingError",
+    "chat_body",
+    "completion_prompt",
+    "completions_body",
+    "parse_chat_completion",
+    "parse_chunk",
+    "parse_text_completion",
+    "parse_text_completion_chunk",
+]
+
+APIS = ("chat", "responses", "completions")
+"""The APIs this provider speaks (``api=`` per call, or the ``api`` setting)."""
+_API_ALIASES = {"chat_completions": "chat", "chat.completions": "chat", "legacy": "completions"}
+
+ChunkParser = Callable[[dict[str, Any]], "Chunk | None"]
 
 # Per-preset differences from OpenAI's own API.
 PRESET_QUIRKS: dict[str, dict[str, Any]] = {
@@ -243,6 +289,80 @@ def chat_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[st
     return body
 
 
+def completion_prompt(request: Request) -> str:
+    """A plain prompt for the legacy completions API, made from the messages.
+
+    A lone user message is sent as it is; otherwise the system prompt and the
+    messages' texts are joined by blank lines (no chat template is applied:
+    legacy completions are for base models, which continue the text).
+    """
+    messages = request.messages
+    if not request.system and len(messages) == 1 and messages[0].get("role", "user") == "user":
+        return _content_text(messages[0].get("content"))
+    parts = [request.system] if request.system else []
+    parts.extend(_content_text(message.get("content")) for message in messages)
+    return "\n\n".join(part for part in parts if part)
+
+
+def completions_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body for the legacy ``POST /completions``; it has no tools or formats."""
+    if request.tools or request.response_format is not None:
+        raise UnsupportedError(
+            "The legacy completions API (api='completions') has no tools or response "
+            "formats; use api='chat' or api='responses'"
+        )
+    body: dict[str, Any] = {"model": request.model, "prompt": completion_prompt(request)}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if stream:
+        body["stream"] = True
+        if quirks.get("stream_usage", True):
+            body["stream_options"] = {"include_usage": True}
+    body.update(request.extra)
+    return body
+
+
+def parse_text_completion(data: dict[str, Any], provider: str = "") -> Completion:
+    """A legacy ``text_completion`` object as a :class:`Completion` (``choices[0].text``)."""
+    if not isinstance(data, dict):
+        raise ProviderError(
+            "The server's answer is not a JSON object", provider=provider, body=data
+        )
+    if data.get("error"):
+        raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+    choices = data.get("choices") or []
+    choice = next((c for c in choices if c.get("index", 0) == 0), choices[0] if choices else {})
+    return Completion(
+        text=choice.get("text") or "",
+        response_model=data.get("model"),
+        finish_reason=normalise_finish_reason(choice.get("finish_reason")) or "stop",
+        usage=_usage(data.get("usage")) or Usage(),
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+def parse_text_completion_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
+    """One streamed legacy ``text_completion`` chunk as a :class:`Chunk`."""
+    if data.get("error"):
+        raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+    usage = _usage(data.get("usage")) if data.get("usage") else None
+    choice = next((c for c in data.get("choices") or [] if c.get("index", 0) == 0), None)
+    if choice is None:
+        return Chunk(usage=usage, response_model=data.get("model"), id=data.get("id"), raw=data)
+    finish = choice.get("finish_reason")
+    return Chunk(
+        text=choice.get("text") or "",
+        usage=usage,
+        finish_reason=normalise_finish_reason(finish) if finish else None,
+        response_model=data.get("model"),
+        id=data.get("id"),
+        raw=data,
+    )
+
+
 def _decode_embedding(item: dict[str, Any]) -> list[float]:
     vector = item.get("embedding")
     if isinstance(vector, str):  # encoding_format="base64": little-endian float32
@@ -396,10 +516,48 @@ class OpenAIProvider(Provider):
 
     # -- operations ------------------------------------------------------
 
+    def _select_api(self, request: Request) -> tuple[str, Request]:
+        """The API for this call (``api=`` keyword, else the ``api`` setting, else chat).
+
+        The keyword is taken out of a copy of ``request.extra`` (the request is
+        reused as it is when the call is retried), so it never reaches the body.
+        """
+        api = self.settings.get("api") or "chat"
+        if "api" in request.extra:
+            extra = dict(request.extra)
+            api = extra.pop("api") or api
+            request = dataclasses.replace(request, extra=extra)
+        api = _API_ALIASES.get(str(api), str(api))
+        if api not in APIS:
+            raise InvalidRequestError(
+                f"Unknown api={api!r}: use one of {', '.join(repr(a) for a in APIS)}",
+                provider=self.name,
+                model=request.model,
+            )
+        return api, request
+
     async def complete(self, request: Request) -> Completion:
-        """One chat completion."""
+        """One completion: chat (the default), Responses or legacy completions (``api=``)."""
+        api, request = self._select_api(request)
+        sdk = self.transport == "sdk"
+        if api == "responses":
+            body = responses_body(request, False)
+            if sdk:
+                data = await self._sdk_call(self._client().responses.create, body, request.timeout)
+            else:
+                data = await self._json("POST", "/responses", body, request.timeout)
+            return parse_response(data, self.name)
+        if api == "completions":
+            body = completions_body(request, False, self.quirks)
+            if sdk:
+                data = await self._sdk_call(
+                    self._client().completions.create, body, request.timeout
+                )
+            else:
+                data = await self._json("POST", "/completions", body, request.timeout)
+            return parse_text_completion(data, self.name)
         body = chat_body(request, False, self.quirks)
-        if self.transport == "sdk":
+        if sdk:
             data = await self._sdk_call(
                 self._client().chat.completions.create, body, request.timeout
             )
@@ -407,17 +565,25 @@ class OpenAIProvider(Provider):
             data = await self._json("POST", "/chat/completions", body, request.timeout)
         return parse_chat_completion(data, self.name)
 
-    async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
-        import openai
-
+    @staticmethod
+    def _sdk_kwargs(body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         # The SDK insists on its required arguments by name; the rest goes as extra_body.
         kwargs: dict[str, Any] = {"model": body.pop("model"), "timeout": timeout}
-        for required in ("messages", "input"):
+        for required in ("messages", "input", "prompt"):
             if required in body:
                 kwargs[required] = body.pop(required)
         kwargs["extra_body"] = body
+        return kwargs
+
+    async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
+        return await self._sdk_run(method, **self._sdk_kwargs(body, timeout))
+
+    async def _sdk_run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an SDK method; its errors become ours, its result a plain dict."""
+        import openai
+
         try:
-            result = await method(**kwargs)
+            result = await method(*args, **kwargs)
         except openai.APIStatusError as exc:
             raise error_from_status(
                 self.name, exc.status_code, exc.body, dict(exc.response.headers), exc
@@ -447,12 +613,31 @@ class OpenAIProvider(Provider):
         return ProviderError(str(exc), provider=self.name, original=exc)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
-        """Stream a chat completion; closing the generator closes the response."""
-        body = chat_body(request, True, self.quirks)
+        """Stream a completion (any ``api=``); closing the generator closes the response.
+
+        A stream that ends before its terminal event (``finish_reason`` in chat
+        and legacy completions, ``response.completed``/``response.incomplete``
+        in the Responses API) raises :class:`~notebook_llm.errors.ConnectionError`.
+        """
+        api, request = self._select_api(request)
+        provider = self.name
+        parse: ChunkParser
+        if api == "responses":
+            body = responses_body(request, True)
+            path, kind = "/responses", "responses"
+            parse = ResponsesStreamParser(provider).feed
+        elif api == "completions":
+            body = completions_body(request, True, self.quirks)
+            path, kind = "/completions", "completions"
+            parse = functools.partial(parse_text_completion_chunk, provider=provider)
+        else:
+            body = chat_body(request, True, self.quirks)
+            path, kind = "/chat/completions", "chat"
+            parse = functools.partial(parse_chunk, provider=provider)
         source = (
-            self._sdk_stream(body, request.timeout)
+            self._sdk_stream(body, request.timeout, kind, parse)
             if self.transport == "sdk"
-            else self._http_stream(body, request.timeout)
+            else self._http_stream(body, request.timeout, path, parse)
         )
         finished = False
         try:
@@ -470,10 +655,16 @@ class OpenAIProvider(Provider):
             )
 
     async def _http_stream(
-        self, body: dict[str, Any], timeout: float | None
+        self,
+        body: dict[str, Any],
+        timeout: float | None,
+        path: str = "/chat/completions",
+        parse: ChunkParser | None = None,
     ) -> AsyncIterator[Chunk]:
-        response = await self._send("POST", "/chat/completions", body, timeout, True)
+        response = await self._send("POST", path, body, timeout, True)
         provider = self.name
+        if parse is None:
+            parse = functools.partial(parse_chunk, provider=provider)
         event = ""
         loads = json.loads
         try:
@@ -496,7 +687,9 @@ class OpenAIProvider(Provider):
                         raise error_from_status(
                             provider, _status_in(data.get("error", data)), data, None, None
                         )
-                    yield parse_chunk(data, provider)
+                    chunk = parse(data)
+                    if chunk is not None:
+                        yield chunk
                 elif line.startswith(b"event:"):
                     event = line[6:].strip().decode()
                 elif line in (b"\n", b"\r\n"):
@@ -515,16 +708,26 @@ class OpenAIProvider(Provider):
             response.close()
 
     async def _sdk_stream(
-        self, body: dict[str, Any], timeout: float | None
+        self,
+        body: dict[str, Any],
+        timeout: float | None,
+        kind: str = "chat",
+        parse: ChunkParser | None = None,
     ) -> AsyncIterator[Chunk]:
         import openai
 
+        client = self._client()
+        method = {
+            "chat": client.chat.completions.create,
+            "responses": client.responses.create,
+            "completions": client.completions.create,
+        }[kind]
+        if parse is None:
+            parse = functools.partial(parse_chunk, provider=self.name)
         body.pop("stream", None)
-        model, messages = body.pop("model"), body.pop("messages")
+        kwargs = self._sdk_kwargs(body, timeout)
         try:
-            stream = await self._client().chat.completions.create(
-                model=model, messages=messages, stream=True, extra_body=body, timeout=timeout
-            )
+            stream = await method(stream=True, **kwargs)
         except openai.APIStatusError as exc:
             raise error_from_status(
                 self.name, exc.status_code, exc.body, dict(exc.response.headers), exc
@@ -533,7 +736,9 @@ class OpenAIProvider(Provider):
             raise self._map_sdk(exc) from exc
         try:
             async for item in stream:
-                yield parse_chunk(item.model_dump(), self.name)
+                chunk = parse(item.model_dump() if hasattr(item, "model_dump") else item)
+                if chunk is not None:
+                    yield chunk
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
         except (LLMError, GeneratorExit):
@@ -572,6 +777,62 @@ class OpenAIProvider(Provider):
             for item in items or []
             if isinstance(item, dict)
         ]
+
+    async def retrieve_model(self, model_id: str, timeout: float | None = 10) -> ModelInfo:
+        """``GET /models/{id}``: one model's record (a 404 raises ``ModelNotFoundError``)."""
+        if self.transport == "sdk":
+            data = await self._sdk_run(self._client().models.retrieve, model_id, timeout=timeout)
+        else:
+            data = await self._json("GET", "/models/" + quote(model_id, safe="/:@"), None,
+                                    timeout)
+        if not isinstance(data, dict):
+            raise ProviderError("The server's answer is not a JSON object", provider=self.name,
+                                body=data)
+        return ModelInfo(
+            id=data.get("id") or model_id,
+            provider=self.name,
+            owned_by=data.get("owned_by"),
+            created=data.get("created"),
+        )
+
+    async def count_tokens(self, request: Request) -> int:
+        """Input tokens ``request`` would use, from ``POST /responses/input_tokens``.
+
+        Costs nothing and generates nothing: useful for budgets before a call.
+        The body is the Responses body without the fields the endpoint
+        refuses (sampling, output limits, ``stream``).
+        """
+        _, request = self._select_api(request)
+        body = {
+            key: value
+            for key, value in responses_body(request, False).items()
+            if key in INPUT_TOKENS_FIELDS
+        }
+        if self.transport == "sdk":
+            data = await self._sdk_call(
+                self._client().responses.input_tokens.count, body, request.timeout
+            )
+        else:
+            data = await self._json("POST", "/responses/input_tokens", body, request.timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+            raise ProviderError("The token count has no input_tokens", provider=self.name,
+                                body=data)
+        return data["input_tokens"]
+
+    async def retrieve_response(self, response_id: str, timeout: float | None = None) -> Completion:
+        """``GET /responses/{id}``: a stored or background response, as a Completion.
+
+        Raises :class:`ResponsePendingError` while it is still ``queued`` or
+        ``in_progress``; poll again later.
+        """
+        if self.transport == "sdk":
+            data = await self._sdk_run(
+                self._client().responses.retrieve, response_id, timeout=timeout
+            )
+        else:
+            data = await self._json("GET", "/responses/" + quote(response_id, safe=""), None,
+                                    timeout)
+        return parse_response(data, self.name)
 
     async def aclose(self) -> None:
         """Close the connections and the SDK client."""
