@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "astream": "notebook_llm._api",
     "batch": "notebook_llm.batch",
     "batch_jobs": "notebook_llm.batch",
+    "resume_provider_batch": "notebook_llm.batch",
     "cache": "notebook_llm.usage",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
@@ -144,6 +145,9 @@ if TYPE_CHECKING:
     )
     from notebook_llm.batch import (
         batch_jobs as batch_jobs,
+    )
+    from notebook_llm.batch import (
+        resume_provider_batch as resume_provider_batch,
     )
     from notebook_llm.compare import (
         Comparison as Comparison,

@@ -1,5 +1,5 @@
-"""The magics: ``%%llm``, ``%llm``, ``%%chat``, ``%chat_history``, ``%chat_clear``,
-``%llm_models``, ``%llm_config`` and ``%llm_keys``.
+"""The magics: ``%%llm``, ``%llm``, ``%%llm_compare``, ``%%chat``, ``%chat_history``,
+``%chat_clear``, ``%llm_models``, ``%llm_config`` and ``%llm_keys``.
 
 Each one parses its arguments, calls the public API (``nl.default_client()``
 and its ``stream`` / ``complete`` / ``list_models``), shows the result and
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from notebook_llm import _render
@@ -265,6 +265,12 @@ class LLMMagics(Magics):
         args = parse_argstring(self.llm, line)
         if args.output and not args.output.isidentifier():
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
+        if args.model and "," in args.model:  # -m a,b: compare side by side
+            if args.schema or args.no_stream or args.format != "markdown":
+                raise CellError("-f, --schema and --no-stream do not apply to a comparison",
+                                title="UsageError", hint="Use %%llm_compare -m a -m b.")
+            self._compare(self._prompt(cell), _models([args.model]), args)
+            return None
         prompt = self._prompt(cell)
         options = self._call_options(args)
         fmt: Format = args.format
@@ -284,6 +290,54 @@ class LLMMagics(Magics):
             raise _as_cell_error(exc) from None
         self._store(completion, args.output)
         return completion
+
+    # -- %%llm_compare ---------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", action="append", default=[],
+              help="a model to compare (repeat -m, or separate models with commas)")
+    @argument("--runs", type=int, default=1, help="run each model this many times")
+    @argument("-s", "--system", help="a system prompt (quote it)")
+    @argument("-t", "--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="the most tokens to generate")
+    @argument("-o", "--output", help="also store the Comparison in this variable")
+    @argument("--no-log", action="store_true", help="do not write these calls to the log")
+    @cell_magic
+    def llm_compare(self, line: str, cell: str) -> None:
+        """``%%llm_compare -m a -m b [--runs N]`` + prompt: stream every model side by
+        side (one column each, Stop buttons), then a summary of latency, tokens and cost.
+
+        ``%%llm -m a,b`` does the same. The Comparison is stored in ``_llm``
+        (and in ``-o VAR``); ``{name}`` in the prompt is filled in as for ``%%llm``.
+        """
+        args = parse_argstring(self.llm_compare, line)
+        if args.output and not args.output.isidentifier():
+            raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
+        if args.runs < 1:
+            raise CellError("--runs must be at least 1", title="UsageError")
+        self._compare(self._prompt(cell), _models(args.model), args)
+
+    def _compare(self, prompt: str, models: list[str], args: Any) -> None:
+        """Run the live dashboard; store the Comparison, then fail the cell on interrupt."""
+        from notebook_llm.notebook._dashboard import run_compare
+
+        options = self._call_options(args)
+        try:
+            run = run_compare(prompt, models, runs=getattr(args, "runs", 1), **options)
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        except ValueError as exc:
+            raise CellError(str(exc), title="UsageError") from None
+        self._ns["_llm"] = run.comparison
+        if args.output:
+            self._ns[args.output] = run.comparison
+        if run.interrupted:
+            raise CellError("the comparison was stopped; the partial answers are in _llm",
+                            title="KeyboardInterrupt")
+        if isinstance(run.error, LLMError):
+            raise _as_cell_error(run.error) from None
+        if run.error is not None:
+            raise run.error
 
     # -- chat ----------------------------------------------------------------
 
@@ -402,6 +456,19 @@ class LLMMagics(Magics):
                 for s in default_client().key_status()]
         rows.sort(key=lambda row: (row[2] == "not set", row[0]))
         return Table(["provider", "variable", "source", "key"], rows)
+
+
+def _models(values: list[str]) -> list[str]:
+    """The model strings of ``-m a,b -m c``, in order; each at most once."""
+    models = [m.strip() for value in values for m in (_unquote(value) or "").split(",")]
+    models = [m for m in models if m]
+    if not models:
+        raise CellError("name the models to compare: -m a -m b (or -m a,b)", title="UsageError")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise CellError(f"{', '.join(repeated)} named twice", title="UsageError",
+                        hint="Use --runs N to run a model several times.")
+    return models
 
 
 def _configure(client: Any, config: NotebookConfig, key: str, values: list[str]) -> None:
