@@ -5,7 +5,7 @@ Run by hand (about 2-4 minutes)::
     .venv/bin/python bench/bench_batch.py [--rows 5000] [--big 100000] [--rounds 3]
 
 1. Throughput: ``--rows`` rows, 64 in flight, against ``bench/fastserver.py``
-   in its own process. Rows/s of ``notebook_llm.batch`` versus, in the same
+   in its own process. Rows/s of ``notebook_llm.batches`` versus, in the same
    run and interleaved in rounds (median reported): plain aiohttp with 64
    worker tasks doing the same requests (POST, read, ``json.loads``, take the
    text), litellm's ``batch_completion`` (its thread pool, as its docs show)
@@ -16,7 +16,7 @@ Run by hand (about 2-4 minutes)::
    parent's peak, kept across fork+exec), and the peak before the job started
    (imports, the DataFrame) for reference.
 3. Checkpointing: the same job with checkpoints and with the writer replaced by
-   a no-op (``notebook_llm.batch._run._checkpoints_enabled = False``),
+   a no-op (``notebook_llm.batches._run._checkpoints_enabled = False``),
    interleaved in rounds; the median rows/s of each and the slowdown.
 """
 
@@ -79,7 +79,7 @@ def run_aiohttp(base: str, rows: list[str]) -> int:
 
 
 def run_notebook_llm(base: str, rows: list[str], db: str, checkpoints: bool = True) -> int:
-    from notebook_llm.batch import _run, batch
+    from notebook_llm.batches import _run, batch
     from notebook_llm.core import loop as library_loop
     from notebook_llm.core.client import CoreClient
 
@@ -147,7 +147,7 @@ def throughput(base: str, n: int, rounds: int, db: str) -> dict[str, Any]:
     rows = prompts(n)
     contenders: dict[str, Callable[[], int]] = {
         "aiohttp (64 tasks)": lambda: run_aiohttp(base, rows),
-        "notebook_llm.batch": lambda: run_notebook_llm(base, rows, db),
+        "notebook_llm.batches": lambda: run_notebook_llm(base, rows, db),
     }
     notes = []
     for name, module, runner in (("litellm.batch_completion", "litellm", run_litellm),
@@ -174,14 +174,14 @@ def throughput(base: str, n: int, rounds: int, db: str) -> dict[str, Any]:
             rates[name].append(count / seconds)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     base_rate = medians["aiohttp (64 tasks)"]
-    ours = medians["notebook_llm.batch"]
+    ours = medians["notebook_llm.batches"]
     return {
         "rows": n,
         "rows_per_s": {name: round(rate) for name, rate in medians.items()},
         "samples": {name: [round(v) for v in values] for name, values in rates.items()},
         "ratio_vs_aiohttp": round(ours / base_rate, 3),
         "ratio_vs_others": {name: round(ours / rate, 2) for name, rate in medians.items()
-                            if name not in ("aiohttp (64 tasks)", "notebook_llm.batch")},
+                            if name not in ("aiohttp (64 tasks)", "notebook_llm.batches")},
         "notes": notes,
     }
 
@@ -189,7 +189,7 @@ def throughput(base: str, n: int, rounds: int, db: str) -> dict[str, Any]:
 MEMORY_CHILD = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
-from notebook_llm.batch import batch
+from notebook_llm.batches import batch
 from notebook_llm.core.client import CoreClient
 import pandas as pd
 base, n, db = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -15,12 +15,12 @@ __version__ = "0.1.0"
 # name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
-    "BatchResult": "notebook_llm.batch",
+    "BatchResult": "notebook_llm.batches",
     "Capabilities": "notebook_llm.core.types",
     "Chunk": "notebook_llm.core.types",
     "Client": "notebook_llm._client",
     "Collection": "notebook_llm.embeddings",
-    "Comparison": "notebook_llm.compare",
+    "Comparison": "notebook_llm.comparison",
     "Completion": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
     "ModelInfo": "notebook_llm.core.types",
@@ -32,20 +32,20 @@ _EXPORTS: dict[str, str] = {
     "ToolCall": "notebook_llm.core.types",
     "Tracker": "notebook_llm.usage",
     "Usage": "notebook_llm.core.types",
-    "abatch": "notebook_llm.batch",
-    "acompare": "notebook_llm.compare",
+    "abatch": "notebook_llm.batches",
+    "acompare": "notebook_llm.comparison",
     "acomplete": "notebook_llm._api",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
     "alist_models": "notebook_llm._api",
     "astream": "notebook_llm._api",
-    "batch": "notebook_llm.batch",
-    "batch_jobs": "notebook_llm.batch",
-    "resume_provider_batch": "notebook_llm.batch",
+    "batch": "notebook_llm.batches",
+    "batch_jobs": "notebook_llm.batches",
+    "resume_provider_batch": "notebook_llm.batches",
     "cache": "notebook_llm.usage",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
-    "compare": "notebook_llm.compare",
+    "compare": "notebook_llm.comparison",
     "complete": "notebook_llm._api",
     "costs": "notebook_llm.usage",
     "default_client": "notebook_llm._api",
@@ -134,28 +134,28 @@ if TYPE_CHECKING:
     from notebook_llm._client import (
         Client as Client,
     )
-    from notebook_llm.batch import (
+    from notebook_llm.batches import (
         BatchResult as BatchResult,
     )
-    from notebook_llm.batch import (
+    from notebook_llm.batches import (
         abatch as abatch,
     )
-    from notebook_llm.batch import (
+    from notebook_llm.batches import (
         batch as batch,
     )
-    from notebook_llm.batch import (
+    from notebook_llm.batches import (
         batch_jobs as batch_jobs,
     )
-    from notebook_llm.batch import (
+    from notebook_llm.batches import (
         resume_provider_batch as resume_provider_batch,
     )
-    from notebook_llm.compare import (
+    from notebook_llm.comparison import (
         Comparison as Comparison,
     )
-    from notebook_llm.compare import (
+    from notebook_llm.comparison import (
         acompare as acompare,
     )
-    from notebook_llm.compare import (
+    from notebook_llm.comparison import (
         compare as compare,
     )
     from notebook_llm.core.ratelimit import (

@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from notebook_llm import errors
-from notebook_llm.batch import (
+from notebook_llm.batches import (
     BatchResult,
     abatch,
     batch,
@@ -358,7 +358,7 @@ class CountingServer:
 CHILD = textwrap.dedent(
     """
     import sys
-    from notebook_llm.batch import batch
+    from notebook_llm.batches import batch
     from notebook_llm.core.client import CoreClient
     url, db, n, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     client = CoreClient(api_keys={"openai-compatible": "k"},

@@ -9,7 +9,7 @@ import pytest
 
 from notebook_llm import errors
 from notebook_llm._client import Client
-from notebook_llm.compare import acompare, compare
+from notebook_llm.comparison import acompare, compare
 from notebook_llm.core.retry import RetryPolicy
 
 COLUMNS = [

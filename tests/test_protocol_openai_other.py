@@ -12,7 +12,7 @@ count_tokens) do not:
 - ``openai__responses_compact__*``, ``openai__files__*``, ``anthropic__files__*``,
   ``openai__moderations__*``: notebook_llm has NO compaction, files or
   moderations API of its own (batch mode uploads files through the official SDK,
-  in ``notebook_llm/batch/_provider.py``). Those fixtures are replayed through
+  in ``notebook_llm/batches/_provider.py``). Those fixtures are replayed through
   the official SDKs directly, to show the recorded payloads parse, and so that
   no recorded fixture goes unaccounted for.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -23,3 +23,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = ipython.magics_manager.registry.get("LLMMagics")
     if magics is not None:
         magics.unregister()
+
+
+def show_compare(prompt: str | None = None, models: Any = (), **kwargs: Any) -> Any:
+    """:func:`notebook_llm.compare` with the live dashboard: a column per model,
+    streaming, with Stop buttons; returns the ``Comparison``."""
+    from notebook_llm.notebook._dashboard import show_compare as show
+
+    return show(prompt, models, **kwargs)

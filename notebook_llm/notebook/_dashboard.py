@@ -1,6 +1,6 @@
 """The live comparison dashboard: one column per model, streaming side by side.
 
-``show_compare(prompt, models, ...)`` runs :func:`notebook_llm.compare.acompare`
+``show_compare(prompt, models, ...)`` runs :func:`notebook_llm.comparison.acompare`
 on the library's background loop and shows, in the current cell:
 
 - a row of core ipywidgets Buttons ("Stop all" and one Stop per model), which
@@ -26,26 +26,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from notebook_llm import _render
-from notebook_llm.compare import Cell, Comparison, _prompts_from, acompare
-from notebook_llm.compare import compare as _compare_function
+from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.types import format_cost
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
-
-# Importing the submodule ``notebook_llm.compare`` makes the import system set the
-# package attribute ``notebook_llm.compare`` to the module, hiding the public
-# function ``nl.compare`` (resolved lazily by the package's ``__getattr__``) when
-# nothing had asked for it yet. Put the function back.
-if isinstance(vars(sys.modules["notebook_llm"]).get("compare"), types.ModuleType):
-    sys.modules["notebook_llm"].compare = _compare_function
 
 __all__ = ["CompareRun", "Dashboard", "TextDashboard", "compare", "run_compare", "show_compare"]
 
@@ -64,7 +54,7 @@ _COLOURS = {
 }
 _ICONS = {
     "pending": "…",
-    "running": "⏳",
+    "running": "●",
     "stopping": "⏹",
     "done": "✓",
     "error": "✗",
@@ -448,7 +438,9 @@ def _summary(comparison: Comparison) -> Any:
         return None
     if len(comparison.prompts) * comparison.runs <= 1:
         summary = summary[[c for c in summary.columns if not c.endswith(("_p50_s", "_p95_s"))]]
-    return summary.round(4)
+    digits = {c: 3 for c in summary.columns if c.endswith("_s")}
+    digits.update({"tokens_per_s": 1, "cost_usd": 6})
+    return summary.round(digits)
 
 
 def _wait_for(throttle: Any) -> None:
@@ -586,7 +578,7 @@ def show_compare(
     Args:
         prompt: the prompt (or ``prompts=[...]``, or ``template=`` with ``data=``).
         models: model strings, one column each.
-        **kwargs: as for :func:`notebook_llm.compare` (``runs``, ``system``,
+        **kwargs: as for :func:`notebook_llm.comparison` (``runs``, ``system``,
             ``temperature``, ``max_tokens``, ``client``, ``scorer``, ...).
 
     Returns:
@@ -603,7 +595,7 @@ def show_compare(
 
 
 def compare(prompt: str | None = None, models: Sequence[str] = (), **kwargs: Any) -> Comparison:
-    """:func:`notebook_llm.compare` with the live dashboard, for Python cells.
+    """:func:`notebook_llm.comparison` with the live dashboard, for Python cells.
 
     ``result = notebook_llm.notebook.compare("prompt", ["a:x", "b:y"])``; see
     :func:`show_compare`.

@@ -23,7 +23,7 @@ from notebook_llm.store.db import Store
 
 __all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso"]
 
-logger = logging.getLogger("notebook_llm.batch")
+logger = logging.getLogger("notebook_llm.batches")
 
 RowRecord = tuple[Any, ...]
 """One ``batch_rows`` row, in :data:`ROW_COLUMNS` order."""

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from notebook_llm.batch._jobs import JobStore
+from notebook_llm.batches._jobs import JobStore
 from notebook_llm.core import loop as _loop
 
 __all__ = ["BatchEstimate", "BatchResult"]

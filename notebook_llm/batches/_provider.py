@@ -27,8 +27,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.batch._jobs import JobRecord, JobStore, RowRecord, now_iso
-from notebook_llm.batch._result import BatchResult
+from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, now_iso
+from notebook_llm.batches._result import BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import (
     InvalidRequestError,
@@ -41,7 +41,7 @@ from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Request
 
 if TYPE_CHECKING:
-    from notebook_llm.batch._run import _Model, _Plan
+    from notebook_llm.batches._run import _Model, _Plan
     from notebook_llm.core.client import CoreClient
     from notebook_llm.progress import Progress
 
@@ -178,7 +178,7 @@ async def _results(sdk: Any, m: _Model, found: Any) -> list[_Answer]:
 def _completion_record(
     job: JobRecord, m: _Model, key: str, idx: int, body: dict[str, Any], format_model: Any
 ) -> RowRecord:
-    from notebook_llm.batch._run import _cost, _dump_parsed
+    from notebook_llm.batches._run import _cost, _dump_parsed
     from notebook_llm.core.tools import parse_structured
 
     if m.provider == "openai":
@@ -373,7 +373,7 @@ async def aresume_provider_batch(
     progress: Progress | None = None,
 ) -> BatchResult:
     """Async version of :func:`resume_provider_batch`."""
-    from notebook_llm.batch._run import _resolve_models
+    from notebook_llm.batches._run import _resolve_models
 
     jobs = JobStore(db)
     try:

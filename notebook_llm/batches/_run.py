@@ -11,15 +11,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from notebook_llm.batch._inputs import Inputs, Payload
-from notebook_llm.batch._jobs import (
+from notebook_llm.batches._inputs import Inputs, Payload
+from notebook_llm.batches._jobs import (
     CheckpointWriter,
     JobRecord,
     JobStore,
     NullWriter,
     RowRecord,
 )
-from notebook_llm.batch._result import BatchEstimate, BatchResult
+from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient, Middleware
 from notebook_llm.core.errors import BudgetExceededError, InvalidRequestError, LLMError
@@ -608,7 +608,7 @@ async def _execute(
             )
 
         if plan.mode == "provider":
-            from notebook_llm.batch._provider import run_provider
+            from notebook_llm.batches._provider import run_provider
 
             return await run_provider(
                 plan, client, jobs, db=db, poll_interval=poll_interval, progress=progress,

@@ -7,9 +7,9 @@ finished row to SQLite and resumes where it stopped when called again.
 instead (half price, results within 24 hours).
 """
 
-from notebook_llm.batch._provider import resume_provider_batch
-from notebook_llm.batch._result import BatchEstimate, BatchResult
-from notebook_llm.batch._run import abatch, batch, batch_jobs, estimate
+from notebook_llm.batches._provider import resume_provider_batch
+from notebook_llm.batches._result import BatchEstimate, BatchResult
+from notebook_llm.batches._run import abatch, batch, batch_jobs, estimate
 
 __all__ = [
     "BatchEstimate",
