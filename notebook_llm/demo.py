@@ -123,14 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         result = nl.batch(
             reviews,
             model=chat_model,
-            template="Is this review positive or negative? Answer with one word.\n\n{review}",
-            max_tokens=4,
+            template=(
+                "Classify the sentiment of this review as positive or negative.\n"
+                "Review: {review}\nSentiment:"
+            ),
+            max_tokens=8,
             temperature=0,
             job=f"demo-{chat_model}",
         )
         table = reviews.join(result.to_pandas()[["output", "output_tokens", "cost_usd"]])
         print(table.head(8).to_string(max_colwidth=50))
-        print(f"... {len(table)} rows; {result.summary()}")
+        summary_row = result.summary()
+        print(f"... {len(table)} rows: {summary_row['done']} done, {summary_row['failed']} failed, "
+              f"{summary_row['cached']} reused from the checkpoint of an earlier run")
         report.append(("Batch", table.to_html()))
 
         _section("Semantic search")
