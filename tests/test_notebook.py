@@ -237,6 +237,14 @@ def test_llm_keys_shows_masked_keys_only(kernel: KernelSession) -> None:
     assert FAKE_KEY not in json.dumps([m["content"] for m in done.messages])
 
 
+def test_llm_usage_tabulates_the_call_log(kernel: KernelSession) -> None:
+    ok(kernel, "%llm -m offline:echo hello usage table")
+    done = ok(kernel, "%llm_usage --by model")
+    assert "offline:echo" in done.text and "calls" in done.text
+    failed = kernel.execute("%llm_usage --by colour")
+    assert failed.status == "error"
+
+
 def test_llm_error_is_a_short_failure(kernel: KernelSession) -> None:
     done = kernel.execute("%%llm -m nosuch:model\nhi")
     assert done.status == "error"

@@ -1,5 +1,5 @@
 """The magics: ``%%llm``, ``%llm``, ``%%llm_compare``, ``%%chat``, ``%chat_history``,
-``%chat_clear``, ``%llm_models``, ``%llm_config`` and ``%llm_keys``.
+``%chat_clear``, ``%llm_models``, ``%llm_config``, ``%llm_usage`` and ``%llm_keys``.
 
 Each one parses its arguments, calls the public API (``nl.default_client()``
 and its ``stream`` / ``complete`` / ``list_models``), shows the result and
@@ -448,6 +448,22 @@ class LLMMagics(Magics):
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         return None
+
+    @magic_arguments()
+    @argument("--by", default="model",
+              help="model, provider, day, notebook or tag (default: model)")
+    @argument("--since", default=None, help="e.g. 1h, 7d, today or an ISO date")
+    @line_magic
+    def llm_usage(self, line: str) -> Any:
+        """``%llm_usage [--by model|provider|day|notebook|tag] [--since 7d]``: calls,
+        tokens and cost from the call log, with a total row."""
+        from notebook_llm.usage import usage_table
+
+        args = parse_argstring(self.llm_usage, line)
+        try:
+            return usage_table(by=args.by, since=args.since)
+        except ValueError as exc:
+            raise CellError(f"%llm_usage: {exc}") from None
 
     @line_magic
     def llm_keys(self, line: str) -> Table:
