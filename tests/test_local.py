@@ -288,7 +288,8 @@ def packaged_minilm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert os.environ.get("HF_HUB_OFFLINE") == offline
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
-        assert constants.HF_HUB_OFFLINE == (offline == "1")
+        flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+        assert constants.HF_HUB_OFFLINE == (flag.upper() in {"1", "ON", "YES", "TRUE"})
 
 
 @_NEEDS_ST

@@ -340,3 +340,38 @@ def test_key_never_in_error_text(server: ReplayServer) -> None:
     for text in (str(caught.value), repr(caught.value), repr(client)):
         assert key not in text and key[-8:] not in text
     assert server.requests[-1].headers["authorization"] == f"Bearer {key}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_tool_loop_runs_python_function_and_sends_result(
+    server: ReplayServer, transport: str
+) -> None:
+    # A recorded answer that calls get_file(), then a recorded plain answer.
+    calls: list[str] = []
+
+    def get_file() -> str:
+        """Read the file."""
+        calls.append("get_file")
+        return "file contents: 42"
+
+    server.clear()
+    server.enqueue(
+        Reply.from_fixture(load_fixture("groq__chat_completions__fe1bc0479819")),
+        Reply.from_fixture(load_fixture("cerebras__chat_completions__c9ced606f338")),
+    )
+    client = make_client(server, transport)
+    try:
+        completion = await client.acomplete(
+            "What is in the file?", "openai-compatible:m", tools=[get_file], max_tool_rounds=2
+        )
+    finally:
+        await client.aclose()
+    assert calls == ["get_file"]
+    first, second = (request.json() for request in server.requests)
+    assert first["tools"][0]["function"]["name"] == "get_file"
+    tool_message = second["messages"][-1]
+    assert tool_message == {"role": "tool", "tool_call_id": "hwjt5hve7",
+                            "content": "file contents: 42"}
+    assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "get_file"
+    expected = json.loads(load_fixture("cerebras__chat_completions__c9ced606f338").response_body)
+    assert completion.text == expected["choices"][0]["message"]["content"]
