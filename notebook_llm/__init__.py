@@ -90,6 +90,21 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
+def _notebook_progress_ui() -> Any:
+    """The notebook layer's progress UI: widgets, and a wait that lets Stop clicks in.
+
+    Registered below with :func:`notebook_llm.progress.register_ui`, so the
+    feature layer never imports the notebook layer; called only inside a
+    Jupyter kernel, the first time a progress display or a blocking job needs it.
+    """
+    return importlib.import_module("notebook_llm.notebook._progress")
+
+
+# Cheap: notebook_llm.progress imports only the standard library, and the
+# loader above runs on first use in a kernel, never at import.
+importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_ui)
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext notebook_llm``: register the magics."""
     from notebook_llm.notebook import load_ipython_extension as load

@@ -61,9 +61,9 @@ def _models() -> tuple[str, str]:
 
 def _minilm_available() -> bool:
     try:
-        from notebook_llm.providers.local import resolve_model_path
+        from notebook_llm.providers.local import resolve_model
 
-        resolve_model_path("minilm")
+        resolve_model("minilm")
     except Exception:  # noqa: BLE001 - any reason means: use the offline embedding
         return False
     return True

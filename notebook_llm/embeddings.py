@@ -504,7 +504,11 @@ def embed(
     **kwargs: Any,
 ) -> Embeddings:
     """Sync version of :func:`aembed` (runs on the library's loop); same arguments."""
-    return _loop.run(
+    from notebook_llm.progress import run as run_with_ui
+
+    # A progress display may be shown: wait so that its Stop button works (in a kernel).
+    wait = _loop.run if progress is False or callable(progress) else run_with_ui
+    return wait(
         aembed(
             texts, model, batch_size=batch_size, concurrency=concurrency, cache=cache,
             progress=progress, client=client, store=store, **kwargs,

@@ -1,26 +1,120 @@
-"""A progress display for long jobs: ipywidgets in a kernel, a text bar elsewhere.
+"""A progress display for long jobs: the state and its text form.
 
 :class:`Progress` takes plain numbers (done, total, cached, failed, retrying,
-requests, tokens, cost) so any feature can drive it. In a Jupyter kernel with
-ipywidgets it shows a live bar, a line of figures and a Stop button; without
-widgets (a terminal, nbconvert, CI) it writes a text bar, one line updated in
-place with ``\\r`` on a terminal or in a kernel, or a line every
-``line_interval_s`` seconds otherwise. Updates are throttled to
-``max_rate_hz`` (10 a second by default). Nothing here raises because there
-is no frontend.
+requests, tokens, cost) so any feature can drive it. It keeps the figures
+(rates, ETA, projected cost), throttles redraws to ``max_rate_hz`` (10 a
+second by default), holds the Stop state (:attr:`Progress.stopped`, the
+``on_stop`` callback) and renders itself as text: one line updated in place
+with ``\\r`` on a terminal or in a kernel, or a line every
+``line_interval_s`` seconds otherwise (nbconvert, CI). Nothing here raises
+because there is no frontend.
+
+Widgets live in the notebook layer (``notebook_llm.notebook._progress``): a
+feature never imports it. Instead that layer is *registered* here, from
+above, by the package root (``notebook_llm/__init__.py``, which may import
+any layer) calling :func:`register_ui` with a loader, a function that imports
+the notebook layer when first called. Registering costs nothing: the loader is
+called only by a ``Progress`` with the ``"auto"`` or ``"widget"`` backend,
+or by :func:`run`, and only inside a Jupyter kernel (IPython already imported
+and ``get_ipython().kernel`` set); elsewhere neither IPython nor ipywidgets is
+imported. The UI it returns has two functions:
+
+- ``view(progress)``: show a widget view of ``progress`` (an object with
+  ``draw()``, ``stopping()`` and ``close()``), or None when widgets are
+  unavailable; the text form is used then.
+- ``wait(future)``: block until a :class:`concurrent.futures.Future` is done
+  while letting widget clicks (comm messages) reach the kernel, so that the
+  Stop button works during a blocking call such as ``nl.batch(...)``.
+
+:func:`run` is how a sync feature blocks on the library loop with that UI:
+the notebook layer's ``wait`` in a kernel, a plain wait everywhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Literal, TextIO
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, Protocol, TextIO, TypeVar
 
-__all__ = ["Progress", "format_duration"]
+__all__ = [
+    "Progress", "ProgressView", "format_duration", "format_money", "format_rate",
+    "register_ui", "run",
+]
 
 Backend = Literal["auto", "widget", "text", "none"]
+T = TypeVar("T")
+
+_CANCEL_GRACE_S = 5.0
+
+
+class ProgressView(Protocol):
+    """A rich view of a :class:`Progress` (the notebook layer's widgets)."""
+
+    def draw(self) -> None:
+        """Show the progress's current figures and state."""
+
+    def stopping(self) -> None:
+        """Stop was pressed: show that the job is winding down."""
+
+    def close(self) -> None:
+        """The job ended (final state drawn): no more updates."""
+
+
+# The notebook layer's UI (see the module docstring): a loader registered from
+# above, and what it returned once called.
+_ui_loader: Callable[[], Any] | None = None
+_ui: Any = None
+_ui_lock = threading.Lock()
+
+
+def register_ui(loader: Callable[[], Any] | None) -> None:
+    """Register how to get the notebook UI (``view`` and ``wait``); None removes it.
+
+    ``loader`` is called at most once, on first need inside a kernel.
+    """
+    global _ui_loader, _ui
+    with _ui_lock:
+        _ui_loader, _ui = loader, None
+
+
+def _notebook_ui() -> Any:
+    """The registered notebook UI when running in a Jupyter kernel, else None."""
+    global _ui
+    if not _in_kernel():
+        return None
+    with _ui_lock:
+        if _ui is None and _ui_loader is not None:
+            try:
+                _ui = _ui_loader()
+            except Exception:  # noqa: BLE001 - a broken notebook layer: plain text
+                return None
+        return _ui
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the library loop and block until it finishes.
+
+    In a kernel with the notebook UI registered, the wait lets widget clicks
+    through (the Stop button works); elsewhere it is the library's plain wait.
+    A KeyboardInterrupt cancels the coroutine, waits briefly for it to clean
+    up, and is re-raised, as :func:`notebook_llm.core.loop.run` does.
+    """
+    from notebook_llm.core import loop as _loop
+
+    ui = _notebook_ui()
+    if ui is None or threading.current_thread() is not threading.main_thread():
+        return _loop.run(coro)
+    future = _loop.get_loop().submit(coro)
+    try:
+        return ui.wait(future)  # type: ignore[no-any-return]
+    except KeyboardInterrupt:
+        future.cancel()
+        with contextlib.suppress(BaseException):
+            future.result(timeout=_CANCEL_GRACE_S)
+        raise
 
 
 def format_duration(seconds: float | None) -> str:
@@ -33,7 +127,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def _rate(value: float) -> str:
+def format_rate(value: float) -> str:
+    """``950``, ``1.2k``, ``15k``."""
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
     if value >= 1000:
@@ -41,7 +136,8 @@ def _rate(value: float) -> str:
     return f"{value:.0f}"
 
 
-def _money(value: float | None) -> str:
+def format_money(value: float | None) -> str:
+    """``$0.0123``; ``?`` when unknown."""
     if value is None:
         return "?"
     return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
@@ -64,10 +160,10 @@ class Progress:
     Args:
         total: items to finish (cached ones included).
         title: shown before the figures (e.g. the job name).
-        on_stop: called once, from the frontend's thread, when Stop is pressed
-            (widget) or :meth:`stop` is called.
-        backend: ``"auto"`` (widgets in a kernel that has ipywidgets, else text),
-            ``"widget"``, ``"text"`` or ``"none"``.
+        on_stop: called once, from the thread that pressed Stop (the widget's
+            click handler, or whoever calls :meth:`stop`).
+        backend: ``"auto"`` (the notebook layer's widgets in a kernel that has
+            ipywidgets, else text), ``"widget"``, ``"text"`` or ``"none"``.
         stream: where the text bar goes (default ``sys.stderr``).
         max_rate_hz: most redraws a second.
         line_interval_s: seconds between lines when the text cannot be redrawn in place.
@@ -106,7 +202,7 @@ class Progress:
         self._last_line = 0.0
         self._lock = threading.Lock()
         self._backend = self._choose(backend)
-        self._widgets: dict[str, Any] = {}
+        self._view: ProgressView | None = None
         self.renders = 0
         """How many times the display was redrawn (for tests of throttling)."""
 
@@ -156,9 +252,10 @@ class Progress:
         parts = [
             f"{head}{bar} {f['done']}/{f['total']} {share:4.0%}",
             f"cached {f['cached']} failed {f['failed']} retrying {f['retrying']}",
-            f"{_rate(f['requests_per_min'])} req/min {_rate(f['tokens_per_min'])} tok/min",
+            f"{format_rate(f['requests_per_min'])} req/min "
+            f"{format_rate(f['tokens_per_min'])} tok/min",
             f"{format_duration(f['elapsed_s'])}<{format_duration(f['eta_s'])}",
-            f"{_money(f['cost_usd'])} (~{_money(f['projected_cost_usd'])} total)",
+            f"{format_money(f['cost_usd'])} (~{format_money(f['projected_cost_usd'])} total)",
         ]
         if self.state != "running":
             parts.append(self.state)
@@ -170,9 +267,12 @@ class Progress:
         """Show the display and start the clock."""
         self.started_at = time.monotonic()
         if self._backend == "widget":
+            ui = _notebook_ui()
             try:
-                self._build_widgets()
+                self._view = ui.view(self) if ui is not None else None
             except Exception:  # noqa: BLE001 - widgets broken: fall back to text
+                self._view = None
+            if self._view is None:
                 self._backend = "text"
         self._draw(force=True)
         return self
@@ -215,17 +315,18 @@ class Progress:
         self._draw(force=True)
         if self._backend == "text":
             self._write("\n" if self._in_place else "")
-        elif self._backend == "widget" and self._widgets:
-            self._widgets["stop"].disabled = True
+        elif self._view is not None:
+            with contextlib.suppress(Exception):
+                self._view.close()
 
     def stop(self) -> None:
         """Press Stop: mark stopped and call ``on_stop`` (once)."""
         if self.stopped:
             return
         self.stopped = True
-        if self._widgets:
-            self._widgets["stop"].description = "Stopping..."
-            self._widgets["stop"].disabled = True
+        if self._view is not None:
+            with contextlib.suppress(Exception):
+                self._view.stopping()
         if self.on_stop is not None:
             self.on_stop()
 
@@ -234,13 +335,7 @@ class Progress:
     def _choose(self, backend: Backend) -> str:
         if backend != "auto":
             return backend
-        if _in_kernel():
-            try:
-                import ipywidgets  # noqa: F401
-            except ImportError:
-                return "text"
-            return "widget"
-        return "text"
+        return "widget" if _notebook_ui() is not None else "text"
 
     @property
     def _in_place(self) -> bool:
@@ -262,7 +357,8 @@ class Progress:
         self.renders += 1
         try:
             if self._backend == "widget":
-                self._draw_widgets()
+                if self._view is not None:  # None until start() shows it
+                    self._view.draw()
             elif self._in_place:
                 self._write("\r" + self.line().ljust(120))
             elif force or now - self._last_line >= self.line_interval:
@@ -277,40 +373,3 @@ class Progress:
         stream = self.stream or sys.stderr
         stream.write(text)
         stream.flush()
-
-    def _build_widgets(self) -> None:
-        import ipywidgets as widgets
-        from IPython.display import display
-
-        bar = widgets.IntProgress(value=0, min=0, max=max(self.total, 1),
-                                  layout=widgets.Layout(width="40%"))
-        label = widgets.HTML()
-        stop = widgets.Button(description="Stop", button_style="danger",
-                              tooltip="Stop the job; finished rows are kept",
-                              layout=widgets.Layout(width="90px"))
-        stop.on_click(lambda _button: self.stop())
-        figures = widgets.HTML()
-        box = widgets.VBox([widgets.HBox([bar, label, stop]), figures])
-        self._widgets = {"bar": bar, "label": label, "stop": stop, "figures": figures, "box": box}
-        display(box)
-
-    def _draw_widgets(self) -> None:
-        import html
-
-        f = self.figures()
-        w = self._widgets
-        w["bar"].max = max(f["total"], 1)
-        w["bar"].value = min(f["done"], w["bar"].max)
-        if self.state in ("stopped", "failed", "interrupted"):
-            w["bar"].bar_style = "warning"
-        elif self.state == "done":
-            w["bar"].bar_style = "success"
-        title = html.escape(self.title)
-        w["label"].value = f"<b>{title}</b> {f['done']:,}/{f['total']:,} {html.escape(self.state)}"
-        w["figures"].value = (
-            f"<small>cached {f['cached']:,} · failed {f['failed']:,} · retrying "
-            f"{f['retrying']:,} · {_rate(f['requests_per_min'])} req/min · "
-            f"{_rate(f['tokens_per_min'])} tok/min · elapsed {format_duration(f['elapsed_s'])}"
-            f" · ETA {format_duration(f['eta_s'])} · cost {_money(f['cost_usd'])}"
-            f" (projected {_money(f['projected_cost_usd'])})</small>"
-        )

