@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
             ),
             max_tokens=8,
             temperature=0,
-            job=f"demo-{chat_model}",
         )
         table = reviews.join(result.to_pandas()[["output", "output_tokens", "cost_usd"]])
         print(table.head(8).to_string(max_colwidth=50))
