@@ -43,14 +43,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
+from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import (
-    CancelledError,
     InvalidRequestError,
     LLMError,
     ProviderError,
     UnsupportedError,
 )
-from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
 from notebook_llm.core.types import (
     Chunk,
@@ -895,5 +894,3 @@ def _fold_sse(raw: bytes, provider: str) -> dict[str, Any]:
         },
     }
 
-
-_ = CancelledError  # re-exported for type checkers of callers catching it here
