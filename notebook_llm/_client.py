@@ -91,11 +91,11 @@ class Client(CoreClient):
         return cache_default() if self.cache is None else self.cache
 
     def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext, Any]:
-        provider, ctx, format_model = super()._prepare(*args, **kwargs)
+        resolve, ctx, format_model = super()._prepare(*args, **kwargs)
         # Runs in the caller's context for astream/stream/acomplete (and, via
         # carry_trackers, for complete): the moment to see its trackers.
         attach(ctx, format_model)
-        return provider, ctx, format_model
+        return resolve, ctx, format_model
 
     def complete(self, *args: Any, **kwargs: Any) -> Completion:
         """Sync version of :meth:`acomplete` (runs on the library's loop).

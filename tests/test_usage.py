@@ -506,3 +506,14 @@ def test_db_is_sqlite_with_cache_rows(db) -> None:
         conn.close()
     data = json.loads(stored[0])
     assert data["text"] == "stored" and "raw" not in data
+
+
+def test_budget_refuses_before_any_key_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The budget is checked before the provider (and its key) is looked up.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    client = nl.Client(db_path=tmp_path / "log.db", budget_usd=0.0)
+    with pytest.raises(errors.BudgetExceededError):
+        client.complete("hello " * 50, "openai:gpt-4o-mini", max_tokens=100)

@@ -356,7 +356,9 @@ class CoreClient:
             timeout=timeout if timeout is not None else self.timeout,
             extra=provider_kwargs,
         )
-        provider = self._provider(spec, api_key, api_base)
+        # The provider (and so the key) is looked up only once the middlewares
+        # have had their say: a cache hit or a budget refusal needs no key.
+        provider = functools.partial(self._provider, spec, api_key, api_base)
         ctx = CallContext(
             kind=kind,
             ref=ref,
@@ -457,7 +459,7 @@ class CoreClient:
         Raises:
             notebook_llm.errors.LLMError: a subclass saying what went wrong and what to do.
         """
-        provider, ctx, format_model = self._prepare(
+        resolve, ctx, format_model = self._prepare(
             "complete",
             prompt_or_messages,
             model,
@@ -477,7 +479,7 @@ class CoreClient:
             metadata=metadata,
             provider_kwargs=provider_kwargs,
         )
-        completion = await self._run_once(provider, ctx, format_model)
+        completion = await self._run_once(resolve, ctx, format_model)
         rounds = 0
         while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
             rounds += 1
@@ -485,14 +487,17 @@ class CoreClient:
             ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
             ctx.started_at = time.time()
             ctx.attempts = 0
-            completion = await self._run_once(provider, ctx, format_model)
+            completion = await self._run_once(resolve, ctx, format_model)
         return completion
 
-    async def _run_once(self, provider: Any, ctx: CallContext, format_model: Any) -> Completion:
+    async def _run_once(
+        self, resolve: Callable[[], Any], ctx: CallContext, format_model: Any
+    ) -> Completion:
         hit = await self._before(ctx)
         if hit is not None:
             await self._after(ctx, hit, None)
             return hit
+        provider = resolve()
         limiter = self.limiter(ctx.ref)
 
         async def attempt() -> Completion:
@@ -550,7 +555,7 @@ class CoreClient:
         returned stream has ``cancel()``, ``text`` and, once it ends,
         ``completion``. Nothing is sent until iteration starts.
         """
-        provider, ctx, format_model = self._prepare(
+        resolve, ctx, format_model = self._prepare(
             "stream",
             prompt_or_messages,
             model,
@@ -576,6 +581,7 @@ class CoreClient:
             if hit is not None:
                 ctx.metadata["_cache_hit"] = hit
                 return _replay(hit), CompletionBuilder()
+            provider = resolve()
             limiter = self.limiter(ctx.ref)
             builder = CompletionBuilder()
 
