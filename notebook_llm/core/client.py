@@ -259,8 +259,14 @@ class CoreClient:
             # Not in a loop: a sync call, whose coroutine runs on the library's loop.
             loop_id = id(_loop.get_loop().loop)
         # Resolving keys reads the environment and .env: do it once per setting.
-        fast_key = (info.name, api_key, api_base, loop_id,
-                    self.api_bases.get(info.name), self._api_keys.get(info.name))
+        fast_key = (
+            info.name,
+            api_key,
+            api_base,
+            loop_id,
+            self.api_bases.get(info.name),
+            self._api_keys.get(info.name),
+        )
         provider = self._resolved.get(fast_key)
         if provider is None:
             provider = self._resolved[fast_key] = self._build_provider(
@@ -313,6 +319,7 @@ class CoreClient:
         kind: Literal["complete", "stream"],
         prompt_or_messages: str | Sequence[Message],
         model: str | None,
+        provider_kwargs: dict[str, Any],
         *,
         system: str | None,
         temperature: float | None,
@@ -328,7 +335,6 @@ class CoreClient:
         cache: bool | None,
         tags: Sequence[str] | None,
         metadata: dict[str, Any] | None,
-        provider_kwargs: dict[str, Any],
     ) -> tuple[Any, CallContext, Any]:
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
@@ -460,24 +466,7 @@ class CoreClient:
             notebook_llm.errors.LLMError: a subclass saying what went wrong and what to do.
         """
         resolve, ctx, format_model = self._prepare(
-            "complete",
-            prompt_or_messages,
-            model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            reasoning_effort=reasoning_effort,
-            api_key=api_key,
-            api_base=api_base,
-            timeout=timeout,
-            log=log,
-            cache=cache,
-            tags=tags,
-            metadata=metadata,
-            provider_kwargs=provider_kwargs,
+            "complete", prompt_or_messages, model, provider_kwargs, **_options(locals())
         )
         completion = await self._run_once(resolve, ctx, format_model)
         rounds = 0
@@ -556,24 +545,7 @@ class CoreClient:
         ``completion``. Nothing is sent until iteration starts.
         """
         resolve, ctx, format_model = self._prepare(
-            "stream",
-            prompt_or_messages,
-            model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            reasoning_effort=reasoning_effort,
-            api_key=api_key,
-            api_base=api_base,
-            timeout=timeout,
-            log=log,
-            cache=cache,
-            tags=tags,
-            metadata=metadata,
-            provider_kwargs=provider_kwargs,
+            "stream", prompt_or_messages, model, provider_kwargs, **_options(locals())
         )
 
         async def opener() -> tuple[AsyncIterator[Chunk], CompletionBuilder]:
@@ -700,6 +672,18 @@ def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:
     if isinstance(error, asyncio.CancelledError):
         return CancelledError("cancelled", provider=ctx.ref.provider, model=ctx.ref.name)
     return error
+
+
+# The per-call options that acomplete and astream hand to _prepare unchanged.
+_OPTIONS = (
+    "system", "temperature", "max_tokens", "tools", "tool_choice", "response_format",
+    "reasoning_effort", "api_key", "api_base", "timeout", "log", "cache", "tags", "metadata",
+)  # fmt: skip
+
+
+def _options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The per-call options out of a method's ``locals()``."""
+    return {name: arguments[name] for name in _OPTIONS}
 
 
 def _estimate_tokens(request: Request) -> int:
