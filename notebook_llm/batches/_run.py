@@ -744,10 +744,10 @@ def batch(
     committed to ``batch_rows`` within milliseconds, and running the same call
     again sends only the rows without a stored result. After Ctrl-C, the Stop
     button or a ``kill -9`` of the kernel, a rerun pays for no finished row
-    twice. Rows that were in flight at the kill (at most ``concurrency``) may
-    be sent once more, since their answers never arrived or were not yet
-    committed (on a very fast job, also the rows finished in the last few
-    milliseconds). Failed rows are not re-sent by a rerun: use
+    twice. Rows that were in flight at the kill may be sent once more: those
+    still awaiting an answer (at most ``concurrency``) and those whose answer
+    had arrived but was not yet committed (milliseconds; on a very fast job,
+    the rows finished in the last few milliseconds). Failed rows are not re-sent by a rerun: use
     :meth:`BatchResult.retry_failed`.
 
     Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it
