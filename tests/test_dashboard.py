@@ -8,7 +8,6 @@ interrupt and the throttle can be seen.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.kernel import Execution, KernelSession, run_notebook, strip_ansi
+from tests.support.kernel import Execution, KernelSession, ok, run_notebook, strip_ansi, value
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -63,19 +62,6 @@ class Tags(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.starts.append((tag, attrs))
-
-
-def value(kernel: KernelSession, expression: str) -> Any:
-    """Evaluate ``expression`` in the kernel and return it (via JSON)."""
-    done = kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    assert done.status == "ok", done.text
-    return json.loads(done.text)
-
-
-def ok(kernel: KernelSession, code: str, **kwargs: Any) -> Execution:
-    done = kernel.execute(code, **kwargs)
-    assert done.status == "ok", done.text
-    return done
 
 
 def delay(kernel: KernelSession, seconds: float) -> None:

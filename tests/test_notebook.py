@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.kernel import Execution, KernelSession, run_notebook, strip_ansi
+from tests.support.kernel import Execution, KernelSession, ok, run_notebook, strip_ansi, value
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT.parent / "shared" / "models" / "stories260K.gguf"
@@ -54,19 +54,6 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield session
     finally:
         session.close()
-
-
-def value(kernel: KernelSession, expression: str) -> Any:
-    """Evaluate ``expression`` in the kernel and return it (via JSON)."""
-    done = kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    assert done.status == "ok", done.text
-    return json.loads(done.text)
-
-
-def ok(kernel: KernelSession, code: str, **kwargs: Any) -> Execution:
-    done = kernel.execute(code, **kwargs)
-    assert done.status == "ok", done.text
-    return done
 
 
 def count(done: Execution) -> int:

@@ -139,16 +139,21 @@ def _content_text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
-def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completion:
-    """A ``chat.completion`` JSON object as a :class:`Completion`."""
-    from notebook_llm.core.stream import make_tool_call
-
+def _check_payload(data: Any, provider: str) -> None:
+    """Raise unless ``data`` is a JSON object without an ``error`` in it."""
     if not isinstance(data, dict):
         raise ProviderError(
             "The server's answer is not a JSON object", provider=provider, body=data
         )
     if data.get("error"):
         raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+
+
+def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completion:
+    """A ``chat.completion`` JSON object as a :class:`Completion`."""
+    from notebook_llm.core.stream import make_tool_call
+
+    _check_payload(data, provider)
     choices = data.get("choices") or []
     choice = choices[0] if choices else {}
     message = choice.get("message") or {}
@@ -325,12 +330,7 @@ def completions_body(request: Request, stream: bool, quirks: dict[str, Any]) -> 
 
 def parse_text_completion(data: dict[str, Any], provider: str = "") -> Completion:
     """A legacy ``text_completion`` object as a :class:`Completion` (``choices[0].text``)."""
-    if not isinstance(data, dict):
-        raise ProviderError(
-            "The server's answer is not a JSON object", provider=provider, body=data
-        )
-    if data.get("error"):
-        raise error_from_status(provider, _status_in(data["error"]), data, None, None)
+    _check_payload(data, provider)
     choices = data.get("choices") or []
     choice = next((c for c in choices if c.get("index", 0) == 0), choices[0] if choices else {})
     return Completion(
@@ -784,9 +784,7 @@ class OpenAIProvider(Provider):
         else:
             data = await self._json("GET", "/models/" + quote(model_id, safe="/:@"), None,
                                     timeout)
-        if not isinstance(data, dict):
-            raise ProviderError("The server's answer is not a JSON object", provider=self.name,
-                                body=data)
+        _check_payload(data, self.name)
         return ModelInfo(
             id=data.get("id") or model_id,
             provider=self.name,

@@ -11,6 +11,7 @@ nbclient for "Run all" style tests.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import time
@@ -22,7 +23,7 @@ import nbformat
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-__all__ = ["Execution", "KernelSession", "run_notebook", "strip_ansi"]
+__all__ = ["Execution", "KernelSession", "ok", "run_notebook", "strip_ansi", "value"]
 
 
 def strip_ansi(text: str) -> str:
@@ -188,3 +189,17 @@ def run_notebook(cells: list[str], timeout: float = 60) -> tuple[Any, BaseExcept
     except Exception as exc:  # noqa: BLE001 - CellExecutionError: returned to the test
         return nb, exc
     return nb, None
+
+
+def value(kernel: KernelSession, expression: str) -> Any:
+    """Evaluate ``expression`` in the kernel and return it (via JSON)."""
+    done = kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
+    assert done.status == "ok", done.text
+    return json.loads(done.text)
+
+
+def ok(kernel: KernelSession, code: str, **kwargs: Any) -> Execution:
+    """Execute ``code`` and assert that the cell succeeded."""
+    done = kernel.execute(code, **kwargs)
+    assert done.status == "ok", done.text
+    return done
