@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "ModelInfo": "notebook_llm.core.types",
     "ProviderInfo": "notebook_llm.core.types",
     "RateLimit": "notebook_llm.core.ratelimit",
+    "RateLimitInfo": "notebook_llm.core.ratelimit",
     "RetryPolicy": "notebook_llm.core.retry",
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
@@ -175,6 +176,9 @@ if TYPE_CHECKING:
     )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,
+    )
+    from notebook_llm.core.ratelimit import (
+        RateLimitInfo as RateLimitInfo,
     )
     from notebook_llm.core.retry import (
         RetryPolicy as RetryPolicy,

@@ -227,6 +227,41 @@ def test_batch_survives_faults_with_exactly_one_success_per_row(db: str) -> None
     assert wall < 30
 
 
+@pytest.mark.parametrize("rpm", [None, 6000], ids=["shared-limiter", "job-rpm"])
+def test_batch_follows_announced_rate_limits(db: str, rpm: float | None) -> None:
+    """Answers announce 600 requests a minute and a remaining count that runs out
+    (OpenAI's headers): the model's shared limiter takes both on, the requests
+    after the count ran out wait, and every row finishes without a 429."""
+    lock = threading.Lock()
+    sent = 0
+
+    def handler(rec: RecordedRequest) -> Reply:
+        nonlocal sent
+        with lock:
+            sent += 1
+            remaining = max(0, 20 - sent)
+        headers = {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": "100ms" if remaining == 0 else "0s",
+            "x-ratelimit-limit-tokens": "1000000",
+            "x-ratelimit-remaining-tokens": "999000",
+        }
+        text = row_text(rec)
+        return Reply.from_json(completion_json(f"answer to {text}", text), headers=headers)
+
+    rows = [f"row {i}" for i in range(30)]
+    with ReplayServer(handler=handler) as server:
+        client = server_client(server.url)
+        shared = client.limiter(client.resolve(MODEL))
+        assert not shared.active
+        result = batch(rows, MODEL, client=client, rpm=rpm, concurrency=8, db=db, progress=False)
+    assert result.done == 30 and result.failed == 0
+    assert result.to_pandas()["output"].tolist() == [f"answer to {r}" for r in rows]
+    assert shared.rpm == 600 and shared.tpm == 1_000_000
+    assert shared.waited_s > 0  # the announced count ran out, so requests waited for it
+
+
 def test_batch_retry_failed_resends_only_failed_rows(db: str) -> None:
     calls: collections.Counter[str] = collections.Counter()
 

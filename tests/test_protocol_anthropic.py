@@ -289,6 +289,43 @@ async def test_recorded_messages(replay: ReplayServer, name: str) -> None:
     assert body["max_tokens"] == (fx.request_json.get("max_tokens") or 4096)
 
 
+def _announced(headers: dict[str, str], kind: str, field: str) -> float | None:
+    value = headers.get(f"anthropic-ratelimit-{kind}-{field}")
+    return None if value is None else float(value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "anthropic__messages__54740bc0744d",  # not streamed
+        "anthropic__messages__0bc6da3e74dd",  # streamed
+        "anthropic__messages__03f16280e29c",  # streamed, no requests-* headers
+    ],
+)
+async def test_rate_limit_headers_reach_the_completion_and_the_limiter(
+    replay: ReplayServer, name: str
+) -> None:
+    fx = load_fixture(name)
+    headers = fx.response_headers
+    replay.enqueue(Reply.from_fixture(fx))
+    client = make_client(replay)
+    args = request_args(fx)
+    limiter = client.limiter(client.resolve(args["model"]))
+    try:
+        completion = await run(client, fx.streaming, **args)
+    finally:
+        await client.aclose()
+    info = completion.rate_limits
+    assert info is not None
+    assert info.requests_limit == _announced(headers, "requests", "limit")
+    assert info.requests_remaining == _announced(headers, "requests", "remaining")
+    assert info.tokens_limit == _announced(headers, "tokens", "limit")
+    assert info.tokens_remaining == _announced(headers, "tokens", "remaining")
+    assert info.tokens_reset_s == 0.0  # recorded long ago: the reset is past
+    assert limiter.active
+    assert limiter.rpm == info.requests_limit and limiter.tpm == info.tokens_limit
+
+
 def test_redacted_thinking_is_noted() -> None:
     from notebook_llm.providers.anthropic import REDACTED_THINKING, parse_message
 

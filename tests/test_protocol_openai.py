@@ -247,6 +247,89 @@ async def test_rate_limit_carries_retry_after(server: ReplayServer, transport: s
     assert caught.value.status_code == 429
 
 
+def announced(headers: dict[str, str], field: str, kind: str) -> float:
+    return float(headers[f"x-ratelimit-{field}-{kind}"])
+
+
+# Recorded answers with OpenAI's x-ratelimit-* headers: a plain one and a stream.
+RATE_LIMITED = {
+    False: "openai__chat_completions__0eb980349939",
+    True: "openai__chat_completions__fec38cf7ea77",
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("streaming", [False, True], ids=["plain", "stream"])
+async def test_rate_limit_headers_reach_the_completion_and_the_limiter(
+    server: ReplayServer, transport: str, streaming: bool
+) -> None:
+    fx = load_fixture(RATE_LIMITED[streaming])
+    headers = fx.response_headers
+    server.clear()
+    server.enqueue(Reply.from_fixture(fx))
+    client = make_client(server, transport, retry=RetryPolicy(max_attempts=1))
+    model, messages = request_args(fx)
+    limiter = client.limiter(client.resolve(model))
+    assert not limiter.active
+    try:
+        if streaming:
+            completion = await client.astream(messages, model).collect()
+        else:
+            completion = await client.acomplete(messages, model)
+    finally:
+        await client.aclose()
+    info = completion.rate_limits
+    assert info is not None
+    assert info.requests_limit == announced(headers, "limit", "requests")
+    assert info.requests_remaining == announced(headers, "remaining", "requests")
+    assert info.tokens_limit == announced(headers, "limit", "tokens")
+    assert info.tokens_remaining == announced(headers, "remaining", "tokens")
+    assert info.requests_reset_s is not None and info.tokens_reset_s is not None
+    assert limiter.active
+    assert limiter.rpm == announced(headers, "limit", "requests")
+    assert limiter.tpm == announced(headers, "limit", "tokens")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_retried_429_adapts_the_limiter(server: ReplayServer, transport: str) -> None:
+    exhausted = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "50ms",
+    }
+    server.clear()
+    server.enqueue(
+        Fault.status(429, headers=exhausted),
+        Reply.from_fixture(load_fixture("ollama__chat_completions__bfa863f2faa2")),  # no headers
+    )
+    client = make_client(server, transport)
+    limiter = client.limiter(client.resolve("openai-compatible:m"))
+    try:
+        completion = await client.acomplete("hi", "openai-compatible:m")
+    finally:
+        await client.aclose()
+    assert completion.rate_limits is None
+    assert limiter.rpm == 600
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_error_keeps_the_rate_limits(server: ReplayServer, transport: str) -> None:
+    fx = load_fixture("openai__chat_completions__720bf0910a2a")  # a recorded 400
+    server.clear()
+    server.enqueue(Reply.from_fixture(fx))
+    client = make_client(server, transport, retry=RetryPolicy(max_attempts=1))
+    try:
+        with pytest.raises(errors.InvalidRequestError) as caught:
+            await client.acomplete("hi", "openai-compatible:m")
+    finally:
+        await client.aclose()
+    info = caught.value.rate_limits
+    assert info is not None
+    assert info.requests_limit == announced(fx.response_headers, "limit", "requests")
+    assert info.tokens_remaining == announced(fx.response_headers, "remaining", "tokens")
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_bad_request_is_not_retried(server: ReplayServer, transport: str) -> None:
     server.clear()

@@ -672,6 +672,53 @@ async def test_legacy_completion_fixture_replays(
     assert "messages" not in sent.json()
 
 
+# -- rate-limit headers on every API ------------------------------------------------------
+
+# (api, fixture, fixture whose x-ratelimit-* headers are served with it). The corpus
+# has no Responses stream recorded with those headers: that one borrows a recorded
+# Responses answer's.
+RATE_LIMITED = [
+    ("responses", "openai__responses__5d8722ea358c", None),
+    ("responses", "openai__responses__ffafedcfc50f", "openai__responses__5d8722ea358c"),
+    ("completions", "openai__completions_legacy__e9cc3b12ae15", None),
+    ("completions", "openai__completions_legacy__328ec6ccda45", None),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("api", "name", "headers_from"), RATE_LIMITED, ids=lambda v: v or "")
+async def test_rate_limit_headers_on_every_api(
+    server: ReplayServer, transport: str, api: str, name: str, headers_from: str | None
+) -> None:
+    fx = load_fixture(name)
+    reply = Reply.from_fixture(fx)
+    if headers_from is not None:
+        borrowed = load_fixture(headers_from).response_headers
+        limits = {k: v for k, v in borrowed.items() if k.startswith("x-ratelimit-")}
+        reply = dataclasses.replace(reply, headers={**reply.headers, **limits})
+    served = reply.headers
+    server.clear()
+    server.enqueue(reply)
+    client = make_client(server, transport)
+    model = MODEL_PREFIX + "m"
+    try:
+        if fx.streaming:
+            completion = await client.astream("hi", model, api=api).collect()
+        else:
+            completion = await client.acomplete("hi", model, api=api)
+    finally:
+        await client.aclose()
+    info = completion.rate_limits
+    assert info is not None
+    assert info.requests_limit == float(served["x-ratelimit-limit-requests"])
+    assert info.requests_remaining == float(served["x-ratelimit-remaining-requests"])
+    assert info.tokens_limit == float(served["x-ratelimit-limit-tokens"])
+    assert info.tokens_remaining == float(served["x-ratelimit-remaining-tokens"])
+    limiter = client.limiter(client.resolve(model))
+    assert limiter.active
+    assert limiter.rpm == info.requests_limit and limiter.tpm == info.tokens_limit
+
+
 def test_completion_prompt_from_messages() -> None:
     lone = Request(model="m", messages=[{"role": "user", "content": "Once upon"}])
     assert completion_prompt(lone) == "Once upon"

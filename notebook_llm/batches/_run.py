@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from notebook_llm.batches._inputs import Inputs, Payload
@@ -23,7 +23,7 @@ from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient, Middleware
 from notebook_llm.core.errors import BudgetExceededError, InvalidRequestError, LLMError
-from notebook_llm.core.ratelimit import RateLimit, RateLimiter
+from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.tools import normalise_response_format
 from notebook_llm.core.types import Completion, Usage
@@ -199,9 +199,10 @@ class _JobLimiter(RateLimiter):
     """The job's own rpm/tpm buckets in front of the client's shared limiter.
 
     A pause (a 429 with Retry-After) goes to the shared limiter, so every
-    request to the model waits, this job's and any other. Every attempt,
-    retries included, passes through :meth:`acquire`, which is also where
-    the job counts the requests it sends.
+    request to the model waits, this job's and any other; so do the rate
+    limits the answers announce (the core calls :meth:`adapt` with them).
+    Every attempt, retries included, passes through :meth:`acquire`, which is
+    also where the job counts the requests it sends.
     """
 
     def __init__(self, shared: RateLimiter, limit: RateLimit | None, stats: _Stats) -> None:
@@ -216,9 +217,11 @@ class _JobLimiter(RateLimiter):
     def pause(self, seconds: float) -> None:
         self.shared.pause(seconds)
 
-    def adapt(self, headers: Mapping[str, str]) -> None:
-        self.shared.adapt(headers)
-        super().adapt(headers)
+    def adapt(self, info: RateLimitInfo) -> None:
+        self.shared.adapt(info)
+        if self.limit.rpm or self.limit.tpm:
+            # Only then does acquire() consult this job's own buckets.
+            super().adapt(info)
 
     async def acquire(self, tokens: int = 0) -> None:
         if self.shared.active:
@@ -229,7 +232,7 @@ class _JobLimiter(RateLimiter):
 
 
 class _Observer(Middleware):
-    """Hears how many attempts each row took, and rate-limit headers when exposed."""
+    """Hears how many attempts each row took."""
 
     def __init__(self, job_id: str, limiters: dict[str, _JobLimiter], stats: _Stats) -> None:
         self.job_id = job_id
@@ -246,26 +249,6 @@ class _Observer(Middleware):
         self.attempts[(metadata.get("batch_row", ""), ctx.model)] = ctx.attempts
         if not self.limiters:
             self.stats.requests += ctx.attempts
-        headers = _headers_of(completion, error)
-        if headers:
-            limiter = self.limiters.get(ctx.model)
-            if limiter is not None:
-                limiter.adapt(headers)
-
-
-def _headers_of(completion: Completion | None, error: BaseException | None) -> Any:
-    # Only some paths expose response headers: SDK status errors keep the
-    # response. Anything else is simply not adapted from.
-    for source in (completion, error, getattr(error, "original", None)):
-        headers = getattr(source, "headers", None)
-        if headers is None:
-            headers = getattr(getattr(source, "response", None), "headers", None)
-        if headers:
-            try:
-                return dict(headers)
-            except (TypeError, ValueError):
-                return None
-    return None
 
 
 def _job_client(

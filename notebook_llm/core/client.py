@@ -498,14 +498,15 @@ class CoreClient:
                 await limiter.acquire(_estimate_tokens(ctx.request))
 
         def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
-            if getattr(error, "retry_after", None):
-                limiter.pause(delay)
+            _adapt_to_error(limiter, error, delay)
 
         started = time.perf_counter()
         try:
             completion = await retry_async(
                 attempt, self.retry, on_retry=on_retry, before_attempt=acquire
             )
+            if completion.rate_limits is not None:
+                limiter.adapt(completion.rate_limits)
             completion.latency_s = time.perf_counter() - started
             completion = self._finalise(completion, ctx, format_model)
         except asyncio.CancelledError:
@@ -568,6 +569,11 @@ class CoreClient:
                 except BaseException:
                     await _aclose(source)
                     raise
+                # Providers put the headers' rate limits on the first chunk: adapt
+                # now, not when the stream ends, so the calls started meanwhile
+                # already wait (and a stream stopped early still counts).
+                if first.rate_limits is not None:
+                    limiter.adapt(first.rate_limits)
                 return _prepend(first, source)
 
             async def acquire() -> None:
@@ -575,8 +581,7 @@ class CoreClient:
                     await limiter.acquire(_estimate_tokens(ctx.request))
 
             def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
-                if getattr(error, "retry_after", None):
-                    limiter.pause(delay)
+                _adapt_to_error(limiter, error, delay)
 
             source = await retry_async(
                 open_stream, self.retry, on_retry=on_retry, before_attempt=acquire
@@ -660,6 +665,16 @@ class CoreClient:
     embed = _sync(aembed)
     list_models = _sync(alist_models)
     close = _sync(aclose)
+
+
+def _adapt_to_error(limiter: RateLimiter, error: BaseException, delay: float) -> None:
+    """Before a retry: follow the error response's rate-limit headers, and make a
+    Retry-After pause every call to the model, not only this one."""
+    rate_limits = getattr(error, "rate_limits", None)
+    if rate_limits is not None:
+        limiter.adapt(rate_limits)
+    if getattr(error, "retry_after", None):
+        limiter.pause(delay)
 
 
 def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:

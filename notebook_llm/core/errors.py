@@ -18,7 +18,8 @@ LLMError
 └── BudgetExceededError      the call would go over a spending budget
 ```
 
-Every error keeps ``provider``, ``status_code``, ``request_id`` and the
+Every error keeps ``provider``, ``status_code``, ``request_id``, the
+response's ``rate_limits`` when it had rate-limit headers, and the
 original exception (also as ``__cause__``). Messages say what to do next and
 never contain a key: key-looking strings from providers are redacted.
 """
@@ -27,7 +28,10 @@ from __future__ import annotations
 
 import builtins
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from notebook_llm.core.ratelimit import RateLimitInfo
 
 __all__ = [
     "AuthenticationError",
@@ -83,6 +87,7 @@ class LLMError(Exception):
         request_id: str | None = None,
         original: BaseException | None = None,
         body: Any = None,
+        rate_limits: RateLimitInfo | None = None,
     ) -> None:
         self.message = redact(message)
         self.provider = provider
@@ -91,6 +96,8 @@ class LLMError(Exception):
         self.request_id = request_id
         self.original = original
         self.body = body
+        self.rate_limits = rate_limits
+        """What the error response's rate-limit headers said (``None``: it sent none)."""
         super().__init__(self.message)
         if original is not None:
             self.__cause__ = original

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from notebook_llm.core.errors import RETRYABLE, LLMError
 from notebook_llm.core.errors import (
     TimeoutError as LLMTimeoutError,
 )
+from notebook_llm.core.ratelimit import parse_duration
 
 __all__ = ["RetryPolicy", "parse_retry_after", "retry_async"]
 
@@ -63,18 +63,6 @@ class RetryPolicy:
         return base * (1 - self.jitter + 2 * self.jitter * random.random())
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-def _parse_duration(value: str) -> float | None:
-    # OpenAI's x-ratelimit-reset-* use Go durations: "1s", "6m0s", "20ms", "1h2m3.5s".
-    parts = _DURATION.findall(value)
-    if not parts:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(number) * scale[unit] for number, unit in parts)
-
-
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
     """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or an
     HTTP date), ``x-ratelimit-reset-*`` or ``anthropic-ratelimit-*-reset``."""
@@ -98,7 +86,7 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
                 pass
     waits = []
     for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
-        if name in lower and (seconds := _parse_duration(lower[name])) is not None:
+        if name in lower and (seconds := parse_duration(lower[name])) is not None:
             waits.append(seconds)
     for name, value in lower.items():
         if name.startswith("anthropic-ratelimit-") and name.endswith("-reset"):

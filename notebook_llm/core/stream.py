@@ -14,10 +14,13 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Chunk, Completion, FinishReason, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from notebook_llm.core.ratelimit import RateLimitInfo
 
 __all__ = ["AsyncStream", "CompletionBuilder", "Stream"]
 
@@ -35,6 +38,7 @@ class CompletionBuilder:
         self.finish_reason: FinishReason | None = None
         self.response_model: str | None = None
         self.id: str | None = None
+        self.rate_limits: RateLimitInfo | None = None
         self.events: list[Any] = []
 
     @property
@@ -70,6 +74,8 @@ class CompletionBuilder:
             self.response_model = chunk.response_model
         if chunk.id:
             self.id = chunk.id
+        if chunk.rate_limits is not None and self.rate_limits is None:
+            self.rate_limits = chunk.rate_limits
         if chunk.raw is not None:
             self.events.append(chunk.raw)
 
@@ -92,6 +98,7 @@ class CompletionBuilder:
             ttft_s=None if self.first_token_at is None else self.first_token_at - self.started,
             id=self.id,
             raw=self.events,
+            rate_limits=self.rate_limits,
         )
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from notebook_llm.core.ratelimit import RateLimitInfo
 
 __all__ = [
     "Capabilities",
@@ -155,6 +158,8 @@ class Chunk:
     response_model: str | None = None
     id: str | None = None
     raw: Any = None
+    rate_limits: RateLimitInfo | None = None
+    """The response's rate-limit headers, on the first chunk of a stream only."""
 
     def __str__(self) -> str:
         return self.text
@@ -194,6 +199,8 @@ class Completion:
     """The provider payload: a dict, or the list of events for a stream."""
     messages: list[Message] = field(default_factory=list, repr=False)
     """The conversation sent, so a chat can continue from here."""
+    rate_limits: RateLimitInfo | None = field(default=None, repr=False)
+    """What the provider's rate-limit headers said with this answer, when it sent any."""
 
     def __str__(self) -> str:
         return self.text

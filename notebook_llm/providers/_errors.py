@@ -43,6 +43,7 @@ from notebook_llm.core.errors import (
 )
 from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
+from notebook_llm.core.ratelimit import RateLimitInfo
 from notebook_llm.core.retry import parse_retry_after
 
 __all__ = ["ErrorInfo", "error_from_exception", "error_from_status", "parse_error_body"]
@@ -242,7 +243,8 @@ def error_from_status(
             any non-error status): the status is then read from the body
             (``status_code``, a numeric ``code``, or Anthropic's error ``type``).
         body: the response body: a parsed dict, text, bytes or ``None``.
-        headers: the response headers, for ``retry-after`` and the request id.
+        headers: the response headers, for ``retry-after``, the request id and
+            the rate limits (the error's ``rate_limits``).
         original: the exception being translated (kept as ``original`` and ``__cause__``).
 
     Returns:
@@ -267,6 +269,7 @@ def error_from_status(
         "request_id": request_id,
         "original": original,
         "body": _scrub(body),
+        "rate_limits": RateLimitInfo.from_headers(headers) if headers else None,
     }
     codes = {kind, code}
     haystack = f"{text} {info.code or ''} {info.type or ''}"

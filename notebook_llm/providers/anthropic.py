@@ -33,6 +33,7 @@ from notebook_llm.core.errors import (
     LLMError,
     ProviderError,
 )
+from notebook_llm.core.ratelimit import RateLimitInfo
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -475,7 +476,7 @@ class AnthropicProvider(Provider):
         return error_from_exception(self.name, exc)
 
     async def complete(self, request: Request) -> Completion:
-        """One message, not streamed."""
+        """One message, not streamed; its rate-limit headers as ``rate_limits``."""
         kwargs = self._kwargs(request)
         try:
             # The raw response, read as JSON: no SDK model objects to build, and
@@ -493,13 +494,16 @@ class AnthropicProvider(Provider):
             )
         if data.get("type") == "error":
             raise error_from_status(self.name, 200, data, dict(http.headers), None)
-        return parse_message(data)
+        completion = parse_message(data)
+        completion.rate_limits = RateLimitInfo.from_headers(http.headers)
+        return completion
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
         """Stream one message as chunks; closing the generator closes the response.
 
         Raises ``ConnectionError`` when the stream ends without ``message_stop``
-        (a dropped connection or a truncated body), never ending silently.
+        (a dropped connection or a truncated body), never ending silently. The
+        first chunk carries the response's rate-limit headers (``rate_limits``).
         """
         from anthropic import AsyncStream
 
@@ -511,6 +515,7 @@ class AnthropicProvider(Provider):
         except Exception as exc:
             raise self._error(exc) from exc
         state = _StreamState()
+        limits = RateLimitInfo.from_headers(stream.response.headers)
         try:
             # The SDK's SSE decoder over the HTTP response, each event's JSON as
             # a dict: unknown block and event types pass through unharmed.
@@ -522,6 +527,8 @@ class AnthropicProvider(Provider):
                     data = {"type": "error", "error": data}
                 chunk = self._chunk(data, state)
                 if chunk is not None:
+                    if limits is not None:
+                        chunk.rate_limits, limits = limits, None
                     yield chunk
             if not state.finished:
                 raise LLMConnectionError(

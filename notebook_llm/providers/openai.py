@@ -51,6 +51,7 @@ from notebook_llm.core.errors import (
     UnsupportedError,
 )
 from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
+from notebook_llm.core.ratelimit import RateLimitInfo
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -378,7 +379,8 @@ class _AiohttpResponse:
     def __init__(self, response: Any) -> None:
         self._response = response
         self.status = response.status
-        self.headers = dict(response.headers)
+        # Lower-cased like the fast transport's, so both are read the same way.
+        self.headers = {name.lower(): value for name, value in response.headers.items()}
 
     async def read(self, timeout: float | None = None) -> bytes:
         try:
@@ -491,6 +493,9 @@ class OpenAIProvider(Provider):
     async def _json(self, method: str, path: str, body: dict[str, Any] | None,
                     timeout: float | None) -> Any:
         response = await self._send(method, path, body, timeout, False)
+        return await self._read_json(response, timeout)
+
+    async def _read_json(self, response: Any, timeout: float | None) -> Any:
         try:
             raw = await response.read(timeout)
         except BaseException as exc:
@@ -536,33 +541,41 @@ class OpenAIProvider(Provider):
         return api, request
 
     async def complete(self, request: Request) -> Completion:
-        """One completion: chat (the default), Responses or legacy completions (``api=``)."""
+        """One completion: chat (the default), Responses or legacy completions (``api=``).
+
+        The answer's rate-limit headers come back as ``completion.rate_limits``.
+        """
         api, request = self._select_api(request)
-        sdk = self.transport == "sdk"
+        parse: Callable[[Any, str], Completion]
         if api == "responses":
-            body = responses_body(request, False)
-            if sdk:
-                data = await self._sdk_call(self._client().responses.create, body, request.timeout)
-            else:
-                data = await self._json("POST", "/responses", body, request.timeout)
-            return parse_response(data, self.name)
-        if api == "completions":
+            body, path, parse = responses_body(request, False), "/responses", parse_response
+        elif api == "completions":
             body = completions_body(request, False, self.quirks)
-            if sdk:
-                data = await self._sdk_call(
-                    self._client().completions.create, body, request.timeout
-                )
-            else:
-                data = await self._json("POST", "/completions", body, request.timeout)
-            return parse_text_completion(data, self.name)
-        body = chat_body(request, False, self.quirks)
-        if sdk:
-            data = await self._sdk_call(
-                self._client().chat.completions.create, body, request.timeout
-            )
+            path, parse = "/completions", parse_text_completion
         else:
-            data = await self._json("POST", "/chat/completions", body, request.timeout)
-        return parse_chat_completion(data, self.name)
+            body = chat_body(request, False, self.quirks)
+            path, parse = "/chat/completions", parse_chat_completion
+        if self.transport == "sdk":
+            # The raw response keeps the headers; parse() builds what create() returns.
+            raw = await self._sdk_call(self._sdk_resource(api).with_raw_response.create, body,
+                                       request.timeout)
+            data = self._sdk_parse(raw)
+            limits = RateLimitInfo.from_headers(raw.headers)
+        else:
+            response = await self._send("POST", path, body, request.timeout, False)
+            data = await self._read_json(response, request.timeout)
+            limits = RateLimitInfo.from_headers(response.headers, lower_case=True)
+        completion = parse(data, self.name)
+        completion.rate_limits = limits
+        return completion
+
+    def _sdk_resource(self, api: str) -> Any:
+        client = self._client()
+        if api == "responses":
+            return client.responses
+        if api == "completions":
+            return client.completions
+        return client.chat.completions
 
     @staticmethod
     def _sdk_kwargs(body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
@@ -578,7 +591,8 @@ class OpenAIProvider(Provider):
         return await self._sdk_run(method, **self._sdk_kwargs(body, timeout))
 
     async def _sdk_run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call an SDK method; its errors become ours, its result a plain dict."""
+        """Call an SDK method; its errors become ours, a model result a plain dict
+        (a ``with_raw_response`` result comes back as it is)."""
         import openai
 
         try:
@@ -590,6 +604,16 @@ class OpenAIProvider(Provider):
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
         except ValueError as exc:  # the SDK lets json.JSONDecodeError through
+            raise ProviderError(
+                "The server's answer is not valid JSON", provider=self.name, original=exc
+            ) from exc
+        return result.model_dump() if hasattr(result, "model_dump") else result
+
+    def _sdk_parse(self, raw: Any) -> Any:
+        """A ``with_raw_response`` result's payload as a plain dict."""
+        try:
+            result = raw.parse()
+        except ValueError as exc:  # the body is not JSON
             raise ProviderError(
                 "The server's answer is not valid JSON", provider=self.name, original=exc
             ) from exc
@@ -623,18 +647,18 @@ class OpenAIProvider(Provider):
         parse: ChunkParser
         if api == "responses":
             body = responses_body(request, True)
-            path, kind = "/responses", "responses"
+            path = "/responses"
             parse = ResponsesStreamParser(provider).feed
         elif api == "completions":
             body = completions_body(request, True, self.quirks)
-            path, kind = "/completions", "completions"
+            path = "/completions"
             parse = functools.partial(parse_text_completion_chunk, provider=provider)
         else:
             body = chat_body(request, True, self.quirks)
-            path, kind = "/chat/completions", "chat"
+            path = "/chat/completions"
             parse = functools.partial(parse_chunk, provider=provider)
         source = (
-            self._sdk_stream(body, request.timeout, kind, parse)
+            self._sdk_stream(body, request.timeout, api, parse)
             if self.transport == "sdk"
             else self._http_stream(body, request.timeout, path, parse)
         )
@@ -664,6 +688,7 @@ class OpenAIProvider(Provider):
         provider = self.name
         if parse is None:
             parse = functools.partial(parse_chunk, provider=provider)
+        limits = RateLimitInfo.from_headers(response.headers, lower_case=True)
         event = ""
         loads = json.loads
         try:
@@ -688,6 +713,8 @@ class OpenAIProvider(Provider):
                         )
                     chunk = parse(data)
                     if chunk is not None:
+                        if limits is not None:
+                            chunk.rate_limits, limits = limits, None
                         yield chunk
                 elif line.startswith(b"event:"):
                     event = line[6:].strip().decode()
@@ -710,17 +737,12 @@ class OpenAIProvider(Provider):
         self,
         body: dict[str, Any],
         timeout: float | None,
-        kind: str = "chat",
+        api: str = "chat",
         parse: ChunkParser | None = None,
     ) -> AsyncIterator[Chunk]:
         import openai
 
-        client = self._client()
-        method = {
-            "chat": client.chat.completions.create,
-            "responses": client.responses.create,
-            "completions": client.completions.create,
-        }[kind]
+        method = self._sdk_resource(api).create
         if parse is None:
             parse = functools.partial(parse_chunk, provider=self.name)
         body.pop("stream", None)
@@ -733,10 +755,13 @@ class OpenAIProvider(Provider):
             ) from exc
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
+        limits = RateLimitInfo.from_headers(stream.response.headers)
         try:
             async for item in stream:
                 chunk = parse(item.model_dump() if hasattr(item, "model_dump") else item)
                 if chunk is not None:
+                    if limits is not None:
+                        chunk.rate_limits, limits = limits, None
                     yield chunk
         except openai.APIError as exc:
             raise self._map_sdk(exc) from exc
