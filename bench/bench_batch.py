@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -78,7 +79,12 @@ def run_aiohttp(base: str, rows: list[str]) -> int:
     return asyncio.run(main())
 
 
+_RUNS = itertools.count()
+
+
 def run_notebook_llm(base: str, rows: list[str], db: str, checkpoints: bool = True) -> int:
+    # A new job each run, as a user's new job would be: reusing one name with
+    # resume=False would time deleting the previous run's rows as well.
     from notebook_llm.batches import _run, batch
     from notebook_llm.core import loop as library_loop
     from notebook_llm.core.client import CoreClient
@@ -88,7 +94,7 @@ def run_notebook_llm(base: str, rows: list[str], db: str, checkpoints: bool = Tr
                         api_bases={"openai-compatible": base + "/v1"})
     try:
         result = batch(rows, f"openai-compatible:{MODEL}", client=client, concurrency=CONCURRENCY,
-                       db=db, progress=False, resume=False, job="bench")
+                       db=db, progress=False, job=f"bench-{next(_RUNS)}")
     finally:
         library_loop.run(client.aclose())
         _run._checkpoints_enabled = True
