@@ -21,29 +21,57 @@ from typing import Any
 
 from notebook_llm.store.db import Store
 
-__all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso"]
+__all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso", "row_record"]
 
 logger = logging.getLogger("notebook_llm.batches")
-
-RowRecord = tuple[Any, ...]
-"""One ``batch_rows`` row, in :data:`ROW_COLUMNS` order."""
 
 ROW_COLUMNS = (
     "job_id", "row_key", "idx", "model", "status", "result_json", "error_class",
     "error_message", "attempts", "cost_usd", "input_tokens", "output_tokens", "finished_at",
 )  # fmt: skip
-# finished_at: a record may leave it None and SQLite stamps the commit time
+
+RowRecord = str
+"""One finished row of a job, as the JSON text that :func:`row_record` makes."""
+
+# A checkpoint is ONE statement: its rows go in as one JSON array, unpacked by
+# SQLite (json_each), and the statement is its own transaction (the connection
+# autocommits). The writer thread then takes the GIL back from the event loop
+# about three times per checkpoint, not per row or per statement, which is
+# what checkpointing costs a fast job (see bench/bench_batch.py).
+# finished_at: a record may leave it null and SQLite stamps the commit time
 # (cheaper than formatting a timestamp per row in Python).
-# All rows of a checkpoint go in as ONE JSON parameter, unpacked by SQLite
-# (json_each): one statement per transaction instead of one per row, so the
-# writer thread hands the GIL back and forth twice per batch, not per row
-# (measured: checkpointing fell from about 15% of a fast job's throughput).
 _INSERT_ROWS = (
-    f"INSERT OR REPLACE INTO batch_rows ({', '.join(ROW_COLUMNS)}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(ROW_COLUMNS) - 1))
-    + f", COALESCE(json_extract(value, '$[{len(ROW_COLUMNS) - 1}]'), "
-    "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')) FROM json_each(?)"
+    f"INSERT OR REPLACE INTO batch_rows ({', '.join(ROW_COLUMNS)}) SELECT ?2, "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(ROW_COLUMNS) - 2))
+    + f", COALESCE(json_extract(value, '$[{len(ROW_COLUMNS) - 2}]'), "
+    "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')) FROM json_each(?1)"
 )
+_dumps = json.dumps
+
+
+def row_record(
+    row_key: str,
+    idx: int | None,
+    model: str,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error_class: str | None = None,
+    error_message: str | None = None,
+    attempts: int = 0,
+    cost_usd: float | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    finished_at: str | None = None,
+) -> RowRecord:
+    """One ``batch_rows`` row (without its job) as JSON text, ready for the writer.
+
+    ``result`` (the text, latency, parsed fields) is encoded here, once, as part
+    of the row, and stored as ``result_json``.
+    """
+    return _dumps([row_key, idx, model, status, result, error_class, error_message, attempts,
+                   cost_usd, input_tokens, output_tokens, finished_at])
+
+
 FINISHED = ("done", "failed")
 
 
@@ -164,11 +192,9 @@ class JobStore:
         )
         return [tuple(row) for row in cursor]
 
-    def insert_rows(self, records: Iterable[RowRecord]) -> None:
-        """Write rows in one transaction."""
-        payload = json.dumps(list(records))
-        with self.store.transaction() as conn:
-            conn.execute(_INSERT_ROWS, (payload,))
+    def insert_rows(self, job_id: str, records: Iterable[RowRecord]) -> None:
+        """Write rows of one job (made by :func:`row_record`) in one transaction."""
+        self.store.execute(_INSERT_ROWS, ("[" + ",".join(records) + "]", job_id))
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every job with its row counts and cost, newest first."""
@@ -205,20 +231,25 @@ _STOP = object()
 
 
 class CheckpointWriter:
-    """Writes finished rows on a background thread, many per transaction.
+    """Writes one job's finished rows on a background thread, many per transaction.
 
     ``put(record)`` costs the caller a queue append. The thread wakes on the
     first waiting row and commits everything queued (up to ``max_batch``) in
     one transaction. When rows arrive fast (the last transaction held 8 or
-    more), it first lingers ``linger_s`` (5 ms) for more, so it wakes at most
-    a few hundred times a second and does not fight the event loop for the
-    GIL. A row is durable within a millisecond of finishing on a slow job and
-    a few milliseconds on a fast one: that window, plus the rows in flight, is
-    what a rerun after ``kill -9`` may send again.
+    more: several hundred rows a second), it first lingers ``linger_s``
+    (20 ms) for more, so it wakes at most about 50 times a second and takes
+    the GIL from the event loop that seldom (measured on a 2-core machine at
+    13,000 rows/s: checkpointing cost 6-7% of throughput lingering 5 ms, 2-3%
+    lingering 20 ms). A row is durable within a millisecond or so of finishing
+    on a slower job and within about 20 ms on a fast one: that window, plus
+    the rows in flight, is what a rerun after ``kill -9`` may send again.
     """
 
-    def __init__(self, jobs: JobStore, max_batch: int = 5000, linger_s: float = 0.005) -> None:
+    def __init__(
+        self, jobs: JobStore, job_id: str, max_batch: int = 5000, linger_s: float = 0.02
+    ) -> None:
         self.jobs = jobs
+        self.job_id = job_id
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.linger_after = 8
@@ -229,14 +260,8 @@ class CheckpointWriter:
         self._thread.start()
 
     def put(self, record: RowRecord) -> None:
-        """Queue one finished row."""
+        """Queue one finished row (from :func:`row_record`)."""
         self._queue.put(record)
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Block until every row queued so far is committed."""
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued and stop the thread."""
@@ -249,26 +274,14 @@ class CheckpointWriter:
         last = 0
         while True:
             item = get()
-            if (
-                self.linger_s
-                and last >= self.linger_after
-                and item is not _STOP
-                and not isinstance(item, threading.Event)
-            ):
+            if self.linger_s and last >= self.linger_after and item is not _STOP:
                 # Let rows pile up for a moment: one transaction for many rows,
                 # and few wake-ups of this thread competing for the GIL.
                 time.sleep(self.linger_s)
             batch: list[RowRecord] = []
-            events: list[threading.Event] = []
-            stop = False
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    events.append(item)
-                else:
-                    batch.append(item)
-                if stop or len(batch) >= self.max_batch:
+            while item is not _STOP:
+                batch.append(item)
+                if len(batch) >= self.max_batch:
                     break
                 try:
                     item = get_nowait()
@@ -277,15 +290,13 @@ class CheckpointWriter:
             last = len(batch)
             if batch:
                 self._write(batch)
-            for event in events:
-                event.set()
-            if stop:
+            if item is _STOP:
                 return
 
     def _write(self, batch: list[RowRecord]) -> None:
         for attempt in range(5):
             try:
-                self.jobs.insert_rows(batch)
+                self.jobs.insert_rows(self.job_id, batch)
                 self.written += len(batch)
                 return
             except Exception as exc:  # noqa: BLE001 - never kill the writer; count and report
@@ -304,9 +315,6 @@ class NullWriter:
 
     def put(self, record: RowRecord) -> None:
         """Drop the row."""
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Nothing to flush."""
 
     def close(self, timeout: float = 30.0) -> None:
         """Nothing to close."""

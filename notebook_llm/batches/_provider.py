@@ -27,7 +27,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, now_iso
+from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, now_iso, row_record
 from notebook_llm.batches._result import BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import (
@@ -198,8 +198,8 @@ def _completion_record(
             pass
     cost = _cost(m, completion.usage, batch=True)
     usage = completion.usage
-    return (job.id, key, idx, m.name, "done", json.dumps(result), None, None, 1, cost,
-            usage.input_tokens, usage.output_tokens, now_iso())
+    return row_record(key, idx, m.name, "done", result, None, None, 1, cost,
+                      usage.input_tokens, usage.output_tokens, now_iso())
 
 
 async def _collect(
@@ -224,15 +224,15 @@ async def _collect(
                 continue
             except LLMError as exc:
                 error_class, error_message = type(exc).__name__, str(exc)
-        records.append((job.id, key, idx, m.name, "failed", None, error_class, error_message,
-                        1, None, None, None, now_iso()))
+        records.append(row_record(key, idx, m.name, "failed", None, error_class, error_message,
+                                  1, finished_at=now_iso()))
     status = getattr(found, "status", None) or getattr(found, "processing_status", "")
     # No line came back for these: the batch failed, expired or was cancelled.
     for idx, key in submitted.items():
-        records.append((job.id, key, idx, m.name, "failed", None, "BatchNotRun",
-                        f"the provider batch ended as {status!r} without this row", 1, None,
-                        None, None, now_iso()))
-    jobs.insert_rows(records)
+        records.append(row_record(key, idx, m.name, "failed", None, "BatchNotRun",
+                                  f"the provider batch ended as {status!r} without this row", 1,
+                                  finished_at=now_iso()))
+    jobs.insert_rows(job.id, records)
 
 
 async def run_provider(
@@ -263,8 +263,7 @@ async def run_provider(
             if (key, m.name) in finished:
                 continue
             lines.append(_line(plan, m, f"row-{idx}", payload))
-            rows.append((job.id, key, idx, m.name, "submitted", None, None, None, 0, None, None,
-                         None, None))
+            rows.append(row_record(key, idx, m.name, "submitted"))
         if not lines:
             continue
         batch_id = await _submit(sdks[m.name], m, lines, job.id)
@@ -273,7 +272,7 @@ async def run_provider(
         job.provider_batch_id = ",".join(batches.values())
         job.state = "submitted"
         jobs.save(job)
-        jobs.insert_rows(rows)
+        jobs.insert_rows(job.id, rows)
     return await _poll(job, plan.models, sdks, jobs, db=db, poll_interval=poll_interval,
                        progress=progress, format_model=plan.format_model, index=plan.inputs.index,
                        rows=plan.rows)

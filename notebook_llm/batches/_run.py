@@ -18,6 +18,7 @@ from notebook_llm.batches._jobs import (
     JobStore,
     NullWriter,
     RowRecord,
+    row_record,
 )
 from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
@@ -334,8 +335,8 @@ def _dump_parsed(parsed: Any) -> Any:
 
 
 def _done_record(
-    job_id: str, key: str, idx: int, model: _Model, completion: Completion, attempts: int,
-    latency: float, cost: float | None,
+    key: str, idx: int, model: _Model, completion: Completion, attempts: int, latency: float,
+    cost: float | None,
 ) -> RowRecord:
     result: dict[str, Any] = {
         "text": completion.text,
@@ -347,16 +348,15 @@ def _done_record(
     if completion.cached:
         result["cached"] = True
     usage = completion.usage
-    return (job_id, key, idx, model.name, "done", json.dumps(result), None, None, attempts,
-            cost, usage.input_tokens, usage.output_tokens, None)
+    return row_record(key, idx, model.name, "done", result, None, None, attempts, cost,
+                      usage.input_tokens, usage.output_tokens)
 
 
 def _failed_record(
-    job_id: str, key: str, idx: int, model: _Model, error: BaseException, attempts: int
+    key: str, idx: int, model: _Model, error: BaseException, attempts: int
 ) -> RowRecord:
-    message = str(error)
-    return (job_id, key, idx, model.name, "failed", None, type(error).__name__, message[:2000],
-            attempts, None, None, None, None)
+    return row_record(key, idx, model.name, "failed", None, type(error).__name__,
+                      str(error)[:2000], attempts)
 
 
 def _work(
@@ -428,7 +428,7 @@ async def _run_direct(
         concurrency = LOCAL_CONCURRENCY if local else DEFAULT_CONCURRENCY
     concurrency = max(1, int(concurrency))
     writer: CheckpointWriter | NullWriter = (
-        CheckpointWriter(jobs) if _checkpoints_enabled else NullWriter()
+        CheckpointWriter(jobs, plan.job_id) if _checkpoints_enabled else NullWriter()
     )
     jobs.set_state(plan.job_id, "running")
     work = _work(plan, finished)
@@ -465,7 +465,7 @@ async def _run_direct(
                 tries = attempts_seen.pop((key, m.name), 1)
                 stats.retries_finished += max(tries - 1, 0)
                 stats.failed += 1
-                writer.put(_failed_record(job_id, key, idx, m, exc, tries))
+                writer.put(_failed_record(key, idx, m, exc, tries))
                 continue
             tries = attempts_seen.pop((key, m.name), 1)
             stats.retries_finished += max(tries - 1, 0)
@@ -478,7 +478,7 @@ async def _run_direct(
                 stats.cost_usd += cost
             stats.tokens += completion.usage.input_tokens + completion.usage.output_tokens
             stats.done += 1
-            writer.put(_done_record(job_id, key, idx, m, completion, tries,
+            writer.put(_done_record(key, idx, m, completion, tries,
                                     time.perf_counter() - begun, cost))
 
     def stop_now(reason: str) -> None:
@@ -729,8 +729,9 @@ def batch(
     button or a ``kill -9`` of the kernel, a rerun pays for no finished row
     twice. Rows that were in flight at the kill may be sent once more: those
     still awaiting an answer (at most ``concurrency``) and those whose answer
-    had arrived but was not yet committed (milliseconds; on a very fast job,
-    the rows finished in the last few milliseconds). Failed rows are not re-sent by a rerun: use
+    had arrived but was not yet committed: on a job finishing hundreds of rows
+    a second or more, those of the last 20 ms or so, and on a slower job none
+    but the one being written. Failed rows are not re-sent by a rerun: use
     :meth:`BatchResult.retry_failed`.
 
     Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it
