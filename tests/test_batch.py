@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,20 @@ def test_batch_list_of_prompts(db: str) -> None:
     assert (frame["attempts"] == 1).all() and (frame["cost_usd"] == 0).all()
     assert frame["model"].unique().tolist() == ["offline:echo"]
     assert "done" in result._repr_html_() and result.df.equals(frame)
+
+
+def test_checkpointed_text_round_trips_exactly(db: str) -> None:
+    # Rows reach SQLite as JSON unpacked by SQLite itself: quotes, backslashes,
+    # newlines, non-ASCII and escape-like text must come back unchanged,
+    # and a row key that looks like a number must stay text.
+    prompts = ['say "hi"\\n\tnow', "naïve café — 日本語 🙂", "\\u00e9 literally", "{}[],:"]
+    frame = batch(prompts, "offline:echo", db=db, progress=False).to_pandas()
+    assert list(frame["output"]) == prompts
+    again = batch(prompts, "offline:echo", db=db, progress=False)
+    assert again.cached == len(prompts) and list(again.to_pandas()["output"]) == prompts
+    with sqlite3.connect(db) as conn:
+        kinds = {row[0] for row in conn.execute("SELECT typeof(row_key) FROM batch_rows")}
+    assert kinds == {"text"}
 
 
 def test_batch_message_lists(db: str) -> None:
