@@ -1,6 +1,6 @@
 """Batch-job benchmarks: throughput, peak memory, and what checkpointing costs.
 
-Run by hand (about 2-4 minutes)::
+Run by hand (about 3-5 minutes)::
 
     .venv/bin/python bench/bench_batch.py [--rows 5000] [--big 100000] [--rounds 3]
 
@@ -15,9 +15,12 @@ Run by hand (about 2-4 minutes)::
    the peak RSS of that process (``VmHWM``: ``ru_maxrss`` would report the
    parent's peak, kept across fork+exec), and the peak before the job started
    (imports, the DataFrame) for reference.
-3. Checkpointing: the same job with checkpoints and with the writer replaced by
-   a no-op (``notebook_llm.batches._run._checkpoints_enabled = False``),
-   interleaved in rounds; the median rows/s of each and the slowdown.
+3. Checkpointing: a 20,000-row job with checkpoints and with the writer
+   replaced by a no-op (``notebook_llm.batches._run._checkpoints_enabled =
+   False``), interleaved in ``--rounds`` + 9 rounds (each run a new job in the
+   same database); the median rows/s of each, the slowdown of the medians and
+   the median of the per-round slowdowns. On a shared 2-core machine single
+   runs swing by 10-20%, hence the many rounds.
 """
 
 from __future__ import annotations
@@ -277,7 +280,7 @@ def main() -> None:
                 print(json.dumps(report["throughput"], indent=2), flush=True)
             if "checkpoints" not in args.skip:
                 report["checkpoints"] = checkpoint_cost(base, max(args.rows, 20_000),
-                                                        args.rounds + 4, f"{tmp}/c.db")
+                                                        args.rounds + 9, f"{tmp}/c.db")
                 print(json.dumps(report["checkpoints"], indent=2), flush=True)
             if "memory" not in args.skip:
                 report["memory"] = memory(base, args.big, f"{tmp}/m.db")
