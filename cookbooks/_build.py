@@ -394,7 +394,9 @@ t.df[["model", "input_tokens", "output_tokens", "cost_usd", "cost_status"]]
 could cost (prompt tokens, plus `max_tokens` of output, at the model's price) and refuses
 it **before anything is sent** if it could take the spend over the budget. Here a long
 prompt to `openai:gpt-4o-mini` with a budget of $0.0001: the request is refused without a
-network call. (`api_key="unused"` only stands in for a key here; nothing is sent.)
+network call. (`api_key="unused"` only stands in for a key here; nothing is sent.) The
+refusal still counts as a call that ended in an error, in the tracker and in the call log,
+so you can see what was stopped.
 """),
         code("""
 long_prompt = "Summarise this: " + "tea " * 2000
@@ -403,7 +405,8 @@ with nl.track(budget_usd=0.0001) as budget:
         nl.complete(long_prompt, model="openai:gpt-4o-mini", max_tokens=1000, api_key="unused")
     except nl.errors.BudgetExceededError as error:
         print(type(error).__name__, "-", error)
-print(budget.calls, "calls were sent")
+print(f"{budget.calls} call, {budget.errors} refused, ${budget.cost_usd:.2f} spent")
+nl.usage(limit=1)[["model", "error_class", "input_tokens", "cost_usd"]]
 """),
     ]
 

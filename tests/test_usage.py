@@ -232,7 +232,11 @@ def test_budget_refuses_before_sending(db, replay) -> None:
     assert replay.requests == []
     assert info.value.spent_usd == 0.0 and info.value.budget_usd == 0.0001
     assert "$0.000000" in str(info.value) and "$0.000100" in str(info.value)
-    assert rows(db) == []
+    # Nothing was sent, but the refusal is in the call log, as streams' are.
+    [row] = rows(db)
+    assert row["error_class"] == "BudgetExceededError" and row["model"] == "openai:gpt-4o-mini"
+    assert row["input_tokens"] == 0 and row["output_tokens"] == 0 and row["cost_usd"] is None
+    assert "Not sent" in row["error_message"]
 
 
 def test_budget_message_gives_spend_so_far(db, replay) -> None:
@@ -258,7 +262,8 @@ def test_budget_per_tracker_and_free_and_unpriced(db, replay) -> None:
             unknown = client.complete("hi", "openai:budget-test-unknown-model")
         assert unknown.cost_status == "unpriced"
     assert len(replay.requests) == 1
-    assert t.calls == 2 and t.unpriced == 1 and t.cost_usd == 0.0
+    # The refused call ended too: the tracker counts it, as an error.
+    assert t.calls == 3 and t.errors == 1 and t.unpriced == 1 and t.cost_usd == 0.0
 
 
 async def test_budget_holds_estimates_for_concurrent_calls(db, replay) -> None:

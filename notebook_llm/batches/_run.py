@@ -456,6 +456,7 @@ async def _run_direct(
                     tags=tags, **params,
                 )
             except BudgetExceededError as exc:
+                attempts_seen.pop((key, m.name), None)
                 stats.started -= 1
                 if not stats.stop:
                     stats.stop = True

@@ -482,33 +482,37 @@ class CoreClient:
     async def _run_once(
         self, resolve: Callable[[], Any], ctx: CallContext, format_model: Any
     ) -> Completion:
-        hit = await self._before(ctx)
-        if hit is not None:
-            await self._after(ctx, hit, None)
-            return hit
-        provider = resolve()
         limiter = self.limiter(ctx.ref)
 
-        async def attempt() -> Completion:
-            ctx.attempts += 1
-            return await provider.complete(ctx.request)
+        def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
+            _adapt_to_error(limiter, error, delay)
 
         async def acquire() -> None:
             if limiter.active:
                 await limiter.acquire(_estimate_tokens(ctx.request))
 
-        def on_retry(error: BaseException, attempt_number: int, delay: float) -> None:
-            _adapt_to_error(limiter, error, delay)
-
         started = time.perf_counter()
         try:
-            completion = await retry_async(
-                attempt, self.retry, on_retry=on_retry, before_attempt=acquire
-            )
-            if completion.rate_limits is not None:
-                limiter.adapt(completion.rate_limits)
-            completion.latency_s = time.perf_counter() - started
-            completion = self._finalise(completion, ctx, format_model)
+            # Inside the try, like a stream's opener: a call refused by a
+            # middleware (a budget) or failing for want of a key ends like any
+            # failed call, and the middlewares (the call log) hear of it.
+            hit = await self._before(ctx)
+            if hit is not None:
+                completion = hit
+            else:
+                provider = resolve()
+
+                async def attempt() -> Completion:
+                    ctx.attempts += 1
+                    return await provider.complete(ctx.request)
+
+                completion = await retry_async(
+                    attempt, self.retry, on_retry=on_retry, before_attempt=acquire
+                )
+                if completion.rate_limits is not None:
+                    limiter.adapt(completion.rate_limits)
+                completion.latency_s = time.perf_counter() - started
+                completion = self._finalise(completion, ctx, format_model)
         except asyncio.CancelledError:
             await self._after(ctx, None, CancelledError("cancelled", provider=ctx.ref.provider))
             raise
