@@ -522,3 +522,19 @@ def test_budget_refuses_before_any_key_is_needed(
     client = nl.Client(db_path=tmp_path / "log.db", budget_usd=0.0)
     with pytest.raises(errors.BudgetExceededError):
         client.complete("hello " * 50, "openai:gpt-4o-mini", max_tokens=100)
+
+
+def test_calls_failing_before_sending_are_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A missing key fails when the provider is looked up, before any request:
+    # the call still ends in the log as an error, as a stream's would.
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    client = nl.Client(db_path=tmp_path / "log.db")
+    with pytest.raises(errors.MissingKeyError):
+        client.complete("hi", "groq:llama-3.1-8b-instant")
+    [row] = rows(tmp_path / "log.db")
+    assert row["model"] == "groq:llama-3.1-8b-instant"
+    assert row["error_class"] == "MissingKeyError" and "GROQ_API_KEY" in row["error_message"]
+    assert row["output_tokens"] == 0 and row["response_text"] is None
