@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import math
 import sys
@@ -80,34 +81,13 @@ Where: TypeAlias = "Mapping[str, Any] | Callable[[dict[str, Any]], bool]"
 # -- small helpers -------------------------------------------------------------
 
 
-def _np() -> Any:
+def _need(module: str) -> Any:
+    """Import an optional dependency (numpy, pandas, matplotlib), or say how to get it."""
     try:
-        import numpy
-    except ImportError as exc:  # pragma: no cover - numpy ships with the notebook extra
-        raise ImportError(
-            "notebook_llm embeddings need numpy: pip install 'notebook-llm[notebook]'"
-        ) from exc
-    return numpy
-
-
-def _pd() -> Any:
-    try:
-        import pandas
-    except ImportError as exc:  # pragma: no cover - pandas ships with the notebook extra
-        raise ImportError(
-            "this needs pandas: pip install 'notebook-llm[notebook]'"
-        ) from exc
-    return pandas
-
-
-def _plt() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            "plotting needs matplotlib: pip install matplotlib (or 'notebook-llm[notebook]')"
-        ) from exc
-    return plt
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - all ship with the notebook extra
+        package = module.partition(".")[0]
+        raise ImportError(f"this needs {package}: pip install 'notebook-llm[notebook]'") from exc
 
 
 def _default_client(client: CoreClient | None) -> CoreClient:
@@ -458,7 +438,7 @@ async def aembed(
     Returns:
         The vectors in input order, with the texts, index, model, usage and cost.
     """
-    _np()  # a clear message when numpy is missing
+    _need("numpy")  # a clear message when numpy is missing
     import numpy as np
 
     client = _default_client(client)
@@ -580,7 +560,7 @@ class Embeddings:
     def index(self) -> pd.Index:
         """The input's pandas index (a RangeIndex for plain lists)."""
         if self._index is None:
-            return _pd().RangeIndex(len(self.texts))
+            return _need("pandas").RangeIndex(len(self.texts))
         return self._index
 
     @property
@@ -631,7 +611,7 @@ class Embeddings:
                 ``embedding`` column holding each row's vector.
             text: include the ``text`` column (leave it out to ``df.join`` the result).
         """
-        pandas = _pd()
+        pandas = _need("pandas")
         if wide:
             frame = pandas.DataFrame(
                 self.vectors, index=self.index, columns=[f"e{i}" for i in range(self.dims)]
@@ -650,7 +630,7 @@ class Embeddings:
         Labels are the texts (cut to 30 characters) or, when the input had its
         own index, the index; ``labels=`` chooses.
         """
-        pandas = _pd()
+        pandas = _need("pandas")
         other = self if other is None else other
         if other.dims != self.dims:
             raise ValueError(f"cannot compare {self.dims}-dim vectors with {other.dims}-dim ones")
@@ -658,7 +638,7 @@ class Embeddings:
         return pandas.DataFrame(matrix, index=self.labels(labels), columns=other.labels(labels))
 
     def _results(self, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-        pandas = _pd()
+        pandas = _need("pandas")
         return pandas.DataFrame(
             {"text": [self.texts[i] for i in positions], "score": scores[positions]},
             index=self.index[positions],
@@ -732,7 +712,7 @@ class Embeddings:
             ) from exc
         options = {"n_init": 10, "random_state": 0, **kwargs}
         labels = KMeans(n_clusters=k, **options).fit_predict(self.vectors)
-        return _pd().Series(labels, index=self.index, name="cluster")
+        return _need("pandas").Series(labels, index=self.index, name="cluster")
 
     def project(self, method: Literal["pca", "umap", "tsne"] = "pca") -> np.ndarray:
         """Two coordinates per text (``n × 2``).
@@ -1214,7 +1194,7 @@ class Collection:
         return _loop.run(self.asearch(query, k, where))
 
     def _frame(self, loaded: _Loaded, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-        pandas = _pd()
+        pandas = _need("pandas")
         records = []
         for position in positions:
             record = {
@@ -1232,7 +1212,7 @@ class Collection:
 
         ``vectors=True`` adds an ``embedding`` column holding each row's vector.
         """
-        pandas = _pd()
+        pandas = _need("pandas")
         loaded = self._load()
         records = []
         for position, key in enumerate(loaded.ids):
@@ -1246,7 +1226,7 @@ class Collection:
 
     def embeddings(self) -> Embeddings:
         """The whole collection as :class:`Embeddings` (indexed by id), e.g. to ``.plot()`` it."""
-        pandas = _pd()
+        pandas = _need("pandas")
         loaded = self._load()
         return Embeddings(
             loaded.matrix, loaded.texts, index=pandas.Index(loaded.ids, name="id"),
@@ -1317,7 +1297,7 @@ def collections(
     *, store: Store | str | None = None, client: CoreClient | None = None
 ) -> pd.DataFrame:
     """Every collection: ``name``, ``model``, ``dims``, ``items`` and ``created_at``."""
-    pandas = _pd()
+    pandas = _need("pandas")
     resolved = _resolve_store(store, client)
     rows = resolved.execute(
         "SELECT c.name, c.model, c.dims, "

@@ -35,7 +35,7 @@ from notebook_llm import _render
 from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.types import format_cost
-from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
 
 __all__ = ["CompareRun", "Dashboard", "TextDashboard", "compare", "run_compare", "show_compare"]
 
@@ -529,15 +529,6 @@ def _new_comparison(
     return Comparison(prompts, list(models), kwargs.pop("runs", 1), variables)
 
 
-def _kernel() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None) if shell is not None else None
-
-
 def run_compare(
     prompt: str | None = None,
     models: Sequence[str] = (),
@@ -552,10 +543,10 @@ def run_compare(
     instead of being raised (the magics turn them into a short cell error).
     """
     comparison = _new_comparison(prompt, models, kwargs)
-    kernel = _kernel()
+    kernel = current_kernel()
     if kernel is None and display is None:
         return _drive(comparison, kwargs, TextDashboard(comparison), None)
-    events = UIEvents.for_kernel(kernel) if kernel is not None else None
+    events = UIEvents.for_kernel(kernel)
     # Without a way for clicks to arrive, Stop buttons would only mislead.
     view = Dashboard(comparison, widgets=events is not None, display=display)
     try:

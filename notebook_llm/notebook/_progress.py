@@ -22,9 +22,9 @@ from __future__ import annotations
 import html
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
 from notebook_llm.progress import Progress, format_duration, format_money, format_rate
 
 __all__ = ["WidgetView", "view", "wait"]
@@ -97,15 +97,6 @@ def view(progress: Progress) -> WidgetView | None:
     return WidgetView(progress).show()
 
 
-def _kernel() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None) if shell is not None else None
-
-
 def wait(future: Future[T]) -> T:
     """Block until ``future`` is done, dispatching widget clicks meanwhile.
 
@@ -114,8 +105,8 @@ def wait(future: Future[T]) -> T:
     arrived meanwhile (the next cells of "Run all") are handed back to the
     kernel, in order, before this returns.
     """
-    kernel = _kernel()
-    events = UIEvents.for_kernel(kernel) if kernel is not None else None
+    kernel = current_kernel()
+    events = UIEvents.for_kernel(kernel)
     if events is None:
         while True:
             try:

@@ -286,6 +286,14 @@ def chat_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[st
             body["response_format"] = {"type": "json_object", "schema": schema}
     if request.reasoning_effort is not None:
         body["reasoning_effort"] = request.reasoning_effort
+    return _finish_body(body, request, stream, quirks)
+
+
+def _finish_body(
+    body: dict[str, Any], request: Request, stream: bool, quirks: dict[str, Any]
+) -> dict[str, Any]:
+    # Streaming asks for the usage chunk (unless the server cannot take
+    # stream_options); the caller's extra keys go last and win.
     if stream:
         body["stream"] = True
         if quirks.get("stream_usage", True):
@@ -321,12 +329,7 @@ def completions_body(request: Request, stream: bool, quirks: dict[str, Any]) -> 
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
-    if stream:
-        body["stream"] = True
-        if quirks.get("stream_usage", True):
-            body["stream_options"] = {"include_usage": True}
-    body.update(request.extra)
-    return body
+    return _finish_body(body, request, stream, quirks)
 
 
 def parse_text_completion(data: dict[str, Any], provider: str = "") -> Completion:
