@@ -646,7 +646,71 @@ class _Context:
             self.llm.close()
 
 
-class LoadedModel:
+class _Resident:
+    """What every loaded model shares: its identity, the idle clock that unloads
+    it, the lock its requests queue on, and its row in :func:`loaded_models`."""
+
+    backend: str
+    embedding: bool
+
+    def __init__(self, resolved: ResolvedModel, given: dict[str, Any], idle_s: float) -> None:
+        self.name = resolved.name
+        self.path = resolved.path
+        self.given = dict(given)
+        """The settings that were asked for explicitly (the rest were defaults)."""
+        self.idle_s = idle_s
+        self.size = 0
+        """Bytes on disk."""
+        self.requests = 0
+        self.tokens_generated = 0
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def _mark_loaded(self) -> None:
+        self.loaded_at = datetime.now().astimezone()
+        self.last_used = self.loaded_at
+        self._last_used_mono = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is being served."""
+        raise NotImplementedError
+
+    def touch(self) -> None:
+        """Record a use (for the idle timer)."""
+        self.last_used = datetime.now().astimezone()
+        self._last_used_mono = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last use."""
+        return time.monotonic() - self._last_used_mono
+
+    def _shape(self) -> tuple[int | None, int | None, int]:
+        """``n_ctx``, ``n_threads`` and the number of contexts, for :meth:`info`."""
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        """One row for :func:`loaded_models`."""
+        n_ctx, n_threads, contexts = self._shape()
+        return {
+            "name": self.name,
+            "path": self.path,
+            "backend": self.backend,
+            "size": self.size,
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "contexts": contexts,
+            "embedding": self.embedding,
+            "loaded_at": self.loaded_at,
+            "last_used": self.last_used,
+            "idle_s": self.idle_s,
+            "busy": self.busy,
+            "requests": self.requests,
+            "tokens_generated": self.tokens_generated,
+        }
+
+
+class LoadedModel(_Resident):
     """One model file and settings, shared by every request: a small pool of contexts.
 
     A llama.cpp context serves one request at a time. Up to ``n_parallel``
@@ -660,25 +724,15 @@ class LoadedModel:
         self, resolved: ResolvedModel, settings: _Settings, given: dict[str, Any],
         idle_s: float, llama_kwargs: dict[str, Any],
     ) -> None:
-        self.name = resolved.name
-        self.path = resolved.path
+        super().__init__(resolved, given, idle_s)
         self.embedding = resolved.embedding
         self.settings = settings
-        self.given = dict(given)
-        """The settings that were asked for explicitly (the rest were defaults)."""
-        self.idle_s = idle_s
         self.size = os.path.getsize(resolved.path)
-        self.tokens_generated = 0
-        self.requests = 0
-        self.closed = False
         self._llama_kwargs = llama_kwargs
         self._llama_cpp = _import_llama_cpp()
-        self._cond = threading.Condition()
         self._creating = 0
         self.contexts: list[_Context] = [self._new_context()]
-        self.loaded_at = datetime.now().astimezone()
-        self.last_used = self.loaded_at
-        self._last_used_mono = time.monotonic()
+        self._mark_loaded()
 
     def _new_context(self) -> _Context:
         try:
@@ -707,15 +761,6 @@ class LoadedModel:
     def busy(self) -> bool:
         """True while a request holds one of the contexts."""
         return any(context.busy for context in self.contexts) or self._creating > 0
-
-    def touch(self) -> None:
-        """Record a use (for the idle timer)."""
-        self.last_used = datetime.now().astimezone()
-        self._last_used_mono = time.monotonic()
-
-    def idle_for(self) -> float:
-        """Seconds since the last use."""
-        return time.monotonic() - self._last_used_mono
 
     def acquire(self, job: LocalJob) -> _Context | None:
         """A free context for ``job``; ``None`` when the job was cancelled while waiting.
@@ -783,24 +828,8 @@ class LoadedModel:
         for context in contexts:
             context.close()
 
-    def info(self) -> dict[str, Any]:
-        """One row for :func:`loaded_models`."""
-        return {
-            "name": self.name,
-            "path": self.path,
-            "backend": self.backend,
-            "size": self.size,
-            "n_ctx": self.settings.n_ctx,
-            "n_threads": self.settings.n_threads,
-            "contexts": len(self.contexts),
-            "embedding": self.embedding,
-            "loaded_at": self.loaded_at,
-            "last_used": self.last_used,
-            "idle_s": self.idle_s,
-            "busy": self.busy,
-            "requests": self.requests,
-            "tokens_generated": self.tokens_generated,
-        }
+    def _shape(self) -> tuple[int | None, int | None, int]:
+        return self.settings.n_ctx, self.settings.n_threads, len(self.contexts)
 
 
 def _is_true(value: str | None) -> bool:
@@ -880,7 +909,7 @@ def _load_sentence_transformer(path: str, name: str, verbose: bool) -> Any:
                 hf_logging.enable_progress_bar()
 
 
-class SentenceTransformerModel:
+class SentenceTransformerModel(_Resident):
     """A sentence-transformers model folder (``local:minilm`` without a GGUF), loaded once.
 
     It takes the place of a :class:`LoadedModel` in the shared list of loaded
@@ -893,23 +922,14 @@ class SentenceTransformerModel:
     embedding = True
 
     def __init__(self, resolved: ResolvedModel, given: dict[str, Any], idle_s: float) -> None:
-        self.name = resolved.name
-        self.path = resolved.path
-        self.given = dict(given)
-        self.idle_s = idle_s
+        super().__init__(resolved, given, idle_s)
         self.size = sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
-        self.requests = 0
-        self.tokens_generated = 0
         self.tokens_embedded = 0
-        self.closed = False
         self.model: Any = _load_sentence_transformer(
             self.path, self.name, bool(given.get("verbose", False))
         )
-        self._cond = threading.Condition()
         self._busy = False
-        self.loaded_at = datetime.now().astimezone()
-        self.last_used = self.loaded_at
-        self._last_used_mono = time.monotonic()
+        self._mark_loaded()
 
     @property
     def busy(self) -> bool:
@@ -921,15 +941,6 @@ class SentenceTransformerModel:
         """Tokens per text that the model reads (longer texts are truncated)."""
         value = getattr(self.model, "max_seq_length", None)
         return int(value) if value else None
-
-    def touch(self) -> None:
-        """Record a use (for the idle timer)."""
-        self.last_used = datetime.now().astimezone()
-        self._last_used_mono = time.monotonic()
-
-    def idle_for(self) -> float:
-        """Seconds since the last use."""
-        return time.monotonic() - self._last_used_mono
 
     def acquire(self, job: LocalJob) -> SentenceTransformerModel | None:
         """The model, once free; ``None`` when ``job`` was cancelled while waiting.
@@ -996,24 +1007,8 @@ class SentenceTransformerModel:
                 self._cond.wait(0.05)
             self.model = None
 
-    def info(self) -> dict[str, Any]:
-        """One row for :func:`loaded_models`."""
-        return {
-            "name": self.name,
-            "path": self.path,
-            "backend": self.backend,
-            "size": self.size,
-            "n_ctx": self.max_tokens,
-            "n_threads": None,
-            "contexts": 1,
-            "embedding": True,
-            "loaded_at": self.loaded_at,
-            "last_used": self.last_used,
-            "idle_s": self.idle_s,
-            "busy": self.busy,
-            "requests": self.requests,
-            "tokens_generated": 0,
-        }
+    def _shape(self) -> tuple[int | None, int | None, int]:
+        return self.max_tokens, None, 1
 
 
 _AnyModel = LoadedModel | SentenceTransformerModel
