@@ -52,7 +52,11 @@ _NEEDS_ST = pytest.mark.skipif(
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 STORIES = MODELS / "stories260K.gguf"
 MINILM = MODELS / "all-MiniLM-L6-v2-Q8_0.gguf"
-SYSTEM = "You are a helpful assistant."
+# SmolLM2-135M's first token for "the capital of France" is a near tie between
+# "The" and "La" with the plain "helpful assistant" prompt: which one wins
+# depends on the CPU's matrix kernels (batched prompt evaluation on a fresh
+# context against one token at a time). "Answer briefly." gives "Paris" on both.
+SYSTEM = "You are a helpful assistant. Answer briefly."
 QUESTION = "What is the capital of France?"
 LONG_STORY = "Write a very long story about a dragon who learns to bake bread."
 

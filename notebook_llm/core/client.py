@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from notebook_llm.core import loop as _loop
+from notebook_llm.core.deadline import Deadline, within
 from notebook_llm.core.errors import (
     CancelledError,
     InvalidRequestError,
@@ -506,8 +507,9 @@ class CoreClient:
                     ctx.attempts += 1
                     return await provider.complete(ctx.request)
 
-                completion = await retry_async(
-                    attempt, self.retry, on_retry=on_retry, before_attempt=acquire
+                completion = await within(
+                    _deadline(ctx),
+                    retry_async(attempt, self.retry, on_retry=on_retry, before_attempt=acquire),
                 )
                 if completion.rate_limits is not None:
                     limiter.adapt(completion.rate_limits)
@@ -609,7 +611,7 @@ class CoreClient:
             await self._after(ctx, completion, llm_error)
             return completion
 
-        return AsyncStream(opener, finisher)
+        return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx))
 
     def stream(self, *args: Any, **kwargs: Any) -> Stream:
         """Stream a completion in sync code: ``for chunk in client.stream(...)``.
@@ -627,9 +629,13 @@ class CoreClient:
         *,
         api_key: str | None = None,
         api_base: str | None = None,
+        timeout: float | None = None,
         **provider_kwargs: Any,
     ) -> EmbeddingResponse:
-        """Embed ``texts``; vectors come back in input order."""
+        """Embed ``texts``; vectors come back in input order.
+
+        ``timeout`` (default: the client's) bounds the whole call, retries included.
+        """
         ref = parse_model(model or self.default_embedding_model(), self.aliases)
         spec = get_spec(ref.provider)
         provider = self._provider(spec, api_key, api_base)
@@ -640,7 +646,10 @@ class CoreClient:
         async def attempt() -> EmbeddingResponse:
             return await provider.embed(items, ref.name, **provider_kwargs)
 
-        response = await retry_async(attempt, self.retry)
+        deadline = Deadline(
+            self.timeout if timeout is None else timeout, provider=ref.provider, model=ref.name
+        )
+        response = await within(deadline, retry_async(attempt, self.retry))
         response.model = str(ref)
         return response
 
@@ -656,7 +665,8 @@ class CoreClient:
         spec = get_spec(name.rstrip(":"))
         if not spec.info.capabilities.list_models:
             raise UnsupportedError(f"{name} cannot list its models", provider=name)
-        return await self._provider(spec, None, api_base).list_models()
+        deadline = Deadline(self.timeout, provider=spec.info.name)
+        return await within(deadline, self._provider(spec, None, api_base).list_models())
 
     async def aclose(self) -> None:
         """Close the providers created on the running loop."""
@@ -679,6 +689,10 @@ def _adapt_to_error(limiter: RateLimiter, error: BaseException, delay: float) ->
         limiter.adapt(rate_limits)
     if getattr(error, "retry_after", None):
         limiter.pause(delay)
+
+
+def _deadline(ctx: CallContext) -> Deadline:
+    return Deadline(ctx.request.timeout, provider=ctx.ref.provider, model=ctx.ref.name)
 
 
 def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "get_loop", "iterate", "run"]
+__all__ = ["BackgroundLoop", "get_loop", "iterate", "run", "wait"]
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ class BackgroundLoop:
             raise RuntimeError("cannot block on the library loop from inside it; use await")
         future = self.submit(coro)
         try:
-            return _wait(future)
+            return wait(future)
         except KeyboardInterrupt:
             future.cancel()
             try:
@@ -66,14 +66,24 @@ class BackgroundLoop:
             self._thread.join(timeout=2)
 
 
-def _wait(future: Future[T]) -> T:
-    # Waiting in short slices keeps the main thread responsive to Ctrl-C on
-    # every platform (a plain result() can swallow the signal on Windows).
-    while True:
-        try:
-            return future.result(timeout=0.25)
-        except FutureTimeout:
-            continue
+def wait(
+    future: Future[T], *, interval: float = 0.25, tick: Callable[[], object] | None = None
+) -> T:
+    """Block until ``future`` is done and return its result (or raise its error).
+
+    Waiting in short slices keeps the thread responsive to Ctrl-C on every
+    platform (a plain ``result()`` can swallow the signal on Windows);
+    ``tick()`` runs between slices (the notebook layer dispatches widget
+    clicks there). The slices wait for the future to be *done*, never on
+    ``result(timeout=)``: that poll's timeout is the built-in TimeoutError on
+    Python >= 3.11, which the call's own TimeoutError (a subclass) would be
+    mistaken for, and the wait would never end.
+    """
+    while not future.done():
+        wait_futures((future,), timeout=interval)
+        if tick is not None and not future.done():
+            tick()
+    return future.result()
 
 
 _lock = threading.Lock()

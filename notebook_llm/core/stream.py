@@ -20,6 +20,7 @@ from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Chunk, Completion, FinishReason, ToolCall, Usage
 
 if TYPE_CHECKING:
+    from notebook_llm.core.deadline import Deadline
     from notebook_llm.core.ratelimit import RateLimitInfo
 
 __all__ = ["AsyncStream", "CompletionBuilder", "Stream"]
@@ -139,9 +140,18 @@ class AsyncStream:
     ``completion.finish_reason == "cancelled"`` and the partial text kept.
     """
 
-    def __init__(self, opener: Opener, finisher: Finisher) -> None:
+    def __init__(
+        self,
+        opener: Opener,
+        finisher: Finisher,
+        *,
+        deadline: Callable[[], Deadline] | None = None,
+    ) -> None:
         self._opener = opener
         self._finisher = finisher
+        self._make_deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired: Deadline | None = None
         self._source: AsyncIterator[Chunk] | None = None
         self._builder: CompletionBuilder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,14 +192,36 @@ class AsyncStream:
         else:
             loop.call_soon_threadsafe(waiter.cancel)
 
+    def _start_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer for the stream's whole life (set when iteration starts),
+        # not one per chunk: the deadline bounds the call, not each read.
+        make, self._make_deadline = self._make_deadline, None
+        deadline = make() if make is not None else None
+        remaining = None if deadline is None else deadline.remaining()
+        if deadline is not None and remaining is not None:
+            self._timer = loop.call_later(remaining, self._expire, deadline)
+
+    def _expire(self, deadline: Deadline) -> None:
+        self._timer = None
+        if self._done:
+            return
+        self._expired = deadline
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.cancel()
+
     async def __anext__(self) -> Chunk:
         if self._done:
             raise StopAsyncIteration
         self._loop = asyncio.get_running_loop()
         self._waiter = asyncio.current_task()
+        if self._make_deadline is not None:
+            self._start_deadline(self._loop)
         try:
             if self._cancel_requested:
                 raise asyncio.CancelledError
+            if self._expired is not None:
+                raise self._expired.error()
             if self._source is None:
                 self._source, self._builder = await self._opener()
             chunk = await self._source.__anext__()
@@ -199,6 +231,15 @@ class AsyncStream:
             raise
         except asyncio.CancelledError:
             self._waiter = None
+            if self._expired is not None and not self._cancel_requested:
+                # Our deadline cancelled the read: end with a TimeoutError,
+                # keeping the text that arrived.
+                task = asyncio.current_task()
+                if task is not None and hasattr(task, "uncancel"):
+                    task.uncancel()
+                error = self._expired.error()
+                await self._finish(error)
+                raise error from None
             if not self._cancel_requested:
                 # Someone cancelled the consuming task: record, then propagate.
                 await self._finish(None, "cancelled")
@@ -222,6 +263,9 @@ class AsyncStream:
         if self._done:
             return
         self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self.aclose_source()
         completion = None
         if self._builder is not None and (error is None or not isinstance(error, LLMError)):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import html
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
+from notebook_llm.core.loop import wait as wait_done
 from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
 from notebook_llm.progress import Progress, format_duration, format_money, format_rate
 
@@ -108,17 +108,9 @@ def wait(future: Future[T]) -> T:
     kernel = current_kernel()
     events = UIEvents.for_kernel(kernel)
     if events is None:
-        while True:
-            try:
-                return future.result(timeout=0.25)
-            except FutureTimeout:
-                continue
+        return wait_done(future)
     try:
-        while True:
-            try:
-                return future.result(timeout=_POLL_INTERVAL_S)
-            except FutureTimeout:
-                events.poll()
+        return wait_done(future, interval=_POLL_INTERVAL_S, tick=events.poll)
     finally:
         with deferred_sigint():
             events.close()

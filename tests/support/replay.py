@@ -89,8 +89,9 @@ def split_sse(body: str) -> list[str]:
 class Reply:
     """What the server sends for one request.
 
-    ``delay_s`` and ``abort_after`` are fault knobs: sleep before sending anything,
-    and reset the TCP connection after that many events (``None``: never).
+    ``delay_s``, ``abort_after`` and ``drip_s`` are fault knobs: sleep before
+    sending anything, reset the TCP connection after that many events
+    (``None``: never), and send the body one byte every ``drip_s`` seconds.
     """
 
     status: int = 200
@@ -100,6 +101,7 @@ class Reply:
     chunk_delay: float = 0.0
     delay_s: float = 0.0
     abort_after: int | None = None
+    drip_s: float = 0.0
 
     @classmethod
     def from_fixture(cls, fx: Fixture, chunk_delay: float = 0.0) -> Reply:
@@ -119,7 +121,11 @@ class Reply:
         )
 
     def chunks(self) -> list[bytes]:
-        """The body as the writes the server makes: one per SSE event, else one."""
+        """The body as the writes the server makes: one per SSE event, else one
+        (one per byte when dripping)."""
+        if self.drip_s:
+            data = self.body.encode("utf-8") if isinstance(self.body, str) else self.body
+            return [data[i : i + 1] for i in range(len(data))]
         body = self.body.decode("utf-8") if isinstance(self.body, bytes) and self.sse else self.body
         parts = split_sse(body) if isinstance(body, str) and self.sse else [body]
         return [p.encode("utf-8") if isinstance(p, str) else p for p in parts]
@@ -217,6 +223,12 @@ class Fault:
     def slow_headers(delay_s: float, reply: Spec | None = None) -> Reply:
         """Wait ``delay_s`` seconds before sending anything, then send ``reply``."""
         return dataclasses.replace(_as_reply(reply or Reply.from_json({})), delay_s=delay_s)
+
+    @staticmethod
+    def drip(interval_s: float, reply: Spec | None = None) -> Reply:
+        """Send ``reply`` one byte every ``interval_s`` seconds: each read gets
+        data in time, so only a deadline on the whole call ends it."""
+        return dataclasses.replace(_as_reply(reply or Reply.from_json({})), drip_s=interval_s)
 
     @staticmethod
     def invalid_json() -> Reply:
@@ -362,7 +374,7 @@ class ReplayServer:
         chunks = reply.chunks()
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
         if not reply.sse:
-            response.content_length = len(chunks[0])
+            response.content_length = sum(len(chunk) for chunk in chunks)
         try:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
@@ -370,8 +382,8 @@ class ReplayServer:
             for i, chunk in enumerate(chunks):
                 if reply.abort_after is not None and i >= reply.abort_after:
                     break
-                if i and reply.chunk_delay:
-                    await asyncio.sleep(reply.chunk_delay)
+                if i and (reply.chunk_delay or reply.drip_s):
+                    await asyncio.sleep(reply.drip_s or reply.chunk_delay)
                 await response.write(chunk)
             if reply.abort_after is not None:
                 await self._reset(request)
