@@ -7,6 +7,7 @@ no provider SDK, pandas or IPython is imported until something needs it.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -104,6 +105,18 @@ def _notebook_progress_ui() -> Any:
 # Cheap: notebook_llm.progress imports only the standard library, and the
 # loader above runs on first use in a kernel, never at import.
 importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_ui)
+
+
+def _redact_ipython_tracebacks() -> None:
+    """Inside IPython, keep keys out of every traceback it renders (see
+    ``notebook_llm.notebook._tracebacks``); costs nothing elsewhere."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    if shell is not None:
+        importlib.import_module("notebook_llm.notebook._tracebacks").install(shell)
+
+
+_redact_ipython_tracebacks()
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -695,6 +695,7 @@ def cache_key(ctx: CallContext) -> str:
         "response_format": request.response_format,
         "reasoning_effort": request.reasoning_effort,
         "extra": request.extra,
+        "headers": sorted(request.headers),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=repr)
@@ -788,7 +789,7 @@ cache = _Cache()
 
 # Parameter names whose values never reach the log.
 _SECRET_NAME = re.compile(r"api[_-]?key|secret|password|passwd|token$|authorization|credential|"
-                          r"^headers$|cookie", re.IGNORECASE)
+                          r"headers$|cookie|subscription", re.IGNORECASE)
 
 
 def _safe(value: Any) -> Any:
@@ -799,6 +800,8 @@ def _safe(value: Any) -> Any:
         }
     if isinstance(value, (list, tuple)):
         return [_safe(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
     return value
 
 
@@ -811,6 +814,8 @@ def _params(request: Request) -> dict[str, Any]:
         "response_format": request.response_format,
         "reasoning_effort": request.reasoning_effort,
         "extra": _safe(request.extra) if request.extra else None,
+        # Header names only: their values may be credentials.
+        "headers": sorted(request.headers) if request.headers else None,
     }
     return {name: value for name, value in params.items() if value is not None}
 

@@ -186,7 +186,8 @@ def test_timeout_bounds_embed_and_list_models_sync(server, transport):
     with pytest.raises(errors.TimeoutError):
         client.embed(["a"], model="openai-compatible:e")
     _assert_bounded(started)
-    models = {"object": "list", "data": [{"id": f"model-{i}", "object": "model"} for i in range(50)]}
+    models = {"object": "list",
+              "data": [{"id": f"model-{i}", "object": "model"} for i in range(50)]}
     server.enqueue(Fault.drip(0.05, Reply.from_json(models)))
     started = time.monotonic()
     with pytest.raises(errors.TimeoutError):

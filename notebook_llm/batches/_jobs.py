@@ -4,6 +4,12 @@ Tables ``batch_jobs`` and ``batch_rows`` (migration ``m003_batches``). A row
 is written once it has finished (``done`` or ``failed``); provider-mode jobs
 also write ``submitted`` rows when the provider batch is created, so results
 can be mapped back after a kernel restart.
+
+Rows that cannot be written (a full disk, a read-only or locked file) are
+paid-for answers: they are kept in this process's memory, keyed by database
+and job, and every :class:`JobStore` reading that job counts them as if stored
+(``rows``, ``finished``, ``counts``, ``cost``). The next write to the job, a
+rerun or :meth:`JobStore.flush_unsaved` stores them once the disk allows.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -24,6 +31,29 @@ from notebook_llm.store.db import Store
 __all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso", "row_record"]
 
 logger = logging.getLogger("notebook_llm.batches")
+
+# (database path, job id) -> {(row_key, model): record}: finished rows that
+# could not be written yet. A process-wide stash, so a rerun in the same
+# kernel finds them and pays for none of them again.
+_unsaved: dict[tuple[str, str], dict[tuple[str, str], RowRecord]] = {}
+_unsaved_lock = threading.Lock()
+
+
+def _record_key(record: RowRecord) -> tuple[str, str]:
+    fields = json.loads(record)
+    return str(fields[0]), str(fields[2])
+
+
+def _keep_unsaved(path: str, job_id: str, records: Iterable[RowRecord]) -> None:
+    with _unsaved_lock:
+        stash = _unsaved.setdefault((path, job_id), {})
+        for record in records:
+            stash[_record_key(record)] = record
+
+
+def _unsaved_rows(path: str, job_id: str) -> list[RowRecord]:
+    with _unsaved_lock:
+        return list(_unsaved.get((path, job_id), {}).values())
 
 ROW_COLUMNS = (
     "job_id", "row_key", "idx", "model", "status", "result_json", "error_class",
@@ -109,6 +139,35 @@ class JobStore:
         if self._owned:
             self.store.close()
 
+    def unsaved(self, job_id: str) -> list[RowRecord]:
+        """Finished rows of the job kept in memory because they could not be written."""
+        return _unsaved_rows(self.store.path, job_id)
+
+    def keep_unsaved(self, job_id: str, records: Iterable[RowRecord]) -> None:
+        """Keep rows that could not be written in memory (see the module docstring)."""
+        _keep_unsaved(self.store.path, job_id, records)
+
+    def flush_unsaved(self, job_id: str) -> int:
+        """Write the job's rows kept in memory; returns how many are still unsaved.
+
+        Raises nothing: when the disk still refuses, the rows stay in memory.
+        """
+        records = self.unsaved(job_id)
+        if not records:
+            return 0
+        try:
+            self.insert_rows(job_id, records, flush=False)
+        except (sqlite3.Error, OSError) as exc:
+            logger.warning("%d finished batch rows still cannot be saved: %s", len(records), exc)
+            return len(records)
+        with _unsaved_lock:
+            stash = _unsaved.get((self.store.path, job_id), {})
+            for record in records:
+                stash.pop(_record_key(record), None)
+            if not stash:
+                _unsaved.pop((self.store.path, job_id), None)
+        return 0
+
     def get(self, job_id: str) -> JobRecord | None:
         """The job with this id, or ``None``."""
         rows = self.store.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,))
@@ -165,7 +224,9 @@ class JobStore:
             " WHERE job_id = ? AND status IN ('done', 'failed')",
             (job_id,),
         )
-        return {(key, model) for key, model in cursor}
+        done = {(key, model) for key, model in cursor}
+        done.update(_record_key(record) for record in self.unsaved(job_id))
+        return done
 
     def counts(self, job_id: str) -> dict[str, int]:
         """Rows by status, plus ``cost_usd`` (summed, in dollars) under its own key."""
@@ -173,14 +234,19 @@ class JobStore:
             "SELECT status, COUNT(*) AS n FROM batch_rows WHERE job_id = ? GROUP BY status",
             (job_id,),
         )
-        return {str(row["status"]): int(row["n"]) for row in rows}  # type: ignore[call-overload]
+        counts = {str(row["status"]): int(row["n"]) for row in rows}  # type: ignore[call-overload]
+        for record in self.unsaved(job_id):
+            status = str(json.loads(record)[3])
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def cost(self, job_id: str) -> float:
         """Dollars spent on the job's finished rows (unpriced rows count as 0)."""
         rows = self.store.execute(
             "SELECT COALESCE(SUM(cost_usd), 0) AS c FROM batch_rows WHERE job_id = ?", (job_id,)
         )
-        return float(rows[0]["c"])  # type: ignore[arg-type]
+        kept = sum(json.loads(record)[8] or 0.0 for record in self.unsaved(job_id))
+        return float(rows[0]["c"]) + kept  # type: ignore[arg-type]
 
     def rows(self, job_id: str) -> list[tuple[Any, ...]]:
         """Every stored row of a job, ordered by input position and model."""
@@ -190,10 +256,31 @@ class JobStore:
             " ORDER BY idx, model",
             (job_id,),
         )
-        return [tuple(row) for row in cursor]
+        stored = [tuple(row) for row in cursor]
+        kept = self.unsaved(job_id)
+        if not kept:
+            return stored
+        for record in kept:
+            fields = json.loads(record)
+            result = fields[4]
+            fields[4] = None if result is None else json.dumps(result)
+            stored.append(tuple(fields[:11]))
+        stored.sort(key=lambda row: (row[1] if row[1] is not None else -1, row[2]))
+        return stored
 
-    def insert_rows(self, job_id: str, records: Iterable[RowRecord]) -> None:
-        """Write rows of one job (made by :func:`row_record`) in one transaction."""
+    def insert_rows(
+        self, job_id: str, records: Iterable[RowRecord], *, flush: bool = True
+    ) -> None:
+        """Write rows of one job (made by :func:`row_record`) in one transaction.
+
+        Rows kept in memory from an earlier failed write go first (``flush``).
+        """
+        if flush and self.unsaved(job_id):
+            records = [*self.unsaved(job_id), *records]
+            self.store.execute(_INSERT_ROWS, ("[" + ",".join(records) + "]", job_id))
+            with _unsaved_lock:
+                _unsaved.pop((self.store.path, job_id), None)
+            return
         self.store.execute(_INSERT_ROWS, ("[" + ",".join(records) + "]", job_id))
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -255,6 +342,11 @@ class CheckpointWriter:
         self.linger_after = 8
         self.written = 0
         self.errors = 0
+        self.failure: BaseException | None = None
+        """The first error that kept rows from being written (their records stay
+        in memory, see the module docstring); ``None`` while all went well."""
+        self.on_failure: Any = None
+        """Called once, from the writer thread, with that first error."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="notebook-llm-batch", daemon=True)
         self._thread.start()
@@ -264,9 +356,17 @@ class CheckpointWriter:
         self._queue.put(record)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued and stop the thread."""
+        """Commit what is queued and stop the thread (one last try for rows
+        kept in memory after a failed write)."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self.failure is not None:
+            self.jobs.flush_unsaved(self.job_id)
+
+    @property
+    def unsaved(self) -> int:
+        """Finished rows of this job held in memory, not yet written."""
+        return len(self.jobs.unsaved(self.job_id))
 
     def _run(self) -> None:
         get = self._queue.get
@@ -299,12 +399,26 @@ class CheckpointWriter:
                 self.jobs.insert_rows(self.job_id, batch)
                 self.written += len(batch)
                 return
-            except Exception as exc:  # noqa: BLE001 - never kill the writer; count and report
-                if attempt == 4:
+            except Exception as exc:  # noqa: BLE001 - never kill the writer; keep the rows
+                # A full disk stays full: no point retrying that for long.
+                if attempt == 4 or _is_full(exc):
                     self.errors += len(batch)
-                    logger.warning("could not checkpoint %d batch rows: %s", len(batch), exc)
+                    self.jobs.keep_unsaved(self.job_id, batch)
+                    logger.warning(
+                        "could not checkpoint %d batch rows (kept in memory): %s", len(batch), exc
+                    )
+                    if self.failure is None:
+                        self.failure = exc
+                        if self.on_failure is not None:
+                            self.on_failure(exc)
                     return
                 time.sleep(0.05 * (attempt + 1))
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error | OSError) and (
+        "full" in str(exc).lower() or getattr(exc, "errno", None) == 28  # ENOSPC
+    )
 
 
 class NullWriter:

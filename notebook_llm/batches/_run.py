@@ -7,6 +7,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,7 +25,13 @@ from notebook_llm.batches._jobs import (
 from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient, Middleware
-from notebook_llm.core.errors import BudgetExceededError, InvalidRequestError, LLMError
+from notebook_llm.core.errors import (
+    BudgetExceededError,
+    InvalidRequestError,
+    LLMError,
+    StorageError,
+    redact,
+)
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.tools import normalise_response_format
@@ -43,6 +51,8 @@ _checkpoints_enabled = True
 
 # Keys never stored in the job record (a key must not reach the SQLite file).
 _SECRET_PARAMS = frozenset({"api_key"})
+
+logger = logging.getLogger("notebook_llm.batches")
 
 
 @dataclasses.dataclass
@@ -88,8 +98,19 @@ class _Plan:
             "template": self.template,
             "system": self.system,
             "response_format": self.format_dict,
-            "params": {k: v for k, v in self.params.items() if k not in _SECRET_PARAMS},
+            "params": {
+                key: _stored_value(key, value)
+                for key, value in self.params.items()
+                if key not in _SECRET_PARAMS
+            },
         }
+
+
+def _stored_value(key: str, value: Any) -> Any:
+    """A parameter as the job's row keeps it: header values never (they may be keys)."""
+    if key == "extra_headers" and isinstance(value, dict):
+        return sorted(value)
+    return value
 
 
 def _resolve_models(client: CoreClient, model: str | Sequence[str] | None) -> list[_Model]:
@@ -356,7 +377,30 @@ def _failed_record(
     key: str, idx: int, model: _Model, error: BaseException, attempts: int
 ) -> RowRecord:
     return row_record(key, idx, model.name, "failed", None, type(error).__name__,
-                      str(error)[:2000], attempts)
+                      redact(str(error))[:2000], attempts)
+
+
+def _set_state(jobs: JobStore, job_id: str, state: str) -> None:
+    """Record the job's state; a store that refuses writes must not hide the rows."""
+    try:
+        jobs.set_state(job_id, state)
+    except (sqlite3.Error, OSError) as exc:
+        logger.warning("could not record the state of batch job %s: %s", job_id, exc)
+
+
+def _storage_error(
+    plan: _Plan, jobs: JobStore, unsaved: int, cause: BaseException, result: BatchResult
+) -> StorageError:
+    where = "memory" if jobs.store.is_memory else jobs.store.path
+    return StorageError(
+        f"Batch job {plan.job_id!r} stopped: its checkpoints could not be written to "
+        f"{where} ({cause}). {unsaved} finished rows are kept in memory in this kernel, "
+        "nothing is lost: error.result.to_pandas() shows every answer received. Free some "
+        "space and rerun the same batch(...): it saves them and sends only the rows never "
+        "answered",
+        result=result,
+        original=cause,
+    )
 
 
 def _work(
@@ -430,7 +474,7 @@ async def _run_direct(
     writer: CheckpointWriter | NullWriter = (
         CheckpointWriter(jobs, plan.job_id) if _checkpoints_enabled else NullWriter()
     )
-    jobs.set_state(plan.job_id, "running")
+    _set_state(jobs, plan.job_id, "running")
     work = _work(plan, finished)
     job_id = plan.job_id
     system = plan.system
@@ -489,6 +533,16 @@ async def _run_direct(
         for task in workers:
             task.cancel()
 
+    def stop_sending(error: BaseException) -> None:
+        # The store refuses writes (a full disk): send nothing more, but let the
+        # requests in flight finish, since they are paid for; their rows are
+        # kept in memory with the others.
+        if not stats.stop:
+            stats.stop = True
+            stats.stop_reason = f"could not save checkpoints: {error}"
+
+    writer.on_failure = lambda error: loop.call_soon_threadsafe(stop_sending, error)
+
     if progress is not None:
         progress.on_stop = lambda: loop.call_soon_threadsafe(stop_now, "stopped by the user")
         progress.update(total=plan.total, done=stats.done + stats.failed, cached=stats.cached,
@@ -528,14 +582,14 @@ async def _run_direct(
     for task in workers:
         if not task.cancelled() and task.exception() is not None and not interrupted:
             state = "failed"
-            jobs.set_state(job_id, state)
+            _set_state(jobs, job_id, state)
             if progress is not None:
                 progress.close(state)
             raise task.exception()  # type: ignore[misc]
     counts = jobs.counts(job_id) if _checkpoints_enabled else {}
     if _checkpoints_enabled and counts.get("done", 0) + counts.get("failed", 0) < plan.total:
         state = "stopped"
-    jobs.set_state(job_id, state)
+    _set_state(jobs, job_id, state)
     if progress is not None:
         show()
         progress.close(state)
@@ -545,6 +599,8 @@ async def _run_direct(
         index=plan.inputs.index, format_model=plan.format_model, cached=stats.cached,
         elapsed_s=time.perf_counter() - started, stop_reason=stats.stop_reason, rerun=rerun,
     )
+    if writer.failure is not None and writer.unsaved:
+        raise _storage_error(plan, jobs, writer.unsaved, writer.failure, result)
     if interrupted:
         raise asyncio.CancelledError
     return result
@@ -583,7 +639,24 @@ async def _execute(
 ) -> BatchResult:
     jobs = JobStore(db)
     try:
-        _prepare_job(plan, jobs, resume)
+        try:
+            _prepare_job(plan, jobs, resume)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(
+                f"Batch job {plan.job_id!r} could not be recorded in {jobs.store.path} ({exc}); "
+                "nothing was sent. Free some disk space (or pass db= another file) and run it "
+                "again",
+                original=exc,
+            ) from exc
+        still = jobs.flush_unsaved(plan.job_id)
+        if still:
+            # Rows answered earlier in this kernel still cannot be saved: sending
+            # more would only pile up answers that cannot be kept either.
+            raise StorageError(
+                f"Batch job {plan.job_id!r}: {still} finished rows kept in memory still cannot "
+                f"be written to {jobs.store.path}; nothing was sent. Free some space and "
+                "run it again",
+            )
 
         async def rerun() -> BatchResult:
             return await _execute(

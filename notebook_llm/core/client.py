@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.deadline import Deadline, within
@@ -32,6 +33,7 @@ from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, par
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
+from notebook_llm.core.secrets import SecretHeaders, check_header, remember
 from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
 from notebook_llm.core.tools import (
     as_tools,
@@ -298,11 +300,14 @@ class CoreClient:
                 raise MissingKeyError(info.name, info.key_env)
             if key is None and info.protocol in ("openai", "anthropic"):
                 key = _NO_KEY
+            key = _checked_key(key, info.name)
         if info.protocol == "openai" and not base:
             raise InvalidRequestError(
                 f"{info.name} needs a base URL: pass api_base=... or set {info.base_url_env}",
                 provider=info.name,
             )
+        if base:
+            _check_base_url(base, info.name, info.base_url_env)
         # Providers hold connections bound to one event loop; the key enters the
         # cache key only as a digest.
         digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
@@ -311,6 +316,13 @@ class CoreClient:
         if provider is None:
             cls = spec.load()
             settings = {**spec.settings, **self.provider_settings.get(info.name, {})}
+            if settings.get("default_headers"):
+                try:
+                    settings["default_headers"] = SecretHeaders.checked(settings["default_headers"])
+                except (ValueError, TypeError) as exc:
+                    raise InvalidRequestError(
+                        f"default_headers: {exc}", provider=info.name
+                    ) from None
             provider = cls(info, api_key=key, api_base=base, **settings)
             self._providers[cache_key] = provider
         return provider
@@ -350,6 +362,7 @@ class CoreClient:
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
         format_dict, format_model = normalise_response_format(response_format)
+        headers = _extra_headers(provider_kwargs, ref)
         request = Request(
             model=ref.name,
             messages=messages,
@@ -362,6 +375,7 @@ class CoreClient:
             reasoning_effort=reasoning_effort,
             timeout=timeout if timeout is not None else self.timeout,
             extra=provider_kwargs,
+            headers=headers,
         )
         # The provider (and so the key) is looked up only once the middlewares
         # have had their say: a cache hit or a budget refusal needs no key.
@@ -397,19 +411,23 @@ class CoreClient:
         for middleware in self.middlewares:
             await middleware.after(ctx, completion, error)
 
-    def _finalise(self, completion: Completion, ctx: CallContext, format_model: Any) -> Completion:
+    def _finalise(
+        self, completion: Completion, ctx: CallContext, format_model: Any, *, parse: bool = True
+    ) -> Completion:
         completion.model = ctx.model
         completion.provider = ctx.ref.provider
         completion.messages = ctx.request.messages
-        if ctx.request.response_format and completion.text and completion.parsed is None:
+        if parse and ctx.request.response_format and completion.text and completion.parsed is None:
             try:
                 completion.parsed = parse_structured(completion.text, format_model)
             except ValueError as exc:
                 raise ProviderError(
-                    f"The model's answer is not valid for the requested format: {exc}",
+                    f"The model's answer is not valid for the requested format: {exc}. "
+                    "The answer is kept on the error's .completion",
                     provider=ctx.ref.provider,
                     model=ctx.ref.name,
                     original=exc,
+                    completion=completion,
                 ) from exc
         return completion
 
@@ -519,7 +537,10 @@ class CoreClient:
             await self._after(ctx, None, CancelledError("cancelled", provider=ctx.ref.provider))
             raise
         except BaseException as error:
-            await self._after(ctx, None, _as_llm_error(error, ctx))
+            # An answer that arrived but cannot be used (a structured answer
+            # that fails validation) was paid for: the middlewares log and
+            # price it, and the error carries it.
+            await self._after(ctx, getattr(error, "completion", None), _as_llm_error(error, ctx))
             raise
         await self._after(ctx, completion, None)
         return completion
@@ -601,14 +622,22 @@ class CoreClient:
             if hit is not None:
                 await self._after(ctx, hit, None)
                 return hit
+            parse_error: LLMError | None = None
             if completion is not None:
+                # A stopped or failed stream's partial text is not held to the format.
+                ended = error is None and completion.finish_reason != "cancelled"
                 try:
-                    completion = self._finalise(completion, ctx, format_model)
-                except LLMError as parse_error:
+                    completion = self._finalise(completion, ctx, format_model, parse=ended)
+                except LLMError as exc:
                     completion.parsed = None
-                    error = error or parse_error
-            llm_error = None if error is None else _as_llm_error(error, ctx)
+                    parse_error = exc
+            first = error or parse_error
+            llm_error = None if first is None else _as_llm_error(first, ctx)
             await self._after(ctx, completion, llm_error)
+            if parse_error is not None and error is None:
+                # Raised to the reader as complete() raises it; the text stays
+                # on the stream's completion.
+                raise parse_error
             return completion
 
         return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx))
@@ -689,6 +718,52 @@ def _adapt_to_error(limiter: RateLimiter, error: BaseException, delay: float) ->
         limiter.adapt(rate_limits)
     if getattr(error, "retry_after", None):
         limiter.pause(delay)
+
+
+def _extra_headers(provider_kwargs: dict[str, Any], ref: ModelRef) -> SecretHeaders:
+    """``extra_headers=`` taken out of the provider keywords (so it never reaches a
+    request body or the log) and checked before anything is sent."""
+    given = provider_kwargs.pop("extra_headers", None)
+    if not given:
+        return SecretHeaders()
+    try:
+        return SecretHeaders.checked(dict(given))
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequestError(
+            f"extra_headers: {exc}", provider=ref.provider, model=ref.name
+        ) from None
+
+
+def _checked_key(key: str | None, provider: str) -> str | None:
+    """The key without surrounding whitespace, remembered for redaction; a key with
+    a line break inside would split the Authorization header, so it is refused."""
+    if key is None or key == _NO_KEY:
+        return key
+    key = key.strip()
+    remember(key)
+    try:
+        check_header("Authorization", key)
+    except ValueError:
+        raise InvalidRequestError(
+            f"The API key for {provider!r} contains a line break or NUL; "
+            "set it again without one",
+            provider=provider,
+        ) from None
+    return key
+
+
+def _check_base_url(url: str, provider: str, env_var: str | None) -> None:
+    """Refuse a base URL that is not ``http(s)://host...``: ``localhost:8080/v1``
+    would otherwise be read as a scheme, and the key sent somewhere else."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return
+    where = f" (from {env_var})" if env_var and os.environ.get(env_var) == url else ""
+    raise InvalidRequestError(
+        f"The base URL {url!r}{where} for {provider!r} needs http:// or https:// and a host, "
+        f"for example 'http://{url.split('://')[-1].lstrip('/') or 'localhost:8080/v1'}'",
+        provider=provider,
+    )
 
 
 def _deadline(ctx: CallContext) -> Deadline:

@@ -15,7 +15,8 @@ LLMError
 ├── ConnectionError          could not connect, or the connection dropped
 ├── CancelledError           the request was cancelled (Stop, interrupt)
 ├── UnsupportedError         the provider lacks the capability asked for
-└── BudgetExceededError      the call would go over a spending budget
+├── BudgetExceededError      the call would go over a spending budget
+└── StorageError             the local SQLite store could not be written (disk full...)
 ```
 
 Every error keeps ``provider``, ``status_code``, ``request_id``, the
@@ -30,8 +31,11 @@ import builtins
 import re
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm.core.secrets import scrub
+
 if TYPE_CHECKING:
     from notebook_llm.core.ratelimit import RateLimitInfo
+    from notebook_llm.core.types import Completion
 
 __all__ = [
     "AuthenticationError",
@@ -46,6 +50,7 @@ __all__ = [
     "ModelNotFoundError",
     "ProviderError",
     "RateLimitError",
+    "StorageError",
     "TimeoutError",
     "UnknownProviderError",
     "UnsupportedError",
@@ -65,7 +70,9 @@ _KEY_PATTERN = re.compile(
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Remove key-looking strings, and any of ``secrets``, from ``text``."""
+    """Remove from ``text`` every key the library has sent (any format, see
+    :mod:`notebook_llm.core.secrets`), key-looking strings, and ``secrets``."""
+    text = scrub(text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[REDACTED]")
@@ -88,6 +95,7 @@ class LLMError(Exception):
         original: BaseException | None = None,
         body: Any = None,
         rate_limits: RateLimitInfo | None = None,
+        completion: Completion | None = None,
     ) -> None:
         self.message = redact(message)
         self.provider = provider
@@ -98,6 +106,9 @@ class LLMError(Exception):
         self.body = body
         self.rate_limits = rate_limits
         """What the error response's rate-limit headers said (``None``: it sent none)."""
+        self.completion = completion
+        """The answer that arrived before the error, when one did (a structured
+        answer that failed validation): what was paid for is not lost."""
         super().__init__(self.message)
         if original is not None:
             self.__cause__ = original
@@ -216,6 +227,17 @@ class BudgetExceededError(LLMError):
         super().__init__(message)
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
+
+
+class StorageError(LLMError):
+    """The local store (call log, batch checkpoints) could not be written: a full
+    disk, a read-only or locked file. What was paid for is kept in memory."""
+
+    def __init__(self, message: str, *, result: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.result = result
+        """What was done before the failure, kept in memory (for a batch job, its
+        ``BatchResult``: every answer received, saved or not)."""
 
 
 RETRYABLE: tuple[type[LLMError], ...] = (RateLimitError, ProviderError, ConnectionError)

@@ -35,6 +35,7 @@ class CompletionBuilder:
         self.text_parts: list[str] = []
         self.reasoning_parts: list[str] = []
         self.tool_parts: dict[int, dict[str, Any]] = {}
+        self.legacy_parts: dict[int, dict[str, Any]] = {}
         self.usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
         self.response_model: str | None = None
@@ -57,8 +58,12 @@ class CompletionBuilder:
             self.first_token_at = time.perf_counter()
         if chunk.tool_calls:
             for fragment in chunk.tool_calls:
-                slot = self.tool_parts.setdefault(
-                    fragment.get("index", len(self.tool_parts)),
+                # A legacy ``function_call`` fragment ("legacy": True) is kept
+                # apart: servers that send it beside ``tool_calls`` repeat the
+                # first call, which must not run twice.
+                parts = self.legacy_parts if fragment.get("legacy") else self.tool_parts
+                slot = parts.setdefault(
+                    fragment.get("index", len(parts)),
                     {"id": "", "name": "", "arguments": []},
                 )
                 if fragment.get("id"):
@@ -83,9 +88,10 @@ class CompletionBuilder:
     def build(self, finish_reason: FinishReason | None = None) -> Completion:
         """The completion so far; ``finish_reason`` overrides (e.g. ``cancelled``)."""
         now = time.perf_counter()
+        parts = self.tool_parts or self.legacy_parts
         tool_calls = [
             make_tool_call(slot["id"], slot["name"], "".join(slot["arguments"]))
-            for _, slot in sorted(self.tool_parts.items())
+            for _, slot in sorted(parts.items())
         ]
         reason = finish_reason or self.finish_reason or ("tool_calls" if tool_calls else "stop")
         return Completion(
@@ -227,7 +233,10 @@ class AsyncStream:
             chunk = await self._source.__anext__()
         except StopAsyncIteration:
             self._waiter = None
-            await self._finish(None)
+            try:
+                await self._finish(None)
+            except LLMError as late:  # the answer fails its format: see _finish
+                raise late from None
             raise
         except asyncio.CancelledError:
             self._waiter = None
@@ -273,7 +282,13 @@ class AsyncStream:
         elif self._builder is not None and self._builder.text:
             completion = self._builder.build("error")
         self.error = error
-        result = await self._finisher(completion, error)
+        try:
+            result = await self._finisher(completion, error)
+        except LLMError as late:
+            # The stream ended but its answer is unusable (it fails the
+            # requested format): keep the text, and raise to the reader.
+            self.completion, self.error = completion, late
+            raise
         self.completion = result if result is not None else completion
 
     async def aclose_source(self) -> None:

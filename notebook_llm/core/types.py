@@ -143,6 +143,10 @@ class Request:
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Provider-specific keyword arguments, passed through untouched."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra HTTP headers for this request (``extra_headers=``), already checked:
+    no line breaks, and secret values remembered for redaction. Never logged,
+    cached or stored; its ``repr`` hides secret values."""
 
 
 @dataclass(slots=True)
@@ -152,7 +156,9 @@ class Chunk:
     text: str = ""
     reasoning: str = ""
     tool_calls: list[dict[str, Any]] | None = None
-    """Tool-call fragments: ``{"index", "id", "name", "arguments"}``, any may be missing."""
+    """Tool-call fragments: ``{"index", "id", "name", "arguments"}``, any may be missing;
+    ``"legacy": True`` marks an OpenAI ``function_call`` fragment, used only when the
+    stream has no ``tool_calls``."""
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
     response_model: str | None = None

@@ -39,6 +39,7 @@ from notebook_llm.core.errors import (
     ModelNotFoundError,
     ProviderError,
     RateLimitError,
+    UnsupportedError,
     redact,
 )
 from notebook_llm.core.errors import ConnectionError as LLMConnectionError
@@ -67,12 +68,13 @@ _CONTEXT_CODES = frozenset(
     {
         "context_length_exceeded",
         "context_window_exceeded",
+        "exceed_context_size_error",  # llama.cpp's llama-server
         "string_above_max_length",
         "too_many_tokens",
     }
 )
 _CONTEXT_TEXT = re.compile(
-    r"maximum context length|context[ _-]?(?:length|window|limit)|prompt is too long"
+    r"maximum context length|context[ _-]?(?:length|window|limit|size)|prompt is too long"
     r"|too many tokens|input is too long|reduce the length of the messages"
     r"|exceeds? the (?:model'?s? )?(?:maximum )?(?:context|token limit)",
     re.IGNORECASE,
@@ -313,6 +315,12 @@ def error_from_status(
         return InvalidRequestError(
             _with("The request is too large; send smaller images or documents, or split it", text),
             **common,
+        )
+    if status == 501:
+        # Not Implemented: the server lacks the endpoint or feature (llama-server
+        # without --embeddings, say). Asking again cannot help, so no retry.
+        return UnsupportedError(
+            _with("The server does not implement this (HTTP 501)", text), **common
         )
     if status == 529 or kind == "overloaded_error":
         return ProviderError(_with("The provider is overloaded", text or "Overloaded"), **common)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-__all__ = ["HTTPError", "Pool", "Response", "proxy_configured"]
+__all__ = ["HTTPError", "HeaderBlock", "Pool", "Response", "proxy_configured"]
 
 
 class HTTPError(Exception):
@@ -25,6 +25,22 @@ class HTTPError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class HeaderBlock:
+    """Encoded header lines (``b"Name: value\\r\\n"...``) that hold the key, so
+    their ``repr`` (a traceback's local variables, a debugger) never shows them."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+
+    def __add__(self, more: bytes) -> HeaderBlock:
+        return HeaderBlock(self.data + more)
+
+    def __repr__(self) -> str:
+        return f"<HeaderBlock, {len(self.data)} bytes>"
 
 
 def proxy_configured() -> bool:
@@ -166,14 +182,14 @@ class _Connection(asyncio.Protocol):
         if not future.done():
             self._fail(HTTPError("timeout", "no answer from the server in time"))
 
-    def start(self, request: bytes) -> None:
+    def start(self, head: bytes, headers: HeaderBlock, body: bytes) -> None:
         self.headers = {}
         self.chunks.clear()
         self.complete = False
         self.released = False
         self.headers_done = self.loop.create_future()
         assert self.transport is not None
-        self.transport.write(request)
+        self.transport.write(head + headers.data + b"\r\n" + body)
 
     async def wait_headers(self, timeout: float | None) -> None:
         assert self.headers_done is not None
@@ -265,7 +281,7 @@ class Pool:
             raise HTTPError("connect", message) from exc
         return conn
 
-    async def request(self, method: str, path: str, headers: bytes, body: bytes,
+    async def request(self, method: str, path: str, headers: HeaderBlock, body: bytes,
                       timeout: float | None) -> Response:
         """Send a request; returns once the status and headers have arrived.
 
@@ -274,7 +290,6 @@ class Pool:
         """
         head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
                 f"Content-Length: {len(body)}\r\n").encode("latin-1")
-        message = head + headers + b"\r\n" + body
         await self.slots.acquire()
         conn: _Connection | None = None
         try:
@@ -290,7 +305,7 @@ class Pool:
         except BaseException:
             self.slots.release()
             raise
-        conn.start(message)
+        conn.start(head, headers, body)
         try:
             await conn.wait_headers(timeout)
         except HTTPError as exc:

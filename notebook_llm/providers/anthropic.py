@@ -34,6 +34,7 @@ from notebook_llm.core.errors import (
     ProviderError,
 )
 from notebook_llm.core.ratelimit import RateLimitInfo
+from notebook_llm.core.secrets import SecretHeaders
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -446,6 +447,8 @@ class AnthropicProvider(Provider):
     def _kwargs(self, request: Request) -> dict[str, Any]:
         kwargs = self._split(anthropic_params(request, self.default_max_tokens))
         kwargs["timeout"] = request.timeout if request.timeout is not None else self.timeout
+        if request.headers:
+            kwargs["extra_headers"] = SecretHeaders(request.headers)
         return kwargs
 
     def _error(self, exc: BaseException) -> LLMError:

@@ -52,6 +52,7 @@ from notebook_llm.core.errors import (
 )
 from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
 from notebook_llm.core.ratelimit import RateLimitInfo
+from notebook_llm.core.secrets import SecretHeaders, check_header
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -166,7 +167,9 @@ def parse_chat_completion(data: dict[str, Any], provider: str = "") -> Completio
         )
         for call in message.get("tool_calls") or []
     ]
-    if message.get("function_call"):  # the legacy single-function form
+    if message.get("function_call") and not tool_calls:
+        # The legacy single-function form. Some servers send it beside
+        # tool_calls, as a copy of the first call: it must not run twice.
         function = message["function_call"]
         tool_calls.append(
             make_tool_call("", function.get("name") or "", function.get("arguments") or "")
@@ -231,7 +234,12 @@ def parse_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
     elif delta.get("function_call"):
         function = delta["function_call"]
         fragments = [
-            {"index": 0, "name": function.get("name"), "arguments": function.get("arguments")}
+            {
+                "index": 0,
+                "name": function.get("name"),
+                "arguments": function.get("arguments"),
+                "legacy": True,
+            }
         ]
     reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
     if not isinstance(reasoning, str):
@@ -421,12 +429,16 @@ class OpenAIProvider(Provider):
         self._session: Any = None
         self._pool: Any = None
         self._sdk: Any = None
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._headers = SecretHeaders(
+            {"Content-Type": "application/json", "Accept": "application/json"}
+        )
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
-        self._raw_headers = _encode_headers(self._headers)
-        self._raw_stream_headers = _encode_headers(self._stream_headers)
+        self._stream_headers = SecretHeaders({**self._headers, "Accept": "text/event-stream"})
+        from notebook_llm.providers._http import HeaderBlock
+
+        self._raw_headers = HeaderBlock(_encode_headers(self._headers))
+        self._raw_stream_headers = HeaderBlock(_encode_headers(self._stream_headers))
 
     # -- transports ------------------------------------------------------
 
@@ -454,7 +466,8 @@ class OpenAIProvider(Provider):
         return self._sdk
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None,
-                    timeout: float | None, stream: bool) -> Any:
+                    timeout: float | None, stream: bool,
+                    headers: dict[str, str] | None = None) -> Any:
         """Send a request; a 4xx/5xx answer raises the matching error.
 
         The timeout bounds connecting and each wait for data, not the whole
@@ -467,15 +480,17 @@ class OpenAIProvider(Provider):
                     from notebook_llm.providers._http import Pool
 
                     self._pool = Pool(self._base, self.settings.get("max_connections", 256))
-                response: Any = await self._pool.request(
-                    method, path, self._raw_stream_headers if stream else self._raw_headers,
-                    data, timeout)
+                block = self._raw_stream_headers if stream else self._raw_headers
+                if headers:
+                    block += _encode_headers(headers)
+                response: Any = await self._pool.request(method, path, block, data, timeout)
             else:
                 import aiohttp
 
                 raw = await self._aiohttp().request(
                     method, self._base + path, data=data if body is not None else None,
-                    headers=self._stream_headers if stream else self._headers,
+                    headers={**(self._stream_headers if stream else self._headers),
+                             **(headers or {})},
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout,
                                                   sock_read=timeout),
                 )
@@ -561,11 +576,12 @@ class OpenAIProvider(Provider):
         if self.transport == "sdk":
             # The raw response keeps the headers; parse() builds what create() returns.
             raw = await self._sdk_call(self._sdk_resource(api).with_raw_response.create, body,
-                                       request.timeout)
+                                       request.timeout, request.headers)
             data = self._sdk_parse(raw)
             limits = RateLimitInfo.from_headers(raw.headers)
         else:
-            response = await self._send("POST", path, body, request.timeout, False)
+            response = await self._send("POST", path, body, request.timeout, False,
+                                        request.headers)
             data = await self._read_json(response, request.timeout)
             limits = RateLimitInfo.from_headers(response.headers, lower_case=True)
         completion = parse(data, self.name)
@@ -581,17 +597,27 @@ class OpenAIProvider(Provider):
         return client.chat.completions
 
     @staticmethod
-    def _sdk_kwargs(body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def _sdk_kwargs(
+        body: dict[str, Any], timeout: float | None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         # The SDK insists on its required arguments by name; the rest goes as extra_body.
         kwargs: dict[str, Any] = {"model": body.pop("model"), "timeout": timeout}
         for required in ("messages", "input", "prompt"):
             if required in body:
                 kwargs[required] = body.pop(required)
         kwargs["extra_body"] = body
+        if headers:
+            kwargs["extra_headers"] = SecretHeaders(headers)
         return kwargs
 
-    async def _sdk_call(self, method: Any, body: dict[str, Any], timeout: float | None) -> Any:
-        return await self._sdk_run(method, **self._sdk_kwargs(body, timeout))
+    async def _sdk_call(
+        self,
+        method: Any,
+        body: dict[str, Any],
+        timeout: float | None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        return await self._sdk_run(method, **self._sdk_kwargs(body, timeout, headers))
 
     async def _sdk_run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call an SDK method; its errors become ours, a model result a plain dict
@@ -661,9 +687,9 @@ class OpenAIProvider(Provider):
             path = "/chat/completions"
             parse = functools.partial(parse_chunk, provider=provider)
         source = (
-            self._sdk_stream(body, request.timeout, api, parse)
+            self._sdk_stream(body, request.timeout, api, parse, request.headers)
             if self.transport == "sdk"
-            else self._http_stream(body, request.timeout, path, parse)
+            else self._http_stream(body, request.timeout, path, parse, request.headers)
         )
         finished = False
         try:
@@ -686,8 +712,9 @@ class OpenAIProvider(Provider):
         timeout: float | None,
         path: str = "/chat/completions",
         parse: ChunkParser | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[Chunk]:
-        response = await self._send("POST", path, body, timeout, True)
+        response = await self._send("POST", path, body, timeout, True, headers)
         provider = self.name
         if parse is None:
             parse = functools.partial(parse_chunk, provider=provider)
@@ -742,6 +769,7 @@ class OpenAIProvider(Provider):
         timeout: float | None,
         api: str = "chat",
         parse: ChunkParser | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[Chunk]:
         import openai
 
@@ -749,7 +777,7 @@ class OpenAIProvider(Provider):
         if parse is None:
             parse = functools.partial(parse_chunk, provider=self.name)
         body.pop("stream", None)
-        kwargs = self._sdk_kwargs(body, timeout)
+        kwargs = self._sdk_kwargs(body, timeout, headers)
         try:
             stream = await method(stream=True, **kwargs)
         except openai.APIStatusError as exc:
@@ -873,6 +901,10 @@ class OpenAIProvider(Provider):
 
 
 def _encode_headers(headers: dict[str, str]) -> bytes:
+    """Header lines for the lean transport, each checked: a CR or LF in a value
+    would inject a header (the client checks first; this is the last line)."""
+    for name, value in headers.items():
+        check_header(name, value)
     return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
 
 

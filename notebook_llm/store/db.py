@@ -54,7 +54,7 @@ def connect(path: PathLike | None = None, *, check_same_thread: bool = True) -> 
     """
     target = str(default_db_path() if path is None else path)
     if target != MEMORY:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(target))
     conn = sqlite3.connect(
         target,
         timeout=BUSY_TIMEOUT_MS / 1000,
@@ -75,6 +75,42 @@ def connect(path: PathLike | None = None, *, check_same_thread: bool = True) -> 
         conn.close()
         raise
     return conn
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and a missing directory) readable by this user only.
+
+    The call log holds prompts and answers: the file is 0600, and the directory
+    is 0700 when the library made it or it is the library's own data directory
+    (an existing directory chosen by the user keeps its mode). SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode.
+    """
+    parent = path.parent
+    own_directory = parent == _library_dir()
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        own_directory = True
+    if own_directory:
+        _restrict(parent, 0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists():
+            _restrict(file, 0o600)
+
+
+def _library_dir() -> Path:
+    import platformdirs  # lazy: only needed when a file is opened
+
+    return Path(platformdirs.user_data_dir("notebook-llm"))
+
+
+def _restrict(path: Path, mode: int) -> None:
+    try:
+        if path.stat().st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+    except OSError:  # not ours to change (a shared file): leave it
+        pass
 
 
 @contextmanager
