@@ -1,7 +1,7 @@
-"""Turn model output into safe Markdown and HTML for display.
+"""Turn model output into safe Markdown, HTML and terminal text for display.
 
-This is the one place where text from a model becomes something a browser
-renders, so it is written defensively:
+This is the one place where text from a model or a server becomes something
+a browser or a terminal renders, so it is written defensively:
 
 - `render_markdown` parses with markdown-it-py (raw HTML off, dangerous link
   schemes refused) and then cleans the HTML again with nh3 against an
@@ -9,6 +9,17 @@ renders, so it is written defensively:
   and ``javascript:`` URLs; together a bug in one is not enough.
 - `escape_markdown` prepares text for a ``text/markdown`` output, which
   JupyterLab, VS Code and Colab render with raw HTML enabled.
+- `markdown_text`, `markdown_code` and `markdown_table_cell` put names and
+  values (model ids, tool calls, server labels, errors) into Markdown that
+  the library writes itself, so none of them can open a tag, a link, an image,
+  a code span or a table cell of its own.
+- Images from other hosts do not load unless `set_remote_images` turned
+  them on: shown, an image URL is fetched at once, so a model steered by a
+  prompt injection could send what it read to any server in the URL. Such an
+  image becomes a link naming it.
+- `terminal_text` keeps escape sequences and other control characters in
+  model output from driving a terminal (colours, title, hyperlinks,
+  overwriting lines).
 - `close_open_fences`, `render_streaming` and `Throttle` serve the streaming
   display.
 
@@ -34,11 +45,17 @@ __all__ = [
     "close_open_fences",
     "escape_markdown",
     "html_escape",
+    "markdown_code",
+    "markdown_table_cell",
+    "markdown_text",
     "plain_html",
     "plain_table_html",
+    "remote_images",
     "render_markdown",
     "render_streaming",
     "sanitize_html",
+    "set_remote_images",
+    "terminal_text",
 ]
 
 # The second line of defence: what nh3 lets through. Everything markdown-it
@@ -68,6 +85,31 @@ _LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,64}")
 _BAD_SCHEME = re.compile(r"(?:javascript|vbscript|file|data):")
 _GOOD_DATA = re.compile(r"data:image/(?:gif|png|jpeg|webp);")
 
+_remote_images = False
+"""Whether images from other hosts may load (`set_remote_images`); off by default."""
+
+
+def set_remote_images(enabled: bool) -> None:
+    """Let images from other hosts load in model output, or stop them (the default).
+
+    An image is fetched as soon as it is shown, without a click, so a model
+    that was steered by a prompt injection can send what it has read to any
+    server in an image URL. While this is off, such an image in Markdown
+    shows as a link to it (``image: alt``), raw HTML ``<img>`` loses its
+    source, and ``text/markdown`` output carries a link instead of the image.
+    ``%llm_config images on|off`` calls this in a notebook.
+
+    Args:
+        enabled: True to let remote images load from now on.
+    """
+    global _remote_images
+    _remote_images = bool(enabled)
+
+
+def remote_images() -> bool:
+    """Whether images from other hosts load in model output (see `set_remote_images`)."""
+    return _remote_images
+
 
 @functools.lru_cache(maxsize=1)
 def _load_markdown() -> MarkdownIt | None:
@@ -81,14 +123,36 @@ def _load_markdown() -> MarkdownIt | None:
     # file: and non-image data: URLs (after decoding entities, any case).
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
+    md.add_render_rule("image", _render_image)
     return md
 
 
+def _render_image(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    """markdown-it's image rule: a remote image becomes a link to it (unless allowed).
+
+    Inline and reference images (full, collapsed or shortcut) all arrive here
+    as one ``image`` token. Raster ``data:`` images are left to the sanitiser.
+    """
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if _remote_images or _GOOD_DATA.match(src.lower()):
+        return str(self.image(tokens, idx, options, env))
+    alt = self.renderInlineAsText(token.children or [], options, env)
+    label = html_escape(f"image: {alt or src}")
+    # Inside a link's text a second link would split the first: text only.
+    depth = sum(t.nesting for t in tokens[:idx] if t.type in ("link_open", "link_close"))
+    return label if depth > 0 else f'<a href="{html_escape(src)}">{label}</a>'
+
+
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
-    """Keep only ``language-*`` classes on ``<code>`` (nh3 attribute filter)."""
+    """nh3's attribute filter: ``language-*`` classes on ``<code>`` only, and no
+    image source unless remote images are allowed (the second line of defence
+    behind `_render_image`, and the only one for raw HTML through `sanitize_html`)."""
     if attribute == "class":
         classes = [c for c in value.split() if _LANGUAGE_CLASS.fullmatch(c)]
         return " ".join(classes) if tag == "code" and classes else None
+    if tag == "img" and attribute == "src" and not _remote_images:
+        return None
     return value
 
 
@@ -112,11 +176,14 @@ def _load_sanitizer() -> Callable[[str], str] | None:
         nh3.clean("", **options)
     except TypeError:
         # nh3 older than attribute_filter / filter_style_properties: drop the
-        # attributes those options would have vetted rather than allow them.
+        # attributes those options would have vetted rather than allow them,
+        # and choose per call whether images keep their source.
         del options["attribute_filter"], options["filter_style_properties"]
-        options["attributes"] = {
-            tag: attrs - {"class", "style"} for tag, attrs in _ALLOWED_ATTRIBUTES.items()
-        }
+        loose = {tag: attrs - {"class", "style"} for tag, attrs in _ALLOWED_ATTRIBUTES.items()}
+        strict = {**loose, "img": loose["img"] - {"src"}}
+        with_images = functools.partial(nh3.clean, **{**options, "attributes": loose})
+        without = functools.partial(nh3.clean, **{**options, "attributes": strict})
+        return lambda html: (with_images if _remote_images else without)(html)
     return functools.partial(nh3.clean, **options)
 
 
@@ -128,6 +195,91 @@ def html_escape(text: object) -> str:
 def plain_html(text: str) -> str:
     """Text shown as itself: escaped, in a wrapping ``<pre>``."""
     return f'<pre style="white-space: pre-wrap">{html_escape(text)}</pre>'
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Characters that start inline Markdown (emphasis, code, links and images,
+# strikethrough, table cells, math in JupyterLab) or escape one.
+_MARKDOWN_INLINE = frozenset("\\`*_[]~|$")
+_PLAIN_CODE = re.compile(r"[^`|<>&\\$]+")
+_BLOCK_START = re.compile(r"\d{1,9}(?=[.)])|(?=[#+-])")
+
+
+def _one_line(text: str) -> str:
+    """*text* with control characters dropped and every run of whitespace one space."""
+    return " ".join(_CONTROL.sub("", text.replace("\r", " ")).split())
+
+
+def markdown_text(text: object) -> str:
+    """``str(text)`` as literal Markdown text, folded onto one line.
+
+    For names and values the library puts into Markdown it writes itself:
+    model ids, server labels, footers, roles. ``<``, ``>`` and ``&`` become
+    entities and every character that starts inline Markdown is
+    backslash-escaped, so the value shows as typed and cannot open a tag,
+    a link, an image, a code span, emphasis or a table cell, nor a heading or
+    a list at the start of a line. Line breaks become spaces and control
+    characters are dropped.
+    """
+    flat = _one_line(str(text))
+    start = _BLOCK_START.match(flat)
+    out = [flat[: start.end()] + "\\" if start else ""]
+    for c in flat[start.end() if start else 0 :]:
+        if c in "<>&":
+            out.append(html.escape(c, quote=False))
+        elif c in _MARKDOWN_INLINE:
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def markdown_code(text: object) -> str:
+    """``str(text)`` as inline code in Markdown, folded onto one line.
+
+    Plain values (``ollama:llama3.2``) become a backtick code span. One that
+    holds a backtick, ``|``, ``<``, ``>``, ``&``, ``\\`` or ``$`` becomes
+    ``<code>`` with every ASCII punctuation character as a numeric entity: it
+    looks the same, and no renderer can end the code early, start a table
+    cell or see a tag in it.
+    """
+    flat = _one_line(str(text))
+    if _PLAIN_CODE.fullmatch(flat):
+        return f"`{flat}`"
+    encoded = "".join(f"&#{ord(c)};" if c in _ASCII_PUNCTUATION else c for c in flat)
+    return f"<code>{encoded}</code>"
+
+
+def markdown_table_cell(text: str) -> str:
+    """Model Markdown as one table cell: `escape_markdown` on one line, ``|`` as an entity.
+
+    Inline formatting survives; line breaks become spaces so the row stays one
+    row, and no ``|`` from the text starts a cell.
+    """
+    return escape_markdown(_one_line(text)).replace("|", "&#124;")
+
+
+# C0 controls but tab and newline, DEL and the C1 controls (ESC and CSI start
+# terminal escape sequences; 0x9b is CSI on its own). A carriage return is
+# dropped (it could overwrite the line); the rest show as visible symbols.
+_TERMINAL = {
+    **{c: chr(0x2400 + c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)},
+    0x0D: None,
+    0x7F: "\u2421",
+    **{c: "\ufffd" for c in range(0x80, 0xA0)},
+}
+
+
+def terminal_text(text: str) -> str:
+    """Model or server text made safe to print to a terminal or a plain-text output.
+
+    Control characters other than newline and tab are shown as symbols
+    (ESC as ``␛``) or, for carriage returns, dropped, so no escape sequence
+    can reach the terminal: an answer cannot change colours, set the window
+    title, write a hyperlink, move the cursor or overwrite what was printed.
+    Character by character, so pieces of a stream can be cleaned one at a time.
+    """
+    return text.translate(_TERMINAL)
 
 
 def render_markdown(text: str) -> str:
@@ -229,6 +381,12 @@ _ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 _SAFE_AUTOLINK = re.compile(r"<(?:https?://|mailto:)[^\s<>\x00-\x1f\"'`\\]*>", re.IGNORECASE)
 _LINK_TARGET = re.compile(r"\]([(:])")
 _BACKTICKS = re.compile(r"`+")
+# A whole inline image whose source is a raster data: URL (nothing that a
+# renderer could read as a reference or a remote URL instead).
+_DATA_IMAGE = re.compile(
+    r"!\[[^\[\]`\\\n]*\]\(<?data:image/(?:gif|png|jpeg|webp);[A-Za-z0-9+/=,;:._-]*>?\)",
+    re.IGNORECASE,
+)
 
 
 def _is_dangerous_target(following: str) -> bool:
@@ -266,10 +424,16 @@ def _code_html(content: str) -> str:
 def _escape_inline(line: str) -> str:
     """Escape ``<``, ``>`` and ``&`` in one line of prose, sparing code spans.
 
-    A code span that holds none of those characters is kept as typed. One that
-    does is written as ``<code>`` with every punctuation character as a
-    numeric entity: it looks the same, and stays safe even where a renderer
-    splits the line differently from this scanner (tables, link targets).
+    A code span that holds none of those characters (nor ``![``) is kept as
+    typed. One that does is written as ``<code>`` with every punctuation
+    character as a numeric entity: it looks the same, and stays safe even
+    where a renderer splits the line differently from this scanner (tables,
+    link targets).
+
+    Unless remote images are allowed, every ``![`` outside code that does
+    not open a complete raster ``data:`` image becomes ``[image: ``: inline,
+    reference, collapsed and shortcut images all start that way, so each
+    turns into a link (or plain text) instead of an image that loads.
     """
     prefix = _CONTAINER_PREFIX.match(line)
     start = prefix.end() if prefix else 0
@@ -294,11 +458,15 @@ def _escape_inline(line: str) -> str:
                 i = run.end()
                 continue
             content = line[run.end() : closer.start()]
-            if any(ch in content for ch in "<>&"):
+            if any(ch in content for ch in "<>&") or "![" in content:
                 out.append(_code_html(content))
             else:
                 out.append(line[i : closer.end()])
             i = closer.end()
+        elif c == "!" and line.startswith("[", i + 1):
+            keep = _remote_images or _DATA_IMAGE.match(line, i)
+            out.append("!" if keep else "[image: ")
+            i += 1 if keep else 2
         elif c == "<":
             autolink = _SAFE_AUTOLINK.match(line, i)
             if autolink:
@@ -334,7 +502,9 @@ def escape_markdown(text: str) -> str:
     and inline code spans, where they already show literally. Links to
     ``javascript:``, ``vbscript:``, ``file:`` and ``data:`` (other than
     raster images) are turned back into plain text; ``<...>`` autolinks
-    survive only for http, https and mailto.
+    survive only for http, https and mailto. Images other than raster
+    ``data:`` ones become links (``[image: alt](url)``) unless remote images
+    are allowed (`set_remote_images`).
 
     The output never depends on a renderer agreeing with this function about
     where code starts and ends: fences this function keeps are re-indented

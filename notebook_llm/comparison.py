@@ -244,17 +244,16 @@ class Comparison:
         )
 
     def _repr_markdown_(self) -> str:
-        from notebook_llm._render import escape_markdown
+        from notebook_llm._render import markdown_table_cell, markdown_text
 
         lines = ["| prompt | model | answer | status |", "|---|---|---|---|"]
         for cell in self.cells:
             text = (cell.row()["text"] or "").replace("\n", " ")[:200]
             if cell.error is not None:
                 text = f"{type(cell.error).__name__}: {cell.error}"
-            answer = escape_markdown(text).replace("|", "&#124;")
             lines.append(
-                f"| {escape_markdown(cell.prompt[:60])} | {cell.model} | "
-                f"{answer} | {escape_markdown(_footer(cell))} |"
+                f"| {markdown_text(cell.prompt[:60])} | {markdown_text(cell.model)} | "
+                f"{markdown_table_cell(text)} | {markdown_text(_footer(cell))} |"
             )
         return "\n".join(lines)
 

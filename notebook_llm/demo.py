@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import notebook_llm as nl
+from notebook_llm._render import terminal_text
 
 REVIEWS = [
     "The battery lasts all day and the screen is gorgeous.",
@@ -69,6 +70,11 @@ def _minilm_available() -> bool:
     return True
 
 
+def _say(text: object = "", end: str = "\n") -> None:
+    """Print what a model or server may have written, without its control characters."""
+    print(terminal_text(str(text)), end=end, flush=True)
+
+
 def _section(title: str) -> None:
     print(f"\n\033[1m== {title} ==\033[0m" if sys.stdout.isatty() else f"\n== {title} ==")
 
@@ -89,19 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     _section("Model")
-    print(f"chat: {chat_model}  ({chosen.reason})")
-    print(f"embeddings: {embedding_model}")
+    _say(f"chat: {chat_model}  ({chosen.reason})")
+    _say(f"embeddings: {embedding_model}")
 
     with nl.track() as tracker:
         _section("Streaming")
         prompt = "In two sentences, why do people like Jupyter notebooks?"
-        print(f"> {prompt}\n")
+        _say(f"> {prompt}\n")
         stream = nl.stream(prompt, model=chat_model, max_tokens=80, temperature=0.2)
         for chunk in stream:
-            print(chunk.text, end="", flush=True)
+            _say(chunk.text, end="")
         completion = stream.completion
         assert completion is not None
-        print(f"\n\n[{completion.footer()}]")
+        _say(f"\n\n[{completion.footer()}]")
         report.append(("Streaming answer", _completion_html(prompt, completion)))
 
         _section("Compare side by side")
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary = comparison.summary()[["latency_mean_s", "ttft_mean_s", "tokens_per_s",
                                         "output_tokens", "cost_usd"]]
-        print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+        _say(summary.to_string(float_format=lambda v: f"{v:.3f}"))
         report.append(("Compare", comparison._repr_html_() + summary.to_html(float_format="%.3f")))
 
         _section("Batch over a DataFrame (20 rows)")
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=0,
         )
         table = reviews.join(result.to_pandas()[["output", "output_tokens", "cost_usd"]])
-        print(table.head(8).to_string(max_colwidth=50))
+        _say(table.head(8).to_string(max_colwidth=50))
         summary_row = result.summary()
         print(f"... {len(table)} rows: {summary_row['done']} done, {summary_row['failed']} failed, "
               f"{summary_row['cached']} reused from the checkpoint of an earlier run")
@@ -140,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         _section("Semantic search")
         vectors = nl.embed(DOCUMENTS, model=embedding_model)
         hits = vectors.search("Which city is the French capital?", k=3)
-        print(hits.to_string())
+        _say(hits.to_string())
         report.append(("Semantic search", hits.to_html()))
 
     _section("Usage and cost")
-    print(tracker.df[["model", "input_tokens", "output_tokens", "cost_usd", "cost_status"]]
-          .groupby(["model", "cost_status"]).sum(numeric_only=True).to_string())
+    _say(tracker.df[["model", "input_tokens", "output_tokens", "cost_usd", "cost_status"]]
+         .groupby(["model", "cost_status"]).sum(numeric_only=True).to_string())
     print(f"total: {tracker.calls} calls, {tracker.tokens} tokens, "
           f"${tracker.cost_usd:.4f} (local and offline models are free)")
     report.append(("Usage and cost", tracker._repr_html_()))
@@ -166,11 +172,18 @@ def _completion_html(prompt: str, completion: Any) -> str:
             f"<p><small>{html.escape(completion.footer())}</small></p>")
 
 
+# The report is a file opened in a browser: only its own styles and inline
+# (data:) images, so nothing in it can run script or fetch a URL.
+_REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
 def _page(sections: list[tuple[str, str]], model: str) -> str:
     body = "".join(f"<section><h2>{html.escape(title)}</h2>{content}</section>"
                    for title, content in sections)
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>notebook-llm demo</title>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<meta http-equiv='Content-Security-Policy' content=\"{_REPORT_POLICY}\">"
+        "<title>notebook-llm demo</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;"
         "padding:0 1rem}"
         "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.3rem .5rem;"

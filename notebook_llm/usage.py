@@ -52,6 +52,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from notebook_llm import pricing
+from notebook_llm._render import terminal_text
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, redact
@@ -1220,13 +1221,13 @@ class Logs:
         return out
 
     def _repr_markdown_(self) -> str:
-        from notebook_llm._render import escape_markdown
+        from notebook_llm._render import escape_markdown, markdown_text
 
         if self.df.empty:
             return "*No calls logged.*"
         cards = []
         for head, prompt, response, error in self._lines():
-            card = [f"**{escape_markdown(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
+            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
             if response:
                 card += ["", f"*Response:* {escape_markdown(response)}"]
             if error:
@@ -1245,7 +1246,7 @@ class Logs:
             if error:
                 lines.append(f"  error:    {_excerpt(error, 300)}")
             blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
+        return terminal_text("\n\n".join(blocks))
 
 
 def logs(n: int = 3, *, model: str | None = None, db_path: PathLike | None = None) -> Logs:
@@ -1308,7 +1309,7 @@ class UsageTable:
         widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
         lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-        return "\n".join(line.rstrip() for line in lines)
+        return terminal_text("\n".join(line.rstrip() for line in lines))
 
 
 def usage_table(

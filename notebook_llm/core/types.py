@@ -259,15 +259,17 @@ class Completion:
         return " · ".join(parts)
 
     def _repr_markdown_(self) -> str:
-        from notebook_llm._render import escape_markdown
+        from notebook_llm._render import escape_markdown, markdown_code, markdown_text
 
         body = escape_markdown(self.text) if self.text else "*(no text)*"
         if self.tool_calls:
+            # Names and arguments come from the model: as code that cannot end early.
             calls = "\n".join(
-                f"- `{c.name}({json.dumps(c.arguments)[:200]})`" for c in self.tool_calls
+                f"- {markdown_code(f'{c.name}({json.dumps(c.arguments)[:200]})')}"
+                for c in self.tool_calls
             )
             body += f"\n\n**Tool calls**\n\n{calls}"
-        return f"{body}\n\n---\n<small>{escape_markdown(self.footer())}</small>"
+        return f"{body}\n\n---\n<small>{markdown_text(self.footer())}</small>"
 
 
 def format_cost(cost_usd: float | None, status: str) -> str:

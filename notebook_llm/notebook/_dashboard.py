@@ -208,13 +208,14 @@ class TextDashboard(_View):
         self._write = write or print
 
     def finish(self, elapsed: float, note: str = "", throttle: Any = None) -> None:
-        self._write(self.comparison._repr_markdown_())
+        # Printed as it is to a terminal: nothing a model sent may drive it.
+        self._write(_render.terminal_text(self.comparison._repr_markdown_()))
         summary = _summary(self.comparison)
         if summary is not None:
             self._write("")
-            self._write(summary.to_string())
+            self._write(_render.terminal_text(summary.to_string()))
         if note:
-            self._write(f"-- {note}")
+            self._write(_render.terminal_text(f"-- {note}"))
 
 
 class Dashboard(_View):
@@ -288,7 +289,7 @@ class Dashboard(_View):
                 {
                     "text/html": "<strong>Summary</strong>" + summary.to_html(na_rep="",
                                                                          escape=True),
-                    "text/plain": summary.to_string(na_rep=""),
+                    "text/plain": _render.terminal_text(summary.to_string(na_rep="")),
                 },
                 raw=True,
             )
@@ -301,6 +302,8 @@ class Dashboard(_View):
         except ImportError:
             return None
 
+        # ipywidgets (7 and 8) show a Button's description as a text node and
+        # its tooltip as a title attribute: a model name needs no escaping.
         def button(description: str, tooltip: str, style: str, model: str | None) -> Any:
             widget = ipywidgets.Button(
                 description=description, icon="stop", button_style=style, tooltip=tooltip,
@@ -343,15 +346,16 @@ class Dashboard(_View):
         html = self.html(final=final)
         if final:
             markdown = self.comparison._repr_markdown_()
-            return {"text/html": html, "text/markdown": markdown, "text/plain": markdown}
+            return {"text/html": html, "text/markdown": markdown,
+                    "text/plain": _render.terminal_text(markdown)}
         return {"text/html": html, "text/plain": self.plain()}
 
     def plain(self) -> str:
         """One line per cell: model, status and how much text arrived."""
-        return "\n".join(
+        return _render.terminal_text("\n".join(
             f"{cell.model}: {self.status(cell)} ({len(cell.text.split())} words)"
             for cell in self.comparison.cells
-        )
+        ))
 
     def html(self, *, final: bool = False) -> str:
         """Every column as HTML; model text is sanitised Markdown."""
@@ -426,7 +430,7 @@ class Dashboard(_View):
 def _note_bundle(line: str) -> dict[str, Any]:
     return {
         "text/html": f'<small style="opacity:0.75">{_render.html_escape(line)}</small>',
-        "text/plain": line,
+        "text/plain": _render.terminal_text(line),
     }
 
 

@@ -169,7 +169,19 @@ def streaming_html(text: str, fmt: Format) -> str:
 
 
 def final_bundle(completion: Completion, fmt: Format, *, colab: bool = False) -> dict[str, Any]:
-    """The finished content as a MIME bundle (always with ``text/plain``)."""
+    """The finished content as a MIME bundle (always with ``text/plain``).
+
+    The ``text/plain`` form, which a terminal frontend prints as it is, has
+    its control characters neutralised (`terminal_text`).
+    """
+    bundle = _final_bundle(completion, fmt)
+    if isinstance(bundle.get("text/plain"), str):
+        bundle["text/plain"] = _render.terminal_text(bundle["text/plain"])
+    return bundle
+
+
+def _final_bundle(completion: Completion, fmt: Format) -> dict[str, Any]:
+    """`final_bundle` before its ``text/plain`` is made terminal-safe."""
     text = completion.text
     if completion.parsed is not None and not isinstance(completion.parsed, (dict, list)):
         parsed = completion.parsed
@@ -200,7 +212,7 @@ def footer_bundle(completion: Completion | None, note: str = "") -> dict[str, An
         line = f"{note} · {line}" if line else note
     return {
         "text/html": f'<small style="opacity:0.7">{_render.html_escape(line)}</small>',
-        "text/plain": line,
+        "text/plain": _render.terminal_text(line),
     }
 
 
@@ -265,8 +277,8 @@ class CellView(View):
 
     def update(self, text: str) -> None:
         self.updates += 1
-        self._content.update({"text/html": streaming_html(text, self.fmt), "text/plain": text},
-                             raw=True)
+        self._content.update({"text/html": streaming_html(text, self.fmt),
+                              "text/plain": _render.terminal_text(text)}, raw=True)
 
     def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
         self._content.update(bundle, raw=True)
@@ -290,24 +302,30 @@ def _stop_button(stop: Callable[[], None]) -> Any:
 
 
 class TerminalView(View):
-    """Plain text to stdout as it arrives (terminal IPython)."""
+    """Plain text to stdout as it arrives (terminal IPython).
+
+    Model text goes through `~notebook_llm._render.terminal_text`, so it
+    cannot drive the terminal with escape sequences.
+    """
 
     def __init__(self, fmt: Format = "markdown") -> None:
         super().__init__(fmt)
         self._printed = ""
 
     def update(self, text: str) -> None:
-        sys.stdout.write(text[len(self._printed) :])
+        sys.stdout.write(_render.terminal_text(text[len(self._printed) :]))
         sys.stdout.flush()
         self._printed = text
 
     def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
-        text = str(bundle.get("text/plain", ""))
-        if text.startswith(self._printed):
-            rest = text[len(self._printed) :]
+        # Compared as printed: terminal_text works character by character.
+        text = _render.terminal_text(str(bundle.get("text/plain", "")))
+        printed = _render.terminal_text(self._printed)
+        if text.startswith(printed):
+            rest = text[len(printed) :]
         else:  # code, JSON or a parsed object: show the result on its own
-            rest = ("\n" if self._printed else "") + text
+            rest = ("\n" if printed else "") + text
         sys.stdout.write(f"{rest}\n")
         if footer.get("text/plain"):
-            sys.stdout.write(f"-- {footer['text/plain']}\n")
+            sys.stdout.write(_render.terminal_text(f"-- {footer['text/plain']}\n"))
         sys.stdout.flush()

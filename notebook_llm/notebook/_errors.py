@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from notebook_llm._render import terminal_text
+
 __all__ = ["CellError", "InterpolationError"]
 
 _RED = "\x1b[0;31m"
@@ -25,9 +27,11 @@ class CellError(Exception):
         return f"{self.message} {self.hint}".strip()
 
     def _render_traceback_(self) -> list[str]:
-        lines = [f"{_RED}{self.title}{_RESET}: {self.message}"]
+        # The message often quotes a server's error: its control characters
+        # must not reach the terminal (only the title's colour does).
+        lines = [f"{_RED}{terminal_text(self.title)}{_RESET}: {terminal_text(self.message)}"]
         if self.hint:
-            lines.append(self.hint)
+            lines.append(terminal_text(self.hint))
         return lines
 
 

@@ -71,7 +71,8 @@ class Table:
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
                  for row in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([self.title, *lines] if self.title else lines)
+        # Cells can hold what a server sent (model ids): printed as they are.
+        return _render.terminal_text("\n".join([self.title, *lines] if self.title else lines))
 
 
 class MarkdownText:
@@ -85,7 +86,7 @@ class MarkdownText:
         return self.markdown
 
     def __repr__(self) -> str:
-        return self.plain
+        return _render.terminal_text(self.plain)
 
 
 def _unquote(value: str | None) -> str | None:
@@ -378,7 +379,8 @@ class LLMMagics(Magics):
         for message in turns:
             role = str(message.get("role", "?"))
             content = str(message.get("content") or "")
-            markdown.append(f"**{role}**\n\n{_render.escape_markdown(content)}")
+            markdown.append(f"**{_render.markdown_text(role)}**\n\n"
+                            f"{_render.escape_markdown(content)}")
             plain.append(f"{role}: {content}")
         return MarkdownText("\n\n---\n\n".join(markdown), "\n".join(plain))
 
@@ -413,7 +415,8 @@ class LLMMagics(Magics):
     @line_magic
     def llm_config(self, line: str) -> Table | None:
         """``%llm_config``: show settings. ``%llm_config model M``, ``alias NAME M``,
-        ``temperature T``, ``max_tokens N``, ``log on|off``, ``cache on|off``, ``--reset``."""
+        ``temperature T``, ``max_tokens N``, ``log on|off``, ``cache on|off``,
+        ``images on|off`` (let images from other hosts load in answers), ``--reset``."""
         client = default_client()
         words = line.split()
         if not words:
@@ -424,12 +427,16 @@ class LLMMagics(Magics):
                 ["max_tokens", self.settings.max_tokens, "%llm_config max_tokens N"],
                 ["log", "on" if client.log else "off", "the SQLite call log"],
                 ["cache", "on" if client.cache else "off", "the response cache"],
+                ["images", "on" if _render.remote_images() else "off",
+                 "remote images in answers (off: shown as links)"],
                 *[[f"alias {k}", v, ""] for k, v in sorted(client.aliases.items())],
             ]
             return Table(["setting", "value", "note"], rows)
         if words == ["--reset"]:
             snapshot = self.settings.client_snapshot
             if snapshot is not None:
+                snapshot = dict(snapshot)
+                _render.set_remote_images(snapshot.pop("images", False))
                 for key, value in snapshot.items():
                     setattr(client, key, value)
             self.settings = NotebookConfig()
@@ -437,14 +444,15 @@ class LLMMagics(Magics):
         if self.settings.client_snapshot is None:
             self.settings.client_snapshot = {"default": client.default,
                                            "aliases": dict(client.aliases),
-                                           "log": client.log, "cache": client.cache}
+                                           "log": client.log, "cache": client.cache,
+                                           "images": _render.remote_images()}
         key, values = words[0].replace("-", "_"), words[1:]
         try:
             _configure(client, self.settings, key, values)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, KeyError):
             raise CellError(f"cannot understand %llm_config {line.strip()}", title="UsageError",
                             hint="Try: model M | alias NAME M | temperature T | max_tokens N | "
-                                 "log on|off | cache on|off | --reset") from None
+                                 "log on|off | cache on|off | images on|off | --reset") from None
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         return None
@@ -500,6 +508,8 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
         config.max_tokens = None if values[0] == "none" else int(values[0])
     elif key in ("log", "cache") and len(values) == 1:
         setattr(client, key, _ON[values[0].lower()])
+    elif key == "images" and len(values) == 1:
+        _render.set_remote_images(_ON[values[0].lower()])
     else:
         raise ValueError(key)
 

@@ -96,14 +96,20 @@ class LocalServers(list[LocalServer]):
     """A list of :class:`LocalServer` that shows itself as a table in a notebook."""
 
     def _repr_markdown_(self) -> str:
+        from notebook_llm._render import markdown_code, markdown_text
+
         if not self:
             return "*No local model server found.*"
         rows = ["| server | base URL | models |", "|---|---|---|"]
         for server in self:
-            models = ", ".join(f"`{m}`" for m in server.model_strings[:10]) or "*(none)*"
+            # Model ids are whatever the server listed: shown as code that
+            # cannot end early or start a table cell.
+            models = ", ".join(markdown_code(m) for m in server.model_strings[:10]) or "*(none)*"
             if len(server.models) > 10:
                 models += f" … ({len(server.models)} in all)"
-            rows.append(f"| {server.label} | {server.base_url} | {models} |")
+            rows.append(
+                f"| {markdown_text(server.label)} | {markdown_text(server.base_url)} | {models} |"
+            )
         return "\n".join(rows)
 
 
