@@ -56,6 +56,7 @@ from notebook_llm._render import terminal_text
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, redact
+from notebook_llm.core.tokens import estimate_prompt_tokens
 from notebook_llm.core.types import Completion, Request, ToolCall, Usage, format_cost
 from notebook_llm.store.db import default_db_path
 from notebook_llm.store.log import CallLog
@@ -554,7 +555,9 @@ class BudgetMiddleware(Middleware):
         if not budgeted or ctx.info.free or ctx.ref.provider in pricing.FREE_PROVIDERS:
             return None
         estimate = pricing.estimate(
-            ctx.info.pricing_id or ctx.ref.provider, ctx.ref.name, _prompt_tokens(ctx.request),
+            ctx.info.pricing_id or ctx.ref.provider,
+            ctx.ref.name,
+            estimate_prompt_tokens(ctx.request),
             ctx.request.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
         )
         if estimate is None:
@@ -579,17 +582,6 @@ class BudgetMiddleware(Middleware):
             raise
         ctx.metadata[_RESERVED] = held
         return None
-
-
-def _prompt_tokens(request: Request) -> int:
-    chars = len(request.system or "")
-    for message in request.messages:
-        content = message.get("content")
-        chars += len(content) if isinstance(content, str) else len(json.dumps(content, default=str))
-    if request.tools:
-        chars += len(json.dumps([[t.name, t.description, t.parameters] for t in request.tools],
-                                default=str))
-    return chars // 4
 
 
 def _usd(value: float) -> str:

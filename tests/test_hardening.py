@@ -274,3 +274,41 @@ def test_existing_database_is_made_private(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # A directory the user chose (not the library's own) keeps its mode.
     assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o755
+
+
+# -- a stopped stream still counts what it cost ----------------------------------------
+
+
+def test_stopped_stream_logs_estimated_tokens_and_cost(server, tmp_path):
+    words = [f"word{i} " for i in range(200)]
+    server.enqueue(Reply(200, {"content-type": "text/event-stream"},
+                         "".join(f"data: {json.dumps(delta(w))}\n\n" for w in words),
+                         sse=True, chunk_delay=0.01))  # fmt: skip
+    client = _keep(Client(
+        api_keys={"openai": "test-key-0003"}, api_bases={"openai": server.url + "/v1"},
+        retry=FAST_RETRY, db_path=tmp_path / "log.db",
+    ))
+    stream = client.stream("Tell me everything about tea.", model="openai:gpt-4o-mini")
+    for i, _ in enumerate(stream):
+        if i == 20:
+            stream.cancel()
+    completion = stream.completion
+    assert completion is not None and completion.finish_reason == "cancelled"
+    usage = completion.usage
+    assert usage.estimated and usage.output_tokens >= 20 and usage.input_tokens > 0
+    assert completion.cost_usd is not None and completion.cost_usd > 0
+    assert "~" in completion.footer()
+    assert call_log(tmp_path / "log.db").flush()
+    [row] = call_log(tmp_path / "log.db").query()
+    assert row["finish_reason"] == "cancelled"
+    assert row["output_tokens"] == usage.output_tokens > 0
+    assert row["cost_usd"] == pytest.approx(completion.cost_usd)
+
+
+def test_reported_usage_is_never_replaced_by_an_estimate(server):
+    server.enqueue(sse(delta("hello"), delta(finish="stop"),
+                       {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 1}}))  # fmt: skip
+    completion = openai_client(server).stream("hi", model="openai-compatible:m").collect()
+    assert (completion.usage.input_tokens, completion.usage.output_tokens) == (7, 1)
+    assert not completion.usage.estimated

@@ -20,8 +20,10 @@ from notebook_llm.core.errors import (
     ModelNotFoundError,
     UnsupportedError,
 )
+from notebook_llm.core.registry import get_spec
 from notebook_llm.providers.local import (
     DEFAULT_CTX_CAP,
+    DEFAULT_MAX_TOKENS,
     LocalProvider,
     default_threads,
     load_model,
@@ -163,6 +165,19 @@ async def test_local_single_context_serialises_requests() -> None:
                and r["requests"] >= 3)
     assert not row["busy"]
     local.unload("smollm2")
+
+
+@_NEEDS_LLAMA
+def test_local_output_is_capped_when_the_call_sets_no_max_tokens() -> None:
+    capped = CoreClient(max_retries=0, provider_settings={"local": {"max_tokens": 12}})
+    completion = capped.complete(LONG_STORY, model="local:smollm2", temperature=0)
+    assert completion.usage.output_tokens == 12
+    assert completion.finish_reason == "length"
+    # A call's own max_tokens wins over the cap.
+    longer = capped.complete(LONG_STORY, model="local:smollm2", temperature=0, max_tokens=20)
+    assert longer.usage.output_tokens == 20
+    # Without the setting the cap is DEFAULT_MAX_TOKENS (512), not the context.
+    assert LocalProvider(get_spec("local").info).max_tokens == DEFAULT_MAX_TOKENS == 512
 
 
 @_NEEDS_LLAMA

@@ -126,6 +126,17 @@ def test_line_magic_returns_the_completion(kernel: KernelSession) -> None:
     assert "shown once" in done.outputs[0]["data"]["text/markdown"]
 
 
+def test_line_magic_rejects_unknown_flags_as_the_cell_magic_does(kernel: KernelSession) -> None:
+    for code in ("r = %llm -m offline:echo --temprature 0.2 hello",
+                 "%%llm -m offline:echo --temprature 0.2\nhello"):
+        done = kernel.execute(code)
+        assert done.status == "error", code
+        assert "unrecognized" in done.text and "--temprature" in done.text
+    # -- ends the options: a prompt may start with a dash.
+    ok(kernel, "r = %llm -m offline:echo -- --not-a-flag")
+    assert value(kernel, "r.text") == "--not-a-flag"
+
+
 def test_markdown_is_rendered_and_sanitised(kernel: KernelSession) -> None:
     done = ok(kernel, "%%llm -m offline:echo\n# Title\n\n<script>alert(1)</script> "
                       "[x](javascript:alert(1)) **bold**")

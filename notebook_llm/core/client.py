@@ -35,6 +35,7 @@ from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
 from notebook_llm.core.secrets import SecretHeaders, check_header, remember
 from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
+from notebook_llm.core.tokens import estimate_prompt_tokens, estimated_usage
 from notebook_llm.core.tools import (
     as_tools,
     normalise_response_format,
@@ -623,6 +624,14 @@ class CoreClient:
                 await self._after(ctx, hit, None)
                 return hit
             parse_error: LLMError | None = None
+            if completion is not None and not completion.usage.total_tokens and (
+                completion.text or completion.reasoning
+            ):
+                # Stopped, cut off, or a server that reports no usage in streams:
+                # what arrived was paid for, so count it (marked estimated).
+                completion.usage = estimated_usage(
+                    ctx.request, completion.text, completion.reasoning
+                )
             if completion is not None:
                 # A stopped or failed stream's partial text is not held to the format.
                 ended = error is None and completion.finish_reason != "cancelled"
@@ -795,11 +804,9 @@ def _options(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _estimate_tokens(request: Request) -> int:
-    # About four characters a token, plus the output allowance: an upper bound
-    # for token buckets; exact counts come back in the usage.
-    chars = sum(len(str(message.get("content") or "")) for message in request.messages)
-    chars += len(request.system or "")
-    return chars // 4 + (request.max_tokens or 256)
+    # An upper bound for token buckets: the prompt plus the output allowance;
+    # exact counts come back in the usage.
+    return estimate_prompt_tokens(request) + (request.max_tokens or 256)
 
 
 async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

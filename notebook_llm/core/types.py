@@ -73,6 +73,9 @@ class Usage:
     """Prompt tokens written to the provider's prompt cache (Anthropic)."""
     reasoning_tokens: int = 0
     """Hidden reasoning tokens (part of ``output_tokens``)."""
+    estimated: bool = False
+    """True when the library counted these (about four characters a token) because
+    the provider sent no usage: a stopped stream, or a server that reports none."""
 
     @property
     def total_tokens(self) -> int:
@@ -248,7 +251,10 @@ class Completion:
     def footer(self) -> str:
         """One line: model, tokens, time to first token, latency and cost."""
         parts = [self.model or self.provider]
-        parts.append(f"{self.usage.input_tokens} in / {self.usage.output_tokens} out")
+        approx = "~" if self.usage.estimated else ""
+        parts.append(
+            f"{approx}{self.usage.input_tokens} in / {approx}{self.usage.output_tokens} out"
+        )
         if self.ttft_s is not None:
             parts.append(f"TTFT {self.ttft_s:.2f}s")
         if self.latency_s is not None:

@@ -538,6 +538,9 @@ def _strip_fence(text: str) -> str:
     return match.group(2) if match else body
 
 
+_OPTION_LIKE = re.compile(r"--?[A-Za-z]")
+
+
 def _split_options(line: str, parser: Any) -> tuple[str, str]:
     """Split ``%llm -m x -t 0.2 the prompt`` into the options and the verbatim prompt.
 
@@ -556,6 +559,14 @@ def _split_options(line: str, parser: Any) -> tuple[str, str]:
             return line[: match.start(1)], line[match.end() :]
         name = token.split("=", 1)[0]
         action = actions.get(name)
+        if action is None and _OPTION_LIKE.match(name):
+            # As %%llm does: a mistyped flag must not be sent as the prompt.
+            known = ", ".join(sorted(n for n in actions if n.startswith("--")))
+            raise CellError(
+                f"unrecognized option {name}",
+                title="UsageError",
+                hint=f"Options: {known}. Put -- before a prompt that starts with a dash.",
+            )
         if action is None:
             return line[:position], line[match.start(1) :]
         position = match.end()

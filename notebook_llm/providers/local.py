@@ -146,6 +146,10 @@ __all__ = [
 DEFAULT_CTX_CAP = 4096
 """The largest context used unless ``n_ctx`` is given (KV memory and speed)."""
 DEFAULT_IDLE_S = 300.0
+DEFAULT_MAX_TOKENS = 512
+"""The output cap when a call sets no ``max_tokens``: small models easily loop
+until their context is full (a "short poem" once ran 4,058 tokens). Change it
+with the provider setting ``max_tokens``; a call's own ``max_tokens`` wins."""
 """Seconds a model may stay unused before it is unloaded."""
 
 _PROVIDER = "local"
@@ -1168,7 +1172,7 @@ def _text_of(content: Any) -> str:
     return "".join(parts)
 
 
-def _chat_kwargs(request: Request) -> dict[str, Any]:
+def _chat_kwargs(request: Request, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
     if request.tools:
         raise UnsupportedError(
             "The local provider does not support tools; use a server (e.g. ollama:) for tools",
@@ -1191,7 +1195,8 @@ def _chat_kwargs(request: Request) -> dict[str, Any]:
         if role == "tool":
             raise UnsupportedError("Local models do not take tool results", provider=_PROVIDER)
         messages.append({"role": role, "content": _text_of(message.get("content"))})
-    kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.max_tokens}
+    cap = request.max_tokens if request.max_tokens is not None else max_tokens
+    kwargs: dict[str, Any] = {"messages": messages, "max_tokens": cap}
     if request.temperature is not None:
         kwargs["temperature"] = request.temperature
     if request.response_format:
@@ -1227,7 +1232,9 @@ class LocalProvider(Provider):
 
     Provider settings (``CoreClient(provider_settings={"local": {...}})``) are load
     settings: ``n_ctx``, ``n_threads``, ``n_threads_batch``, ``n_batch``,
-    ``n_gpu_layers``, ``n_parallel``, ``chat_format``, ``verbose``, ``idle_s``.
+    ``n_gpu_layers``, ``n_parallel``, ``chat_format``, ``verbose``, ``idle_s``;
+    and ``max_tokens``, the output cap of calls that set none
+    (:data:`DEFAULT_MAX_TOKENS`).
     Per-request options (keyword arguments of a call): ``top_p``, ``top_k``,
     ``min_p``, ``typical_p``, ``repeat_penalty``, ``presence_penalty``,
     ``frequency_penalty``, ``seed``, ``stop``, ``mirostat_*``, ``logit_bias``.
@@ -1240,6 +1247,7 @@ class LocalProvider(Provider):
 
     def __init__(self, info: Any, **kwargs: Any) -> None:
         super().__init__(info, **kwargs)
+        self.max_tokens = int(self.settings.pop("max_tokens", None) or DEFAULT_MAX_TOKENS)
         _check_settings(self.settings)
 
     # -- plumbing --------------------------------------------------------------
@@ -1289,7 +1297,7 @@ class LocalProvider(Provider):
     async def complete(self, request: Request) -> Completion:
         """Run the chat completion on a worker thread; cancelling stops it within a token."""
         resolved = self._chat_model(request.model)
-        kwargs = _chat_kwargs(request)
+        kwargs = _chat_kwargs(request, self.max_tokens)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         job = LocalJob()
@@ -1352,7 +1360,7 @@ class LocalProvider(Provider):
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
         """Yield text deltas as the worker thread generates them; usage comes last."""
         resolved = self._chat_model(request.model)
-        kwargs = _chat_kwargs(request)
+        kwargs = _chat_kwargs(request, self.max_tokens)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         job = LocalJob()
