@@ -68,7 +68,7 @@ def header(filename: str, title: str, intro: str) -> list[nbformat.NotebookNode]
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install -q "notebook-llm[all]"
+    %pip install -q "notebook-llm[notebook,local]"
 """),
         md("""
 **Keys.** Nothing here needs one: with no key every cell runs on the embedded

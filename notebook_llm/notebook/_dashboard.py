@@ -36,6 +36,7 @@ from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.types import format_cost
 from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
+from notebook_llm.notebook._widgets import widget_bundle
 
 __all__ = ["CompareRun", "Dashboard", "TextDashboard", "compare", "run_compare", "show_compare"]
 
@@ -258,7 +259,7 @@ class Dashboard(_View):
         box = self._make_buttons() if self.widgets else None
         if box is not None:
             self._box = box
-            self._controls = self._show(box, display_id=True)
+            self._controls = self._show(widget_bundle(box), raw=True, display_id=True)
         else:
             line = f"comparing {len(self.comparison.models)} models… (interrupt the kernel to stop)"
             self._controls = self._show(_note_bundle(line), raw=True, display_id=True)

@@ -25,6 +25,7 @@ from notebook_llm import _render
 from notebook_llm.core.stream import Stream
 from notebook_llm.core.types import Completion
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+from notebook_llm.notebook._widgets import widget_bundle
 
 __all__ = ["Format", "StreamResult", "View", "consume", "final_bundle", "first_code_block"]
 
@@ -268,7 +269,7 @@ class CellView(View):
         button = _stop_button(stop) if (self.widgets and stop is not None) else None
         if button is not None:
             self._button = button
-            self._footer = self._show(button, display_id=True)
+            self._footer = self._show(widget_bundle(button), raw=True, display_id=True)
         else:
             self._footer = self._show(
                 footer_bundle(None, "streaming… (interrupt the kernel to stop)"),

@@ -12,8 +12,10 @@ kernel, in order, when the stream ends, so cells still run one after another.
 This is the idea of the ``jupyter-ui-poll`` package, done against ipykernel 7,
 where shell messages reach the main thread through an inproc socket that the
 shell-channel thread feeds (``jupyter-ui-poll`` 1.1 calls
-``Kernel.do_one_iteration``, which ipykernel 7 removed). ipykernel 6 reads the
-shell socket on the main thread itself; the same code reads that one.
+``Kernel.do_one_iteration``, which ipykernel 7 removed). ipykernel 6 (6.17 in
+Colab's runtime) reads the shell socket on the main thread itself, through
+``Kernel.shell_stream``; the same code reads that one, and the parent header
+lives in ``Kernel._parent_ident`` there instead of a context variable.
 
 Anything unexpected (another kernel, a changed private layout) makes
 :meth:`UIEvents.for_kernel` return None: the Stop button then has no effect,

@@ -7,6 +7,12 @@ updates applied, the raw ``update_display_data`` messages, errors, and comm
 traffic. It can interrupt the kernel and send comm messages (a widget click)
 while a cell is still running. ``run_notebook`` executes a notebook with
 nbclient for "Run all" style tests.
+
+Both run on one asyncio loop per thread, jupyter_core's
+(:func:`_one_event_loop`): jupyter_client 7 (Colab's) runs its blocking calls
+on the thread's current loop, creating one when there is none, while nbclient
+makes jupyter_core's loop current; without sharing, the first loop would be
+dropped unclosed (a ResourceWarning, an error under this suite's filters).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import nbformat
 from jupyter_client.manager import KernelManager
+from jupyter_core.utils import ensure_event_loop
 from nbclient import NotebookClient
 
 __all__ = ["Execution", "KernelSession", "ok", "run_notebook", "strip_ansi", "value"]
@@ -78,10 +85,17 @@ class Execution:
         return next((o for o in self.outputs if o["output_type"] == "error"), None)
 
 
+def _one_event_loop() -> None:
+    """Create jupyter_core's loop for this thread (it becomes the current one) before
+    jupyter_client 7 would make a loop of its own (see the module doc)."""
+    ensure_event_loop()
+
+
 class KernelSession:
     """One running kernel; ``execute`` waits for the reply and the outputs."""
 
     def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        _one_event_loop()
         self.km = KernelManager(kernel_name="python3")
         self.km.start_kernel(env={**os.environ, **(env or {})}, cwd=cwd)
         self.kc = self.km.client()
@@ -181,6 +195,7 @@ def _apply(execution: Execution, msg: dict[str, Any]) -> None:
 
 def run_notebook(cells: list[str], timeout: float = 60) -> tuple[Any, BaseException | None]:
     """Execute code cells with nbclient ("Run all"); returns (notebook, error or None)."""
+    _one_event_loop()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3")
