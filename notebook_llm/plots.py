@@ -9,7 +9,7 @@ for headless use.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from notebook_llm.embeddings import Embeddings
     from notebook_llm.store.db import PathLike
 
 __all__ = [
@@ -207,44 +206,32 @@ def _short(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _colour_values(embeddings: Embeddings, color_by: Any) -> list[Any] | None:
-    if color_by is None:
-        return None
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(color_by, pandas.Series):
-        # Align on the index when the input had one; else by position.
-        if len(color_by) != len(embeddings) or embeddings._has_labels():
-            color_by = color_by.reindex(embeddings.index)
-        return list(color_by)
-    if isinstance(color_by, str):
-        raise TypeError(
-            "color_by takes values (a Series or a list), not a column name: "
-            "e.g. emb.plot(color_by=df['topic'])"
-        )
-    values = list(color_by)
-    if len(values) != len(embeddings):
-        raise ValueError(f"color_by has {len(values)} values for {len(embeddings)} texts")
-    return values
-
-
 def plot_embeddings(
-    embeddings: Embeddings,
-    color_by: Any = None,
-    method: str = "pca",
+    coords: Any,
+    labels: Sequence[str] | None = None,
+    colors: Sequence[Any] | None = None,
     *,
+    title: str | None = None,
+    color_label: str | None = None,
     ax: Axes | None = None,
     annotate: bool | None = None,
     **scatter_kwargs: Any,
 ) -> Axes:
-    """A 2D map of embedded texts (what :meth:`Embeddings.plot` draws).
+    """A 2D map of points, e.g. embedded texts (what :meth:`Embeddings.plot` draws).
+
+    Plain data in, Axes out: the caller projects its vectors to 2D and lines
+    up the colour values with the points.
 
     Args:
-        embeddings: the :class:`~notebook_llm.embeddings.Embeddings` to draw.
-        color_by: one value per text (a Series is aligned on the index):
-            categories get a legend, many distinct numbers a colour bar.
-        method: ``"pca"`` (numpy SVD), ``"umap"`` or ``"tsne"``.
+        coords: ``n × 2`` coordinates, one row per point.
+        labels: one text per point, drawn next to it (cut to 24 characters)
+            when annotating.
+        colors: one value per point: categories get a legend, more than 10
+            distinct numbers a colour bar.
+        title: the Axes' title.
+        color_label: the legend's title or the colour bar's label.
         ax: draw into these Axes instead of a new figure.
-        annotate: label points with their texts (default: up to 40 points).
+        annotate: label points with ``labels`` (default: up to 40 points).
         **scatter_kwargs: passed to ``Axes.scatter``.
 
     Returns:
@@ -252,9 +239,13 @@ def plot_embeddings(
     """
     import numpy as np
 
-    coords = embeddings.project(method)  # type: ignore[arg-type]
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must be n × 2; got shape {coords.shape}")
+    values = None if colors is None else list(colors)
+    if values is not None and len(values) != len(coords):
+        raise ValueError(f"colors has {len(values)} values for {len(coords)} points")
     ax = new_axes(ax, figsize=(7.0, 6.0))
-    values = _colour_values(embeddings, color_by)
     numeric = values is not None and all(
         isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values
     )
@@ -262,20 +253,21 @@ def plot_embeddings(
         ax.scatter(coords[:, 0], coords[:, 1], **scatter_kwargs)
     elif numeric and len(set(values)) > 10:
         points = ax.scatter(coords[:, 0], coords[:, 1], c=values, **scatter_kwargs)
-        ax.figure.colorbar(points, ax=ax, label=getattr(color_by, "name", None))
+        ax.figure.colorbar(points, ax=ax, label=color_label)
     else:
         keys = np.asarray([str(v) for v in values])
         for category in dict.fromkeys(keys.tolist()):
             mask = keys == category
             ax.scatter(coords[mask, 0], coords[mask, 1], label=category, **scatter_kwargs)
-        ax.legend(title=getattr(color_by, "name", None), fontsize="small")
+        ax.legend(title=color_label, fontsize="small")
     if annotate is None:
-        annotate = len(embeddings) <= 40
-    if annotate:
-        for (x, y), text in zip(coords, embeddings.texts, strict=True):
+        annotate = len(coords) <= 40
+    if annotate and labels is not None:
+        for (x, y), text in zip(coords, labels, strict=True):
             ax.annotate(_short(text), (x, y), fontsize=7, alpha=0.8,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"{embeddings.model} · {method.upper()}")
+    if title is not None:
+        ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
     return ax
