@@ -97,7 +97,7 @@ def run_notebook_llm(base: str, rows: list[str], db: str, checkpoints: bool = Tr
                         api_bases={"openai-compatible": base + "/v1"})
     try:
         result = batch(rows, f"openai-compatible:{MODEL}", client=client, concurrency=CONCURRENCY,
-                       db=db, progress=False, job=f"bench-{next(_RUNS)}")
+                       db_path=db, progress=False, job=f"bench-{next(_RUNS)}")
     finally:
         library_loop.run(client.aclose())
         _run._checkpoints_enabled = True
@@ -215,7 +215,7 @@ def hwm():
 before = hwm()
 started = time.perf_counter()
 result = batch(df, "openai-compatible:gpt-4o-mini", template="Classify: {{review}}", client=client,
-               concurrency=64, db=db, progress=False, job="memory")
+               concurrency=64, db_path=db, progress=False, job="memory")
 seconds = time.perf_counter() - started
 peak = hwm()
 print(result.done, before, peak, seconds)

@@ -22,6 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from notebook_llm import errors
+from notebook_llm._client import Client
 from notebook_llm.batches import (
     BatchResult,
     abatch,
@@ -87,7 +88,7 @@ def db(tmp_path: Path) -> str:
 
 
 def test_batch_list_of_prompts(db: str) -> None:
-    result = batch(["hello", "world", "third one"], "offline:echo", db=db, progress=False)
+    result = batch(["hello", "world", "third one"], "offline:echo", db_path=db, progress=False)
     assert result.state == "done" and result.done == 3 and result.failed == 0
     frame = result.to_pandas()
     assert list(frame.index) == [0, 1, 2]
@@ -106,9 +107,9 @@ def test_checkpointed_text_round_trips_exactly(db: str) -> None:
     # newlines, non-ASCII and escape-like text must come back unchanged,
     # and a row key that looks like a number must stay text.
     prompts = ['say "hi"\\n\tnow', "naïve café — 日本語 🙂", "\\u00e9 literally", "{}[],:"]
-    frame = batch(prompts, "offline:echo", db=db, progress=False).to_pandas()
+    frame = batch(prompts, "offline:echo", db_path=db, progress=False).to_pandas()
     assert list(frame["output"]) == prompts
-    again = batch(prompts, "offline:echo", db=db, progress=False)
+    again = batch(prompts, "offline:echo", db_path=db, progress=False)
     assert again.cached == len(prompts) and list(again.to_pandas()["output"]) == prompts
     with sqlite3.connect(db) as conn:
         kinds = {row[0] for row in conn.execute("SELECT typeof(row_key) FROM batch_rows")}
@@ -120,14 +121,14 @@ def test_batch_message_lists(db: str) -> None:
         [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"}],
         [{"role": "user", "content": "second"}],
     ]
-    frame = batch(conversations, "offline:echo", db=db, progress=False).to_pandas()
+    frame = batch(conversations, "offline:echo", db_path=db, progress=False).to_pandas()
     assert list(frame["output"]) == ["first", "second"]
 
 
 def test_batch_dataframe_template_aligns_to_index(db: str) -> None:
     df = pd.DataFrame({"review": ["great", "awful", "fine"], "stars": [5, 1, 3]},
                       index=pd.Index(["r9", "r2", "r5"], name="rid"))
-    result = batch(df, "offline:echo", template="Review ({stars}*): {review}", db=db,
+    result = batch(df, "offline:echo", template="Review ({stars}*): {review}", db_path=db,
                    progress=False)
     frame = result.to_pandas()
     assert frame.index.equals(df.index)
@@ -138,7 +139,7 @@ def test_batch_dataframe_template_aligns_to_index(db: str) -> None:
 
 def test_batch_several_models_long_format(db: str) -> None:
     df = pd.DataFrame({"q": ["a", "b"]}, index=[10, 20])
-    frame = batch(df, ["offline:echo", "offline:story"], template="{q}", max_tokens=4, db=db,
+    frame = batch(df, ["offline:echo", "offline:story"], template="{q}", max_tokens=4, db_path=db,
                   progress=False).to_pandas()
     assert list(frame.index) == [10, 10, 20, 20]
     assert list(frame["model"]) == ["offline:echo", "offline:story"] * 2
@@ -153,7 +154,7 @@ class Sentiment(BaseModel):
 
 def test_batch_pydantic_fields_become_columns(db: str) -> None:
     prompts = [json.dumps({"label": "pos", "score": 3}), json.dumps({"label": "neg", "score": 1})]
-    frame = batch(prompts, "offline:echo", response_format=Sentiment, db=db,
+    frame = batch(prompts, "offline:echo", response_format=Sentiment, db_path=db,
                   progress=False).to_pandas()
     assert list(frame.columns[:3]) == ["output", "label", "score"]
     assert frame["label"].tolist() == ["pos", "neg"] and frame["score"].tolist() == [3, 1]
@@ -168,12 +169,12 @@ def test_batch_rerun_resumes_without_sending(db: str) -> None:
 
     client = CoreClient(middlewares=[Spy()])
     prompts = [f"p{i}" for i in range(30)]
-    first = batch(prompts, "offline:echo", client=client, db=db, progress=False)
+    first = batch(prompts, "offline:echo", client=client, db_path=db, progress=False)
     assert len(seen) == 30
-    again = batch(prompts, "offline:echo", client=client, db=db, progress=False)
+    again = batch(prompts, "offline:echo", client=client, db_path=db, progress=False)
     assert len(seen) == 30 and again.job_id == first.job_id and again.cached == 30
     assert again.to_pandas()["output"].tolist() == prompts
-    batch(prompts, "offline:echo", client=client, db=db, progress=False, resume=False)
+    batch(prompts, "offline:echo", client=client, db_path=db, progress=False, resume=False)
     assert len(seen) == 60
     jobs = batch_jobs(db)
     assert jobs.loc[jobs["job_id"] == first.job_id, "done"].item() == 30
@@ -187,7 +188,7 @@ def test_batch_dry_run_and_missing_column_send_nothing(db: str) -> None:
         client = server_client(server.url)
         df = pd.DataFrame({"review": ["x" * 400, "y" * 40]})
         result = batch(df, MODEL, template="Classify: {review}", max_tokens=50, dry_run=True,
-                       client=client, db=db)
+                       client=client, db_path=db)
         assert result.state == "dry_run" and result.estimate is not None
         assert result.estimate.requests == 2
         assert result.estimate.input_tokens == (400 + 40 + 2 * len("Classify: ")) // 4
@@ -195,7 +196,7 @@ def test_batch_dry_run_and_missing_column_send_nothing(db: str) -> None:
         priced = estimate(df, "openai:gpt-4o-mini", template="Classify: {review}", max_tokens=50)
         assert priced.cost_usd is not None and priced.cost_usd > 0
         with pytest.raises(errors.InvalidRequestError, match="'text'"):
-            batch(df, MODEL, template="Classify: {text}", client=client, db=db, progress=False)
+            batch(df, MODEL, template="Classify: {text}", client=client, db_path=db, progress=False)
         assert server.requests == []
 
 
@@ -230,7 +231,7 @@ def test_batch_survives_faults_with_exactly_one_success_per_row(db: str) -> None
     with ReplayServer(handler=handler) as server:
         client = server_client(server.url)
         started = time.perf_counter()
-        result = batch(rows, MODEL, client=client, concurrency=64, db=db, progress=False)
+        result = batch(rows, MODEL, client=client, concurrency=64, db_path=db, progress=False)
         wall = time.perf_counter() - started
     frame = result.to_pandas()
     assert result.done == 1000 and result.failed == 0 and result.pending == 0
@@ -270,7 +271,8 @@ def test_batch_follows_announced_rate_limits(db: str, rpm: float | None) -> None
         client = server_client(server.url)
         shared = client.limiter(client.resolve(MODEL))
         assert not shared.active
-        result = batch(rows, MODEL, client=client, rpm=rpm, concurrency=8, db=db, progress=False)
+        result = batch(rows, MODEL, client=client, rpm=rpm, concurrency=8, db_path=db,
+                       progress=False)
     assert result.done == 30 and result.failed == 0
     assert result.to_pandas()["output"].tolist() == [f"answer to {r}" for r in rows]
     assert shared.rpm == 600 and shared.tpm == 1_000_000
@@ -290,7 +292,7 @@ def test_batch_retry_failed_resends_only_failed_rows(db: str) -> None:
     with ReplayServer(handler=handler) as server:
         client = server_client(server.url)
         rows = ["good 1", "bad 2", "good 3", "bad 4"]
-        first = batch(rows, MODEL, client=client, db=db, progress=False)
+        first = batch(rows, MODEL, client=client, db_path=db, progress=False)
         assert first.failed == 2 and first.done == 2
         assert first.errors.index.tolist() == [1, 3]
         assert first.errors["error"].str.contains("InvalidRequestError").all()
@@ -311,7 +313,7 @@ def test_batch_budget_exceeded_stops_cleanly(db: str) -> None:
 
     client = CoreClient(middlewares=[Budget()])
     result = batch([f"b{i}" for i in range(40)], "offline:echo", client=client, concurrency=1,
-                   db=db, progress=False)
+                   db_path=db, progress=False)
     assert result.state == "stopped" and result.done == 10 and result.pending == 30
     assert "budget" in (result.stop_reason or "")
 
@@ -335,12 +337,12 @@ class StopAfter(Progress):
 def test_batch_stop_keeps_finished_rows_and_rerun_finishes(db: str) -> None:
     rows = [f"s{i}" for i in range(300)]
     stopper = StopAfter(40)
-    result = batch(rows, "offline:echo", chunk_delay=0, concurrency=4, db=db, progress=stopper,
+    result = batch(rows, "offline:echo", chunk_delay=0, concurrency=4, db_path=db, progress=stopper,
                    client=CoreClient(middlewares=[Slow(0.01)]))
     assert result.state == "stopped" and 40 <= result.done < 300
     assert batch_jobs(db).set_index("job_id").loc[result.job_id, "state"] == "stopped"
     first_done = result.done
-    again = batch(rows, "offline:echo", chunk_delay=0, concurrency=4, db=db, progress=False)
+    again = batch(rows, "offline:echo", chunk_delay=0, concurrency=4, db_path=db, progress=False)
     assert again.state == "done" and again.done == 300 and again.cached == first_done
 
 
@@ -356,13 +358,13 @@ async def test_abatch_cancel_marks_stopped(db: str) -> None:
     client = CoreClient(middlewares=[Slow(0.01)])
     task = asyncio.ensure_future(
         abatch([f"c{i}" for i in range(500)], "offline:echo", client=client, concurrency=2,
-               db=db, progress=False, job="cancel-me")
+               db_path=db, progress=False, job="cancel-me")
     )
     await asyncio.sleep(0.3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    loaded = BatchResult.load("cancel-me", db=db)
+    loaded = BatchResult.load("cancel-me", db_path=db)
     assert loaded.state == "stopped" and 0 < loaded.done < 500
 
 
@@ -414,7 +416,7 @@ CHILD = textwrap.dedent(
     client = CoreClient(api_keys={"openai-compatible": "k"},
                         api_bases={"openai-compatible": url + "/v1"})
     result = batch([f"k{i}" for i in range(n)], "openai-compatible:m", client=client,
-                   concurrency=concurrency, db=db, progress=False, job="killed")
+                   concurrency=concurrency, db_path=db, progress=False, job="killed")
     print("FINISHED", result.done)
     """
 )
@@ -436,7 +438,7 @@ def test_batch_resume_after_sigkill_pays_no_finished_row_twice(db: str, tmp_path
         child.wait(10)
         answered_at_kill = sum(server.answered.values())
         assert 120 <= answered_at_kill < n
-        killed = BatchResult.load("killed", db=db)
+        killed = BatchResult.load("killed", db_path=db)
         assert killed.state == "running" and 0 < killed.done < n
         rerun = subprocess.run([sys.executable, str(script), server.url, db, str(n),
                                 str(concurrency)], env=env, cwd=ROOT, capture_output=True,
@@ -448,7 +450,7 @@ def test_batch_resume_after_sigkill_pays_no_finished_row_twice(db: str, tmp_path
         # way to SQLite (about a millisecond; again at most one per worker).
         assert len(twice) <= 2 * concurrency
         assert max(server.answered.values()) <= 2 and len(server.answered) == n
-        assert BatchResult.load("killed", db=db).to_pandas()["status"].eq("done").all()
+        assert BatchResult.load("killed", db_path=db).to_pandas()["status"].eq("done").all()
     finally:
         server.stop()
 
@@ -487,7 +489,7 @@ def test_batch_against_llama_cpp_server(db: str) -> None:
         client = CoreClient(api_bases={"llamacpp": f"http://127.0.0.1:{port}/v1"}, retry=FAST_RETRY)
         _OPEN.append(client)
         result = batch([f"Once upon a time {i}" for i in range(10)], "llamacpp:stories260k",
-                       client=client, max_tokens=8, concurrency=4, db=db, progress=False)
+                       client=client, max_tokens=8, concurrency=4, db_path=db, progress=False)
         frame = result.to_pandas()
         assert result.done == 10 and result.failed == 0
         assert frame["output"].str.len().gt(0).all() and frame["output_tokens"].le(8).all()
@@ -514,7 +516,7 @@ def test_provider_mode_maps_results_and_survives_restart(
         async def submit_then_interrupt() -> str:
             task = asyncio.ensure_future(
                 abatch(df, model, template="{text}", mode="provider", job=f"pb-{provider}",
-                       client=client, db=db, poll_interval=5, progress=False, max_tokens=20)
+                       client=client, db_path=db, poll_interval=5, progress=False, max_tokens=20)
             )
             while not (server.openai_batches or server.anthropic_batches):
                 await asyncio.sleep(0.01)
@@ -525,16 +527,17 @@ def test_provider_mode_maps_results_and_survives_restart(
             return "cancelled"
 
         asyncio.run(submit_then_interrupt())
-        stored = BatchResult.load(f"pb-{provider}", db=db)
+        stored = BatchResult.load(f"pb-{provider}", db_path=db)
         assert stored.state == "submitted" and stored.pending == 3
         assert list(stored.provider_batches) == [model]
-        result = resume_provider_batch(f"pb-{provider}", db=db, client=client, poll_interval=0.01)
+        result = resume_provider_batch(f"pb-{provider}", db_path=db, client=client,
+                                       poll_interval=0.01)
         assert result.state == "done" and result.done == 2 and result.failed == 1
         created = [c for c in server.calls if c[0] == "POST" and c[1].endswith("batches")]
         assert len(created) == 1  # resumed by id, not submitted again
         assert set(server.auth) == {os.environ[f"{provider.upper()}_API_KEY"]}
         again = batch(df, model, template="{text}", mode="provider", job=f"pb-{provider}",
-                      client=client, db=db, poll_interval=0.01, progress=False, max_tokens=20)
+                      client=client, db_path=db, poll_interval=0.01, progress=False, max_tokens=20)
         frame = again.to_pandas()
         assert frame.index.tolist() == ["a", "b", "c"]
         assert frame.loc["a", "output"] == "echo: alpha"
@@ -545,9 +548,36 @@ def test_provider_mode_maps_results_and_survives_restart(
         assert len([c for c in server.calls if c[1].endswith("batches")]) == 1
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_provider_mode_uses_the_clients_keys_and_base_urls(
+    provider: str, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    key = f"client-only-{provider}-key-0001"
+    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-3-5-haiku-latest"
+    with ProviderBatchServer(polls_to_finish=1) as server:
+        base = server.url + ("/v1" if provider == "openai" else "")
+        client = Client(api_keys={provider: key}, api_bases={provider: base}, db_path=db)
+        result = batch(["alpha", "gamma"], model, mode="provider", client=client, db_path=db,
+                       poll_interval=0.01, progress=False, max_tokens=20)
+        assert result.state == "done" and result.done == 2
+        assert set(server.auth) == {key}
+
+
+def test_db_is_the_deprecated_name_of_db_path(db: str) -> None:
+    with pytest.warns(DeprecationWarning, match="db_path"):
+        result = batch(["a", "b"], "offline:echo", db=db, progress=False, job="old-name")
+    assert result.done == 2
+    with pytest.warns(DeprecationWarning, match="db_path"):
+        assert BatchResult.load("old-name", db=db).done == 2
+    with pytest.warns(DeprecationWarning, match="db_path"):
+        assert "old-name" in batch_jobs(db=db)["job_id"].tolist()
+
+
 def test_provider_mode_rejects_other_providers(db: str) -> None:
     with pytest.raises(errors.UnsupportedError, match="direct"):
-        batch(["x"], "offline:echo", mode="provider", db=db, progress=False)
+        batch(["x"], "offline:echo", mode="provider", db_path=db, progress=False)
 
 
 # -- progress ------------------------------------------------------------------------------------

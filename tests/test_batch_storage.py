@@ -66,7 +66,7 @@ def test_full_disk_stops_the_batch_and_keeps_every_paid_answer(small_disk: Path)
             retry=RetryPolicy(max_attempts=1),
         )
         with pytest.raises(errors.StorageError) as info:
-            batch(prompts, "openai-compatible:m", client=client, db=db, progress=False,
+            batch(prompts, "openai-compatible:m", client=client, db_path=db, progress=False,
                   concurrency=4, job="full-disk")
         message = str(info.value)
         assert "full" in message and "kept in memory" in message and "rerun" in message
@@ -84,7 +84,7 @@ def test_full_disk_stops_the_batch_and_keeps_every_paid_answer(small_disk: Path)
 
         # Space comes back; the same call saves what was kept and sends the rest.
         subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True)
-        result = batch(prompts, "openai-compatible:m", client=client, db=db, progress=False,
+        result = batch(prompts, "openai-compatible:m", client=client, db_path=db, progress=False,
                        concurrency=4, job="full-disk")
         assert len(server.requests) == ROWS  # every row paid for exactly once
         sent = sorted(json.loads(r.body)["messages"][-1]["content"] for r in server.requests)
@@ -111,11 +111,11 @@ def test_rerun_on_a_still_full_disk_sends_nothing(small_disk: Path):
             retry=RetryPolicy(max_attempts=1),
         )
         with pytest.raises(errors.StorageError):
-            batch(prompts, "openai-compatible:m", client=client, db=db, progress=False,
+            batch(prompts, "openai-compatible:m", client=client, db_path=db, progress=False,
                   concurrency=4, job="still-full")
         paid = len(server.requests)
         with pytest.raises(errors.StorageError) as info:
-            batch(prompts, "openai-compatible:m", client=client, db=db, progress=False,
+            batch(prompts, "openai-compatible:m", client=client, db_path=db, progress=False,
                   concurrency=4, job="still-full")
         assert "nothing was sent" in str(info.value)
         assert len(server.requests) == paid

@@ -169,7 +169,7 @@ def test_batch_rows_and_job_never_hold_the_key(echo_server, tmp_path):
     )
     secret = "sub-" + MISTRAL_LIKE[::-1]
     result = batch(
-        ["a", "b"], "openai-compatible:m", client=client, db=db, progress=False,
+        ["a", "b"], "openai-compatible:m", client=client, db_path=db, progress=False,
         extra_headers={"api-key": secret},
     )
     frame = result.to_pandas()

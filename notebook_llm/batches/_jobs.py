@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,30 +29,54 @@ from typing import Any
 
 from notebook_llm.store.db import Store
 
-__all__ = ["CheckpointWriter", "JobRecord", "JobStore", "RowRecord", "now_iso", "row_record"]
+__all__ = [
+    "CheckpointWriter",
+    "EncodedRow",
+    "JobRecord",
+    "JobStore",
+    "RowRecord",
+    "db_path_of",
+    "now_iso",
+]
 
 logger = logging.getLogger("notebook_llm.batches")
+
+EncodedRow = str
+"""One row of a job (without its job id) as the JSON array text the writer stores:
+:meth:`RowRecord.encode` makes it, once, on the thread that finished the row."""
 
 # (database path, job id) -> {(row_key, model): record}: finished rows that
 # could not be written yet. A process-wide stash, so a rerun in the same
 # kernel finds them and pays for none of them again.
-_unsaved: dict[tuple[str, str], dict[tuple[str, str], RowRecord]] = {}
+_unsaved: dict[tuple[str, str], dict[tuple[str, str], EncodedRow]] = {}
 _unsaved_lock = threading.Lock()
 
 
-def _record_key(record: RowRecord) -> tuple[str, str]:
+def db_path_of(db_path: Any, db: Any, function: str, *, stacklevel: int = 3) -> Any:
+    """``db_path``, or the deprecated ``db=`` with a DeprecationWarning."""
+    if db is None:
+        return db_path
+    warnings.warn(
+        f"{function}(db=...) is now db_path=...; db= will be removed in a future release",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return db if db_path is None else db_path
+
+
+def _record_key(record: EncodedRow) -> tuple[str, str]:
     fields = json.loads(record)
     return str(fields[0]), str(fields[2])
 
 
-def _keep_unsaved(path: str, job_id: str, records: Iterable[RowRecord]) -> None:
+def _keep_unsaved(path: str, job_id: str, records: Iterable[EncodedRow]) -> None:
     with _unsaved_lock:
         stash = _unsaved.setdefault((path, job_id), {})
         for record in records:
             stash[_record_key(record)] = record
 
 
-def _unsaved_rows(path: str, job_id: str) -> list[RowRecord]:
+def _unsaved_rows(path: str, job_id: str) -> list[EncodedRow]:
     with _unsaved_lock:
         return list(_unsaved.get((path, job_id), {}).values())
 
@@ -60,8 +85,6 @@ ROW_COLUMNS = (
     "error_message", "attempts", "cost_usd", "input_tokens", "output_tokens", "finished_at",
 )  # fmt: skip
 
-RowRecord = str
-"""One finished row of a job, as the JSON text that :func:`row_record` makes."""
 
 # A checkpoint is ONE statement: its rows go in as one JSON array, unpacked by
 # SQLite (json_each), and the statement is its own transaction (the connection
@@ -79,27 +102,31 @@ _INSERT_ROWS = (
 _dumps = json.dumps
 
 
-def row_record(
-    row_key: str,
-    idx: int | None,
-    model: str,
-    status: str,
-    result: dict[str, Any] | None = None,
-    error_class: str | None = None,
-    error_message: str | None = None,
-    attempts: int = 0,
-    cost_usd: float | None = None,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    finished_at: str | None = None,
-) -> RowRecord:
-    """One ``batch_rows`` row (without its job) as JSON text, ready for the writer.
+@dataclass(slots=True)
+class RowRecord:
+    """One ``batch_rows`` row, without its job id."""
 
-    ``result`` (the text, latency, parsed fields) is encoded here, once, as part
-    of the row, and stored as ``result_json``.
-    """
-    return _dumps([row_key, idx, model, status, result, error_class, error_message, attempts,
-                   cost_usd, input_tokens, output_tokens, finished_at])
+    row_key: str
+    idx: int | None
+    model: str
+    status: str
+    """``done``, ``failed`` or ``submitted`` (sent in a provider batch)."""
+    result: dict[str, Any] | None = None
+    """The text, latency, finish reason and parsed fields of a ``done`` row."""
+    error_class: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finished_at: str | None = None
+    """ISO time; ``None`` lets SQLite stamp the commit time."""
+
+    def encode(self) -> EncodedRow:
+        """The row as the JSON array the writer stores (``result`` encoded with it, once)."""
+        return _dumps([self.row_key, self.idx, self.model, self.status, self.result,
+                       self.error_class, self.error_message, self.attempts, self.cost_usd,
+                       self.input_tokens, self.output_tokens, self.finished_at])
 
 
 FINISHED = ("done", "failed")
@@ -139,11 +166,11 @@ class JobStore:
         if self._owned:
             self.store.close()
 
-    def unsaved(self, job_id: str) -> list[RowRecord]:
+    def unsaved(self, job_id: str) -> list[EncodedRow]:
         """Finished rows of the job kept in memory because they could not be written."""
         return _unsaved_rows(self.store.path, job_id)
 
-    def keep_unsaved(self, job_id: str, records: Iterable[RowRecord]) -> None:
+    def keep_unsaved(self, job_id: str, records: Iterable[EncodedRow]) -> None:
         """Keep rows that could not be written in memory (see the module docstring)."""
         _keep_unsaved(self.store.path, job_id, records)
 
@@ -269,9 +296,9 @@ class JobStore:
         return stored
 
     def insert_rows(
-        self, job_id: str, records: Iterable[RowRecord], *, flush: bool = True
+        self, job_id: str, records: Iterable[EncodedRow], *, flush: bool = True
     ) -> None:
-        """Write rows of one job (made by :func:`row_record`) in one transaction.
+        """Write rows of one job (:meth:`RowRecord.encode`) in one transaction.
 
         Rows kept in memory from an earlier failed write go first (``flush``).
         """
@@ -352,8 +379,8 @@ class CheckpointWriter:
         self._thread.start()
 
     def put(self, record: RowRecord) -> None:
-        """Queue one finished row (from :func:`row_record`)."""
-        self._queue.put(record)
+        """Queue one finished row (encoded here, on the caller's thread)."""
+        self._queue.put(record.encode())
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued and stop the thread (one last try for rows
@@ -378,7 +405,7 @@ class CheckpointWriter:
                 # Let rows pile up for a moment: one transaction for many rows,
                 # and few wake-ups of this thread competing for the GIL.
                 time.sleep(self.linger_s)
-            batch: list[RowRecord] = []
+            batch: list[EncodedRow] = []
             while item is not _STOP:
                 batch.append(item)
                 if len(batch) >= self.max_batch:
@@ -393,7 +420,7 @@ class CheckpointWriter:
             if item is _STOP:
                 return
 
-    def _write(self, batch: list[RowRecord]) -> None:
+    def _write(self, batch: list[EncodedRow]) -> None:
         for attempt in range(5):
             try:
                 self.jobs.insert_rows(self.job_id, batch)

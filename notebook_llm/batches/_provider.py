@@ -23,25 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, now_iso, row_record
+from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, db_path_of, now_iso
+from notebook_llm.batches._plan import (
+    BatchModel,
+    Plan,
+    done_record,
+    failed_record,
+    resolve_models,
+    row_cost,
+)
 from notebook_llm.batches._result import BatchResult
 from notebook_llm.core import loop as _loop
-from notebook_llm.core.errors import (
-    InvalidRequestError,
-    LLMError,
-    MissingKeyError,
-    UnsupportedError,
-)
-from notebook_llm.core.keys import find_key
+from notebook_llm.core.errors import InvalidRequestError, LLMError, UnsupportedError
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Request
 
 if TYPE_CHECKING:
-    from notebook_llm.batches._run import _Model, _Plan
     from notebook_llm.core.client import CoreClient
     from notebook_llm.progress import Progress
 
@@ -53,8 +53,10 @@ _SDK_ARGS = ("api_key", "api_base")
 
 
 def _connection(
-    client: CoreClient | None, provider: str, params: dict[str, Any]
+    client: CoreClient, provider: str, params: dict[str, Any]
 ) -> tuple[str, str | None]:
+    """The key and base URL for the provider's batch API, found through the client
+    (its ``api_keys`` and ``api_bases`` first, as for every other call)."""
     info = get_spec(provider).info
     if info.protocol not in ("openai", "anthropic") or provider not in ("openai", "anthropic"):
         raise UnsupportedError(
@@ -62,15 +64,10 @@ def _connection(
             "use mode='direct'",
             provider=provider,
         )
-    key, _source = find_key(info.key_env, explicit=params.get("api_key"), provider=provider)
-    if key is None:
-        raise MissingKeyError(provider, info.key_env)
-    base = (
-        params.get("api_base")
-        or (client.api_bases.get(provider) if client is not None else None)
-        or (os.environ.get(info.base_url_env) if info.base_url_env else None)
-        or info.default_base_url
+    key, base = client.credentials(
+        provider, api_key=params.get("api_key"), api_base=params.get("api_base")
     )
+    assert key is not None  # both providers need one: credentials() raised otherwise
     return key, base
 
 
@@ -84,7 +81,7 @@ def _sdk(provider: str, key: str, base: str | None) -> Any:
     return anthropic.AsyncAnthropic(api_key=key, base_url=base, max_retries=3)
 
 
-def _request(plan: _Plan, m: _Model, payload: Any) -> Request:
+def _request(plan: Plan, m: BatchModel, payload: Any) -> Request:
     messages = [{"role": "user", "content": payload}] if isinstance(payload, str) else payload
     params = {k: v for k, v in plan.params.items() if k not in _SDK_ARGS}
     return Request(
@@ -99,7 +96,7 @@ def _request(plan: _Plan, m: _Model, payload: Any) -> Request:
     )
 
 
-def _line(plan: _Plan, m: _Model, custom_id: str, payload: Any) -> dict[str, Any]:
+def _line(plan: Plan, m: BatchModel, custom_id: str, payload: Any) -> dict[str, Any]:
     request = _request(plan, m, payload)
     if m.provider == "openai":
         from notebook_llm.providers.openai import PRESET_QUIRKS, chat_body
@@ -112,7 +109,7 @@ def _line(plan: _Plan, m: _Model, custom_id: str, payload: Any) -> dict[str, Any
     return {"custom_id": custom_id, "params": anthropic_params(request)}
 
 
-async def _submit(sdk: Any, m: _Model, lines: list[dict[str, Any]], job_id: str) -> str:
+async def _submit(sdk: Any, m: BatchModel, lines: list[dict[str, Any]], job_id: str) -> str:
     if m.provider == "openai":
         data = "".join(json.dumps(line) + "\n" for line in lines).encode()
         file = await sdk.files.create(file=(f"{job_id}.jsonl", data), purpose="batch")
@@ -125,7 +122,7 @@ async def _submit(sdk: Any, m: _Model, lines: list[dict[str, Any]], job_id: str)
     return str(created.id)
 
 
-async def _status(sdk: Any, m: _Model, batch_id: str) -> tuple[bool, str, Any]:
+async def _status(sdk: Any, m: BatchModel, batch_id: str) -> tuple[bool, str, Any]:
     """``(finished, status, batch object)``."""
     if m.provider == "openai":
         found = await sdk.batches.retrieve(batch_id)
@@ -137,7 +134,7 @@ async def _status(sdk: Any, m: _Model, batch_id: str) -> tuple[bool, str, Any]:
 _Answer = tuple[str, "dict[str, Any] | None", "str | None", "str | None"]
 
 
-async def _results(sdk: Any, m: _Model, found: Any) -> list[_Answer]:
+async def _results(sdk: Any, m: BatchModel, found: Any) -> list[_Answer]:
     """``(custom_id, completion_json_or_None, error_class, error_message)`` per answered row."""
     out: list[_Answer] = []
     if m.provider == "openai":
@@ -176,9 +173,8 @@ async def _results(sdk: Any, m: _Model, found: Any) -> list[_Answer]:
 
 
 def _completion_record(
-    job: JobRecord, m: _Model, key: str, idx: int, body: dict[str, Any], format_model: Any
+    job: JobRecord, m: BatchModel, key: str, idx: int, body: dict[str, Any], format_model: Any
 ) -> RowRecord:
-    from notebook_llm.batches._run import _cost, _dump_parsed
     from notebook_llm.core.tools import parse_structured
 
     if m.provider == "openai":
@@ -189,21 +185,17 @@ def _completion_record(
         from notebook_llm.providers.anthropic import parse_message
 
         completion = parse_message(body)
-    result: dict[str, Any] = {"text": completion.text, "latency_s": None,
-                              "finish_reason": completion.finish_reason}
     if job.params.get("response_format") and completion.text:
         try:
-            result["parsed"] = _dump_parsed(parse_structured(completion.text, format_model))
+            completion.parsed = parse_structured(completion.text, format_model)
         except (ValueError, TypeError):
             pass
-    cost = _cost(m, completion.usage, batch=True)
-    usage = completion.usage
-    return row_record(key, idx, m.name, "done", result, None, None, 1, cost,
-                      usage.input_tokens, usage.output_tokens, now_iso())
+    cost = row_cost(m, completion.usage, batch=True)
+    return done_record(key, idx, m, completion, 1, None, cost, now_iso())
 
 
 async def _collect(
-    sdk: Any, m: _Model, found: Any, job: JobRecord, jobs: JobStore, format_model: Any
+    sdk: Any, m: BatchModel, found: Any, job: JobRecord, jobs: JobStore, format_model: Any
 ) -> None:
     submitted = {
         idx: key for key, idx, model, status, *_ in jobs.rows(job.id)
@@ -224,19 +216,20 @@ async def _collect(
                 continue
             except LLMError as exc:
                 error_class, error_message = type(exc).__name__, str(exc)
-        records.append(row_record(key, idx, m.name, "failed", None, error_class, error_message,
-                                  1, finished_at=now_iso()))
+        records.append(failed_record(key, idx, m, error_message or "failed", 1,
+                                     error_class=error_class, finished_at=now_iso()))
     status = getattr(found, "status", None) or getattr(found, "processing_status", "")
     # No line came back for these: the batch failed, expired or was cancelled.
     for idx, key in submitted.items():
-        records.append(row_record(key, idx, m.name, "failed", None, "BatchNotRun",
-                                  f"the provider batch ended as {status!r} without this row", 1,
-                                  finished_at=now_iso()))
-    jobs.insert_rows(job.id, records)
+        records.append(failed_record(
+            key, idx, m, f"the provider batch ended as {status!r} without this row", 1,
+            error_class="BatchNotRun", finished_at=now_iso(),
+        ))  # fmt: skip
+    jobs.insert_rows(job.id, [record.encode() for record in records])
 
 
 async def run_provider(
-    plan: _Plan,
+    plan: Plan,
     client: CoreClient,
     jobs: JobStore,
     *,
@@ -263,7 +256,7 @@ async def run_provider(
             if (key, m.name) in finished:
                 continue
             lines.append(_line(plan, m, f"row-{idx}", payload))
-            rows.append(row_record(key, idx, m.name, "submitted"))
+            rows.append(RowRecord(key, idx, m.name, "submitted"))
         if not lines:
             continue
         batch_id = await _submit(sdks[m.name], m, lines, job.id)
@@ -272,7 +265,7 @@ async def run_provider(
         job.provider_batch_id = ",".join(batches.values())
         job.state = "submitted"
         jobs.save(job)
-        jobs.insert_rows(job.id, rows)
+        jobs.insert_rows(job.id, [row.encode() for row in rows])
     return await _poll(job, plan.models, sdks, jobs, db=db, poll_interval=poll_interval,
                        progress=progress, format_model=plan.format_model, index=plan.inputs.index,
                        rows=plan.rows)
@@ -280,7 +273,7 @@ async def run_provider(
 
 async def _poll(
     job: JobRecord,
-    models: list[_Model],
+    models: list[BatchModel],
     sdks: dict[str, Any],
     jobs: JobStore,
     *,
@@ -352,7 +345,7 @@ async def _poll(
     )
 
 
-async def _cancel(sdk: Any, m: _Model, batch_id: str) -> None:
+async def _cancel(sdk: Any, m: BatchModel, batch_id: str) -> None:
     try:
         if m.provider == "openai":
             await sdk.batches.cancel(batch_id)
@@ -365,15 +358,15 @@ async def _cancel(sdk: Any, m: _Model, batch_id: str) -> None:
 async def aresume_provider_batch(
     job_id: str,
     *,
-    db: Any = None,
+    db_path: Any = None,
     client: CoreClient | None = None,
     poll_interval: float | None = None,
     api_key: str | None = None,
     progress: Progress | None = None,
+    db: Any = None,
 ) -> BatchResult:
     """Async version of :func:`resume_provider_batch`."""
-    from notebook_llm.batches._run import _resolve_models
-
+    db = db_path_of(db_path, db, "aresume_provider_batch")
     jobs = JobStore(db)
     try:
         job = jobs.find(job_id)
@@ -388,7 +381,7 @@ async def aresume_provider_batch(
             from notebook_llm._api import default_client
 
             client = default_client()
-        models = _resolve_models(client, job.models)
+        models = resolve_models(client, job.models)
         params = {"api_key": api_key} if api_key else {}
         sdks = {}
         for m in models:
@@ -405,10 +398,11 @@ async def aresume_provider_batch(
 def resume_provider_batch(
     job_id: str,
     *,
-    db: Any = None,
+    db_path: Any = None,
     client: CoreClient | None = None,
     poll_interval: float | None = None,
     api_key: str | None = None,
+    db: Any = None,
 ) -> BatchResult:
     """Pick up a ``mode="provider"`` job by id or name (e.g. after a kernel restart):
     poll its provider batches until they end, store the results, return the result.
@@ -416,7 +410,9 @@ def resume_provider_batch(
     Interrupting it leaves the provider batch running; call it again later.
     """
     return _loop.run(
-        aresume_provider_batch(job_id, db=db, client=client, poll_interval=poll_interval,
-                               api_key=api_key)
+        aresume_provider_batch(
+            job_id, db_path=db_path_of(db_path, db, "resume_provider_batch"), client=client,
+            poll_interval=poll_interval, api_key=api_key,
+        )
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from notebook_llm.batches._jobs import JobStore
+from notebook_llm.batches._jobs import JobStore, db_path_of
 from notebook_llm.core import loop as _loop
 
 __all__ = ["BatchEstimate", "BatchResult"]
@@ -145,8 +145,11 @@ class BatchResult:
             self.refresh()
 
     @classmethod
-    def load(cls, job_id: str, *, db: Any = None) -> BatchResult:
-        """The result of a stored job, by id or name (e.g. after a kernel restart)."""
+    def load(cls, job_id: str, *, db_path: Any = None, db: Any = None) -> BatchResult:
+        """The result of a stored job, by id or name (e.g. after a kernel restart).
+
+        ``db_path``: the database (default: the library's); ``db`` is its old name."""
+        db = db_path_of(db_path, db, "BatchResult.load")
         jobs = JobStore(db)
         try:
             job = jobs.find(job_id)

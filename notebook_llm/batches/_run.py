@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import sqlite3
@@ -13,15 +12,26 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from notebook_llm.batches._inputs import Inputs, Payload
+from notebook_llm.batches._inputs import Payload
 from notebook_llm.batches._jobs import (
     CheckpointWriter,
     JobRecord,
     JobStore,
     NullWriter,
-    RowRecord,
-    row_record,
+    db_path_of,
 )
+from notebook_llm.batches._plan import (
+    DEFAULT_OUTPUT_TOKENS,
+    BatchModel,
+    BatchOptions,
+    Plan,
+    done_record,
+    estimate_plan,
+    failed_record,
+    make_plan,
+    row_cost,
+)
+from notebook_llm.batches._provider import run_provider
 from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient, Middleware
@@ -30,188 +40,21 @@ from notebook_llm.core.errors import (
     InvalidRequestError,
     LLMError,
     StorageError,
-    redact,
 )
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
-from notebook_llm.core.registry import get_spec
-from notebook_llm.core.tools import normalise_response_format
-from notebook_llm.core.types import Completion, Usage
+from notebook_llm.core.types import Completion
 from notebook_llm.progress import Progress
 from notebook_llm.progress import run as _run_with_ui
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "abatch", "batch", "batch_jobs", "estimate"]
 
-DEFAULT_OUTPUT_TOKENS = 256
-"""Output tokens assumed per request by estimates when ``max_tokens`` is not set."""
 DEFAULT_CONCURRENCY = 16
 LOCAL_CONCURRENCY = 64
 
 # Off only in benchmarks, to measure what checkpointing costs.
 _checkpoints_enabled = True
 
-# Keys never stored in the job record (a key must not reach the SQLite file).
-_SECRET_PARAMS = frozenset({"api_key"})
-
 logger = logging.getLogger("notebook_llm.batches")
-
-
-@dataclasses.dataclass
-class _Model:
-    """One of the job's models, resolved once."""
-
-    name: str
-    """``provider:model``."""
-    provider: str
-    model: str
-    free: bool
-    local: bool
-
-
-@dataclasses.dataclass
-class _Plan:
-    """Everything that identifies a job, worked out before anything is sent."""
-
-    inputs: Inputs
-    models: list[_Model]
-    template: str | None
-    system: str | None
-    response_format: Any
-    format_dict: dict[str, Any] | None
-    format_model: Any
-    params: dict[str, Any]
-    mode: str
-    job_id: str
-    name: str | None
-    digest: str
-    prompt_chars: int
-
-    @property
-    def rows(self) -> int:
-        return len(self.inputs)
-
-    @property
-    def total(self) -> int:
-        return len(self.inputs) * len(self.models)
-
-    def stored_params(self) -> dict[str, Any]:
-        return {
-            "template": self.template,
-            "system": self.system,
-            "response_format": self.format_dict,
-            "params": {
-                key: _stored_value(key, value)
-                for key, value in self.params.items()
-                if key not in _SECRET_PARAMS
-            },
-        }
-
-
-def _stored_value(key: str, value: Any) -> Any:
-    """A parameter as the job's row keeps it: header values never (they may be keys)."""
-    if key == "extra_headers" and isinstance(value, dict):
-        return sorted(value)
-    return value
-
-
-def _resolve_models(client: CoreClient, model: str | Sequence[str] | None) -> list[_Model]:
-    names: list[str]
-    if model is None:
-        names = [client.default_model().model]
-    elif isinstance(model, str):
-        names = [model]
-    else:
-        names = list(model)
-    if not names:
-        raise InvalidRequestError("model=[] names no model")
-    resolved: list[_Model] = []
-    for name in names:
-        ref = client.resolve(name)
-        info = get_spec(ref.provider).info
-        local = info.free or info.protocol in ("offline", "local")
-        resolved.append(_Model(str(ref), ref.provider, ref.name, info.free, local))
-    if len({m.name for m in resolved}) != len(resolved):
-        raise InvalidRequestError("model=[...] lists the same model twice")
-    return resolved
-
-
-def _make_plan(
-    client: CoreClient,
-    inputs: Any,
-    model: str | Sequence[str] | None,
-    *,
-    template: str | None,
-    system: str | None,
-    response_format: Any,
-    job: str | None,
-    mode: str,
-    params: dict[str, Any],
-) -> _Plan:
-    if mode not in ("direct", "provider"):
-        raise InvalidRequestError(f"mode must be 'direct' or 'provider', not {mode!r}")
-    rows = Inputs(inputs, template)
-    models = _resolve_models(client, model)
-    format_dict, format_model = normalise_response_format(response_format)
-    digest, chars = rows.digest()
-    hashed_params = {
-        key: (hashlib.sha256(str(value).encode()).hexdigest() if key in _SECRET_PARAMS else value)
-        for key, value in params.items()
-    }
-    identity = json.dumps(
-        {
-            "inputs": digest,
-            "models": [m.name for m in models],
-            "template": template,
-            "system": system,
-            "format": format_dict,
-            "params": hashed_params,
-            "mode": mode,
-        },
-        sort_keys=True,
-        default=repr,
-    )
-    job_hash = hashlib.sha256(identity.encode()).hexdigest()
-    job_id = job if job else f"batch-{job_hash[:16]}"
-    return _Plan(
-        inputs=rows, models=models, template=template, system=system,
-        response_format=response_format, format_dict=format_dict, format_model=format_model,
-        params=params, mode=mode, job_id=job_id, name=job, digest=job_hash, prompt_chars=chars,
-    )
-
-
-def _estimate(plan: _Plan, skip: int = 0) -> BatchEstimate:
-    from notebook_llm import pricing
-
-    max_tokens = plan.params.get("max_tokens") or plan.params.get("max_completion_tokens")
-    per_request_out = int(max_tokens) if max_tokens else DEFAULT_OUTPUT_TOKENS
-    system_chars = len(plan.system or "") * plan.rows
-    input_tokens = (plan.prompt_chars + system_chars) // 4
-    batch = plan.mode == "provider"
-    by_model: list[dict[str, Any]] = []
-    total_cost: float | None = 0.0
-    remaining = max(plan.total - skip, 0)
-    for m in plan.models:
-        share = remaining / plan.total if plan.total else 0.0
-        model_in = int(input_tokens * share)
-        requests = round(plan.rows * share)
-        model_out = per_request_out * requests
-        cost, _status = pricing.price(
-            m.provider, m.model, Usage(input_tokens=model_in, output_tokens=model_out),
-            free=m.free, batch=batch,
-        )
-        by_model.append(
-            {"model": m.name, "requests": requests, "input_tokens": model_in,
-             "output_tokens": model_out, "cost_usd": cost, "priced": cost is not None}
-        )
-        total_cost = None if cost is None or total_cost is None else total_cost + cost
-    return BatchEstimate(
-        rows=plan.rows,
-        requests=sum(item["requests"] for item in by_model),
-        input_tokens=sum(item["input_tokens"] for item in by_model),
-        output_tokens=sum(item["output_tokens"] for item in by_model),
-        cost_usd=total_cost,
-        by_model=by_model,
-        batch_discount=batch,
-    )
 
 
 # -- the client for one job ------------------------------------------------------
@@ -275,7 +118,7 @@ class _Observer(Middleware):
 
 def _job_client(
     client: CoreClient,
-    plan: _Plan,
+    plan: Plan,
     stats: _Stats,
     *,
     rpm: float | None,
@@ -329,57 +172,6 @@ class _Stats:
     stop_reason: str | None = None
 
 
-_COST_CACHE: dict[tuple[Any, ...], float | None] = {}
-
-
-def _cost(model: _Model, usage: Usage, batch: bool = False) -> float | None:
-    if model.free:
-        return 0.0
-    key = (model.provider, model.model, usage.input_tokens, usage.output_tokens,
-           usage.cached_input_tokens, usage.cache_write_tokens, usage.reasoning_tokens, batch)
-    if key in _COST_CACHE:
-        return _COST_CACHE[key]
-    from notebook_llm.pricing import price
-
-    cost, _status = price(model.provider, model.model, usage, batch=batch)
-    if len(_COST_CACHE) > 50_000:
-        _COST_CACHE.clear()
-    _COST_CACHE[key] = cost
-    return cost
-
-
-def _dump_parsed(parsed: Any) -> Any:
-    if parsed is None:
-        return None
-    dump = getattr(parsed, "model_dump", None)
-    return dump(mode="json") if dump is not None else parsed
-
-
-def _done_record(
-    key: str, idx: int, model: _Model, completion: Completion, attempts: int, latency: float,
-    cost: float | None,
-) -> RowRecord:
-    result: dict[str, Any] = {
-        "text": completion.text,
-        "latency_s": round(latency, 4),
-        "finish_reason": completion.finish_reason,
-    }
-    if completion.parsed is not None:
-        result["parsed"] = _dump_parsed(completion.parsed)
-    if completion.cached:
-        result["cached"] = True
-    usage = completion.usage
-    return row_record(key, idx, model.name, "done", result, None, None, attempts, cost,
-                      usage.input_tokens, usage.output_tokens)
-
-
-def _failed_record(
-    key: str, idx: int, model: _Model, error: BaseException, attempts: int
-) -> RowRecord:
-    return row_record(key, idx, model.name, "failed", None, type(error).__name__,
-                      redact(str(error))[:2000], attempts)
-
-
 def _set_state(jobs: JobStore, job_id: str, state: str) -> None:
     """Record the job's state; a store that refuses writes must not hide the rows."""
     try:
@@ -389,7 +181,7 @@ def _set_state(jobs: JobStore, job_id: str, state: str) -> None:
 
 
 def _storage_error(
-    plan: _Plan, jobs: JobStore, unsaved: int, cause: BaseException, result: BatchResult
+    plan: Plan, jobs: JobStore, unsaved: int, cause: BaseException, result: BatchResult
 ) -> StorageError:
     where = "memory" if jobs.store.is_memory else jobs.store.path
     return StorageError(
@@ -404,8 +196,8 @@ def _storage_error(
 
 
 def _work(
-    plan: _Plan, finished: set[tuple[str, str]]
-) -> Iterator[tuple[str, int, Payload, _Model]]:
+    plan: Plan, finished: set[tuple[str, str]]
+) -> Iterator[tuple[str, int, Payload, BatchModel]]:
     models = plan.models
     for key, idx, payload in plan.inputs.rows():
         for m in models:
@@ -414,7 +206,7 @@ def _work(
             yield key, idx, payload, m
 
 
-def _prepare_job(plan: _Plan, jobs: JobStore, resume: bool) -> JobRecord:
+def _prepare_job(plan: Plan, jobs: JobStore, resume: bool) -> JobRecord:
     """Create the job record, or check the stored one matches and reuse it."""
     existing = jobs.get(plan.job_id)
     if existing is not None:
@@ -445,7 +237,7 @@ def _prepare_job(plan: _Plan, jobs: JobStore, resume: bool) -> JobRecord:
 
 
 async def _run_direct(
-    plan: _Plan,
+    plan: Plan,
     client: CoreClient,
     jobs: JobStore,
     *,
@@ -510,11 +302,11 @@ async def _run_direct(
                 tries = attempts_seen.pop((key, m.name), 1)
                 stats.retries_finished += max(tries - 1, 0)
                 stats.failed += 1
-                writer.put(_failed_record(key, idx, m, exc, tries))
+                writer.put(failed_record(key, idx, m, exc, tries))
                 continue
             tries = attempts_seen.pop((key, m.name), 1)
             stats.retries_finished += max(tries - 1, 0)
-            cost = completion.cost_usd if completion.cost_usd is not None else _cost(
+            cost = completion.cost_usd if completion.cost_usd is not None else row_cost(
                 m, completion.usage
             )
             if cost is None:
@@ -523,7 +315,7 @@ async def _run_direct(
                 stats.cost_usd += cost
             stats.tokens += completion.usage.input_tokens + completion.usage.output_tokens
             stats.done += 1
-            writer.put(_done_record(key, idx, m, completion, tries,
+            writer.put(done_record(key, idx, m, completion, tries,
                                     time.perf_counter() - begun, cost))
 
     def stop_now(reason: str) -> None:
@@ -615,7 +407,7 @@ def _default_client() -> CoreClient:
     return default_client()
 
 
-def _make_progress(progress: bool | Progress, plan: _Plan) -> Progress | None:
+def _make_progress(progress: bool | Progress, plan: Plan) -> Progress | None:
     if isinstance(progress, Progress):
         return progress
     if not progress:
@@ -624,28 +416,17 @@ def _make_progress(progress: bool | Progress, plan: _Plan) -> Progress | None:
 
 
 async def _execute(
-    plan: _Plan,
-    client: CoreClient,
-    *,
-    db: Any,
-    resume: bool,
-    concurrency: int | None,
-    rpm: float | None,
-    tpm: float | None,
-    max_retries: int | None,
-    timeout: float | None,
-    progress: Progress | None,
-    poll_interval: float | None,
+    plan: Plan, client: CoreClient, options: BatchOptions, progress: Progress | None
 ) -> BatchResult:
-    jobs = JobStore(db)
+    jobs = JobStore(options.db_path)
     try:
         try:
-            _prepare_job(plan, jobs, resume)
+            _prepare_job(plan, jobs, options.resume)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(
                 f"Batch job {plan.job_id!r} could not be recorded in {jobs.store.path} ({exc}); "
-                "nothing was sent. Free some disk space (or pass db= another file) and run it "
-                "again",
+                "nothing was sent. Free some disk space (or pass db_path= another file) and "
+                "run it again",
                 original=exc,
             ) from exc
         still = jobs.flush_unsaved(plan.job_id)
@@ -659,28 +440,24 @@ async def _execute(
             )
 
         async def rerun() -> BatchResult:
-            return await _execute(
-                plan, client, db=db, resume=True, concurrency=concurrency, rpm=rpm, tpm=tpm,
-                max_retries=max_retries, timeout=timeout, progress=None,
-                poll_interval=poll_interval,
-            )
+            again = dataclasses.replace(options, resume=True, progress=False)
+            return await _execute(plan, client, again, None)
 
         if plan.mode == "provider":
-            from notebook_llm.batches._provider import run_provider
-
             return await run_provider(
-                plan, client, jobs, db=db, poll_interval=poll_interval, progress=progress,
-                timeout=timeout,
+                plan, client, jobs, db=options.db_path, poll_interval=options.poll_interval,
+                progress=progress, timeout=options.timeout,
             )
         return await _run_direct(
-            plan, client, jobs, concurrency=concurrency, rpm=rpm, tpm=tpm,
-            max_retries=max_retries, timeout=timeout, progress=progress, rerun=rerun,
+            plan, client, jobs, concurrency=options.concurrency, rpm=options.rpm,
+            tpm=options.tpm, max_retries=options.max_retries, timeout=options.timeout,
+            progress=progress, rerun=rerun,
         )
     finally:
         jobs.close()
 
 
-def _dry_run(plan: _Plan, db: Any) -> BatchResult:
+def _dry_run(plan: Plan, db: Any) -> BatchResult:
     jobs = JobStore(db)
     try:
         finished = len(jobs.finished(plan.job_id))
@@ -692,8 +469,15 @@ def _dry_run(plan: _Plan, db: Any) -> BatchResult:
     return BatchResult(
         plan.job_id, name=plan.name, state="dry_run", mode=plan.mode,
         models=[m.name for m in plan.models], rows=plan.rows, db=db, index=plan.inputs.index,
-        format_model=plan.format_model, cached=finished, estimate=_estimate(plan, finished),
+        format_model=plan.format_model, cached=finished, estimate=estimate_plan(plan, finished),
     )
+
+
+def _start(
+    inputs: Any, model: str | Sequence[str] | None, options: BatchOptions
+) -> tuple[Plan, CoreClient]:
+    client = options.client or _default_client()
+    return make_plan(client, inputs, model, options), client
 
 
 async def abatch(
@@ -714,8 +498,9 @@ async def abatch(
     mode: str = "direct",
     client: CoreClient | None = None,
     progress: bool | Progress = True,
-    db: Any = None,
+    db_path: Any = None,
     poll_interval: float | None = None,
+    db: Any = None,
     **params: Any,
 ) -> BatchResult:
     """Run one prompt per row through one or more models; resumable, checkpointed.
@@ -724,18 +509,16 @@ async def abatch(
     event loop. Cancelling it stops the job cleanly (state ``stopped``,
     finished rows kept) and re-raises the cancellation.
     """
-    client = client or _default_client()
-    plan = _make_plan(
-        client, inputs, model, template=template, system=system,
-        response_format=response_format, job=job, mode=mode, params=params,
-    )
-    if dry_run:
-        return _dry_run(plan, db)
-    return await _execute(
-        plan, client, db=db, resume=resume, concurrency=concurrency, rpm=rpm, tpm=tpm,
-        max_retries=max_retries, timeout=timeout, progress=_make_progress(progress, plan),
-        poll_interval=poll_interval,
-    )
+    options = BatchOptions.build(
+        template=template, system=system, response_format=response_format,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
+        job=job, resume=resume, dry_run=dry_run, mode=mode, client=client, progress=progress,
+        db_path=db_path, poll_interval=poll_interval, db=db, params=params,
+    )  # fmt: skip
+    plan, client = _start(inputs, model, options)
+    if options.dry_run:
+        return _dry_run(plan, options.db_path)
+    return await _execute(plan, client, options, _make_progress(options.progress, plan))
 
 
 def batch(
@@ -756,8 +539,9 @@ def batch(
     mode: str = "direct",
     client: CoreClient | None = None,
     progress: bool | Progress = True,
-    db: Any = None,
+    db_path: Any = None,
     poll_interval: float | None = None,
+    db: Any = None,
     **params: Any,
 ) -> BatchResult:
     """Run one prompt per row through one or more models; resumable, checkpointed.
@@ -779,19 +563,21 @@ def batch(
             the client's shared limiter for the model, and a 429 with
             Retry-After pauses every request to the model, not just one.
         max_retries: retries per row (the client's :class:`RetryPolicy` otherwise).
-        timeout: seconds per request.
+        timeout: seconds per request (each bounds its whole call).
         job: a name for the job. Without one, the job is identified by a hash of
             the inputs, models, template, system prompt and parameters.
         resume: reuse finished rows of the same job (``False``: start over).
         dry_run: only estimate tokens and cost (``result.estimate``); nothing is sent.
         mode: ``"direct"`` (requests now) or ``"provider"`` (the OpenAI or Anthropic
             batch API: half price, results within 24 hours).
-        client: the client to use (default: :func:`notebook_llm.default_client`).
+        client: the client to use (default: :func:`notebook_llm.default_client`); in
+            ``mode="provider"`` its keys and base URLs are used too.
         progress: show a progress display (widgets in a kernel, text otherwise),
-            or pass your own :class:`notebook_llm.progress.Progress`.
-        db: the SQLite database for checkpoints (a path or a ``Store``; default:
-            the library's database).
+            or pass your own :class:`notebook_llm.Progress`.
+        db_path: the SQLite database for checkpoints (a path or a ``Store``;
+            default: the library's database).
         poll_interval: seconds between status checks in ``mode="provider"`` (default 30).
+        db: the old name of ``db_path`` (deprecated).
         **params: passed to each call (``temperature``, ``max_tokens``, provider options).
 
     Returns:
@@ -808,6 +594,11 @@ def batch(
     but the one being written. Failed rows are not re-sent by a rerun: use
     :meth:`BatchResult.retry_failed`.
 
+    A full disk: rows that cannot be written are kept in memory, the job sends
+    nothing more and raises :class:`~notebook_llm.errors.StorageError`, whose
+    ``result`` holds every answer received; a rerun in the same kernel, once
+    there is space, saves them and sends only the rows never answered.
+
     Stopping: Ctrl-C (the kernel's interrupt) stops the job cleanly, marks it
     ``stopped``, keeps what is done and re-raises ``KeyboardInterrupt``. The
     widget's Stop button does the same without raising: while ``batch()``
@@ -817,23 +608,19 @@ def batch(
     background task. A ``BudgetExceededError`` from the client's budget
     stops the job the same way (state ``stopped``, remaining rows pending).
     """
-    client = client or _default_client()
-    plan = _make_plan(
-        client, inputs, model, template=template, system=system,
-        response_format=response_format, job=job, mode=mode, params=params,
-    )
-    if dry_run:
-        return _dry_run(plan, db)
-    shown = _make_progress(progress, plan)
+    options = BatchOptions.build(
+        template=template, system=system, response_format=response_format,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
+        job=job, resume=resume, dry_run=dry_run, mode=mode, client=client, progress=progress,
+        db_path=db_path, poll_interval=poll_interval, db=db, params=params,
+    )  # fmt: skip
+    plan, client = _start(inputs, model, options)
+    if options.dry_run:
+        return _dry_run(plan, options.db_path)
+    shown = _make_progress(options.progress, plan)
     # With a display, wait so that its Stop button's clicks get through (in a kernel).
     wait = _loop.run if shown is None else _run_with_ui
-    return wait(
-        _execute(
-            plan, client, db=db, resume=resume, concurrency=concurrency, rpm=rpm, tpm=tpm,
-            max_retries=max_retries, timeout=timeout, progress=shown,
-            poll_interval=poll_interval,
-        )
-    )
+    return wait(_execute(plan, client, options, shown))
 
 
 def estimate(
@@ -848,20 +635,24 @@ def estimate(
     **params: Any,
 ) -> BatchEstimate:
     """Tokens and cost of a batch before sending anything (prompt ≈ characters / 4,
-    output = ``max_tokens`` or :data:`DEFAULT_OUTPUT_TOKENS` per request)."""
-    client = client or _default_client()
-    plan = _make_plan(
-        client, inputs, model, template=template, system=system,
-        response_format=response_format, job=None, mode=mode, params=params,
+    output = ``max_tokens`` or :data:`DEFAULT_OUTPUT_TOKENS` per request).
+
+    Takes :func:`batch`'s arguments that shape the requests."""
+    options = BatchOptions.build(
+        template=template, system=system, response_format=response_format, mode=mode,
+        client=client, params=params,
     )
-    return _estimate(plan)
+    plan, _client = _start(inputs, model, options)
+    return estimate_plan(plan)
 
 
-def batch_jobs(db: Any = None) -> Any:
-    """Every batch job as a DataFrame: state, counts, cost and dates, newest first."""
+def batch_jobs(db_path: Any = None, *, db: Any = None) -> Any:
+    """Every batch job as a DataFrame: state, counts, cost and dates, newest first.
+
+    ``db_path``: the database (default: the library's); ``db`` is its old name."""
     import pandas as pd
 
-    jobs = JobStore(db)
+    jobs = JobStore(db_path_of(db_path, db, "batch_jobs"))
     try:
         rows = jobs.jobs()
     finally:

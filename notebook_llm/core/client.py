@@ -278,10 +278,24 @@ class CoreClient:
             )
         return provider
 
-    def _build_provider(
-        self, spec: ProviderSpec, api_key: str | None, api_base: str | None, loop_id: int
-    ) -> Any:
-        info = spec.info
+    def credentials(
+        self, provider: str, *, api_key: str | None = None, api_base: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """The key and base URL this client would use for ``provider``.
+
+        The key: ``api_key``, this client's ``api_keys``, then the environment,
+        ``.env``, Colab secrets and (interactive sessions) a prompt; ``None`` for a
+        provider that needs none. The base URL: ``api_base``, this client's
+        ``api_bases``, the ``<PROVIDER>_BASE_URL`` variable, then the default.
+        Both are checked: a key with a line break and a base URL without
+        ``http(s)://`` are refused. For code that talks to a provider without
+        a request of this client's (provider batch APIs, say).
+
+        Raises:
+            MissingKeyError: the provider needs a key and none was found.
+            InvalidRequestError: the key or the base URL is malformed.
+        """
+        info = get_spec(provider).info
         base = (
             api_base
             or self.api_bases.get(info.name)
@@ -309,6 +323,13 @@ class CoreClient:
             )
         if base:
             _check_base_url(base, info.name, info.base_url_env)
+        return key, base
+
+    def _build_provider(
+        self, spec: ProviderSpec, api_key: str | None, api_base: str | None, loop_id: int
+    ) -> Any:
+        info = spec.info
+        key, base = self.credentials(info.name, api_key=api_key, api_base=api_base)
         # Providers hold connections bound to one event loop; the key enters the
         # cache key only as a digest.
         digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
