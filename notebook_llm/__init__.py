@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
+    "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
     "Capabilities": "notebook_llm.core.types",
     "Chunk": "notebook_llm.core.types",
@@ -25,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "Completion": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
     "ModelInfo": "notebook_llm.core.types",
+    "Progress": "notebook_llm.progress",
     "ProviderInfo": "notebook_llm.core.types",
     "RateLimit": "notebook_llm.core.ratelimit",
     "RateLimitInfo": "notebook_llm.core.ratelimit",
@@ -54,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "default_model": "notebook_llm._api",
     "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm.embeddings",
+    "estimate": "notebook_llm.batches",
     "list_models": "notebook_llm._api",
     "logs": "notebook_llm.usage",
     "providers": "notebook_llm._api",

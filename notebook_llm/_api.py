@@ -47,10 +47,18 @@ def set_default_client(client: Client | None) -> None:
 
 def _delegate(name: str) -> Any:
     method = getattr(Client, name)
+    function: Any
+    if inspect.iscoroutinefunction(method):
 
-    @functools.wraps(method)
-    def function(*args: Any, **kwargs: Any) -> Any:
-        return getattr(default_client(), name)(*args, **kwargs)
+        @functools.wraps(method)
+        async def function(*args: Any, **kwargs: Any) -> Any:
+            return await getattr(default_client(), name)(*args, **kwargs)
+
+    else:
+
+        @functools.wraps(method)
+        def function(*args: Any, **kwargs: Any) -> Any:
+            return getattr(default_client(), name)(*args, **kwargs)
 
     parameters = list(inspect.signature(method).parameters.values())[1:]
     function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

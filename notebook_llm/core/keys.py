@@ -81,13 +81,13 @@ def _colab_secret(name: str) -> str | None:
 def _interactive() -> bool:
     if os.environ.get("CI") or os.environ.get("NOTEBOOK_LLM_NO_PROMPT"):
         return False
-    try:
-        from IPython import get_ipython  # type: ignore[import-not-found]
-
-        if get_ipython() is not None and "IPython" in sys.modules:
-            return True
-    except ImportError:
-        pass
+    # An IPython shell (a notebook kernel, terminal IPython) can prompt even
+    # without a terminal on stdin. Only one that is already running counts:
+    # the core never imports IPython itself.
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is not None and get_ipython() is not None:
+        return True
     return sys.stdin is not None and sys.stdin.isatty()
 
 

@@ -210,6 +210,8 @@ class Completion:
     """The conversation sent, so a chat can continue from here."""
     rate_limits: RateLimitInfo | None = field(default=None, repr=False)
     """What the provider's rate-limit headers said with this answer, when it sent any."""
+    attempts: int = 0
+    """Requests sent for this answer, retries included (0 when none was: a cache hit)."""
 
     def __str__(self) -> str:
         return self.text
@@ -247,6 +249,81 @@ class Completion:
             "cost_status": self.cost_status,
             "cached": self.cached,
         }
+
+    def to_json(self, *, raw: bool = False) -> str:
+        """Everything needed to rebuild this completion, as JSON text.
+
+        The parsed object is kept as its JSON data (a Pydantic model dumped);
+        ``raw=True`` keeps the provider payload too. Rate limits and the
+        messages sent are not kept. :meth:`from_json` reads it back.
+        """
+        parsed = self.parsed
+        dump = getattr(parsed, "model_dump", None)
+        data: dict[str, Any] = {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "response_model": self.response_model,
+            "reasoning": self.reasoning,
+            "tool_calls": [
+                {"id": c.id, "name": c.name, "arguments": c.arguments,
+                 "arguments_json": c.arguments_json}
+                for c in self.tool_calls
+            ],
+            "finish_reason": self.finish_reason,
+            "usage": {**self.usage.to_dict(), "estimated": self.usage.estimated},
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "cost_usd": self.cost_usd,
+            "cost_status": self.cost_status,
+            "parsed": dump(mode="json") if dump is not None else parsed,
+            "refusal": self.refusal,
+            "id": self.id,
+            "cached": self.cached,
+            "attempts": self.attempts,
+        }
+        if raw:
+            data["raw"] = self.raw
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_json(cls, text: str, *, response_format: Any = None) -> Completion:
+        """A completion from :meth:`to_json`'s text.
+
+        ``response_format`` (a Pydantic model) turns the kept parsed data back
+        into that model; without it ``parsed`` is the JSON data.
+        """
+        data = json.loads(text)
+        usage = dict(data.get("usage") or {})
+        usage.pop("total_tokens", None)
+        parsed = data.get("parsed")
+        validate = getattr(response_format, "model_validate", None)
+        if parsed is not None and validate is not None:
+            parsed = validate(parsed)
+        return cls(
+            text=data.get("text") or "",
+            model=data.get("model") or "",
+            provider=data.get("provider") or "",
+            response_model=data.get("response_model"),
+            reasoning=data.get("reasoning"),
+            tool_calls=[
+                ToolCall(c.get("id") or "", c.get("name") or "", c.get("arguments") or {},
+                         c.get("arguments_json") or "")
+                for c in data.get("tool_calls") or []
+            ],
+            finish_reason=data.get("finish_reason") or "stop",
+            usage=Usage(**usage),
+            latency_s=data.get("latency_s"),
+            ttft_s=data.get("ttft_s"),
+            cost_usd=data.get("cost_usd"),
+            cost_status=data.get("cost_status") or "unknown",
+            parsed=parsed,
+            refusal=data.get("refusal"),
+            id=data.get("id"),
+            cached=bool(data.get("cached")),
+            raw=data.get("raw"),
+            attempts=int(data.get("attempts") or 0),
+        )
 
     def footer(self) -> str:
         """One line: model, tokens, time to first token, latency and cost."""
