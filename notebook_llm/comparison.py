@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import LLMError
+from notebook_llm.core.money import format_usd
 from notebook_llm.core.stream import AsyncStream
-from notebook_llm.core.types import Completion, format_cost
+from notebook_llm.core.types import Completion
 
 __all__ = ["Cell", "Comparison", "Diff", "acompare", "compare"]
 
@@ -270,7 +271,7 @@ def _footer(cell: Cell) -> str:
         f"{c.latency_s:.2f}s" if c.latency_s is not None else "",
         f"{c.usage.input_tokens}+{c.usage.output_tokens} tok",
         speed,
-        format_cost(c.cost_usd, c.cost_status),
+        format_usd(c.cost_usd, c.cost_status),
         "stopped" if c.finish_reason == "cancelled" else "",
     ]
     return " · ".join(p for p in parts if p)

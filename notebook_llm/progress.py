@@ -39,8 +39,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol, TextIO, TypeVar
 
+from notebook_llm.core.money import format_usd
+
 __all__ = [
-    "Progress", "ProgressView", "format_duration", "format_money", "format_rate",
+    "Progress", "ProgressView", "format_duration", "format_rate",
     "register_ui", "run",
 ]
 
@@ -134,13 +136,6 @@ def format_rate(value: float) -> str:
     if value >= 1000:
         return f"{value / 1000:.1f}k"
     return f"{value:.0f}"
-
-
-def format_money(value: float | None) -> str:
-    """``$0.0123``; ``?`` when unknown."""
-    if value is None:
-        return "?"
-    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
 
 
 def _in_kernel() -> bool:
@@ -255,7 +250,7 @@ class Progress:
             f"{format_rate(f['requests_per_min'])} req/min "
             f"{format_rate(f['tokens_per_min'])} tok/min",
             f"{format_duration(f['elapsed_s'])}<{format_duration(f['eta_s'])}",
-            f"{format_money(f['cost_usd'])} (~{format_money(f['projected_cost_usd'])} total)",
+            f"{format_usd(f['cost_usd'])} (~{format_usd(f['projected_cost_usd'])} total)",
         ]
         if self.state != "running":
             parts.append(self.state)

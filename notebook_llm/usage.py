@@ -57,7 +57,8 @@ from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, redact
 from notebook_llm.core.tokens import estimate_prompt_tokens
-from notebook_llm.core.types import Completion, Request, ToolCall, Usage, format_cost
+from notebook_llm.core.money import format_usd
+from notebook_llm.core.types import Completion, Request, ToolCall, Usage
 from notebook_llm.store.db import default_db_path
 from notebook_llm.store.log import CallLog
 
@@ -1200,7 +1201,7 @@ class Logs:
     def _lines(self) -> list[tuple[str, str, str, str]]:
         out = []
         for row in self.df.iloc[::-1].itertuples(index=False):
-            cost = format_cost(None if row.cost_usd != row.cost_usd else row.cost_usd,
+            cost = format_usd(None if row.cost_usd != row.cost_usd else row.cost_usd,
                                row.cost_status or "unknown")
             head = (f"{row.model} · {row.time:%Y-%m-%d %H:%M:%S} · "
                     f"{row.input_tokens} in / {row.output_tokens} out · {cost}")

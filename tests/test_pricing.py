@@ -227,3 +227,24 @@ def test_price_fast_path_matches_genai_prices_calculator(
     cost, status = pricing.price(provider, model, usage, batch=batch)
     assert status == "priced"
     assert cost == pytest.approx(float(expected.total_price), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "shown"),
+    [
+        (0.000123, "priced", "$0.000123"),
+        (0.0123, "priced", "$0.0123"),
+        (12.3456, "priced", "$12.3456"),
+        (1234.5, "priced", "$1,234.50"),
+        (0.0, "priced", "$0"),
+        (-0.5, "priced", "-$0.5000"),
+        (None, "unpriced", "unpriced"),
+        (float("nan"), "priced", "unpriced"),
+        (0.0, "free", "free"),
+        (0.0, "cached", "$0 (cached)"),
+    ],
+)
+def test_one_money_format_everywhere(value: float | None, status: str, shown: str) -> None:
+    from notebook_llm.core.money import format_usd
+
+    assert format_usd(value, status) == shown

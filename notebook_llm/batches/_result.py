@@ -15,6 +15,7 @@ from typing import Any
 
 from notebook_llm.batches._jobs import JobStore, db_path_of
 from notebook_llm.core import loop as _loop
+from notebook_llm.core.money import format_usd
 
 __all__ = ["BatchEstimate", "BatchResult"]
 
@@ -23,12 +24,6 @@ BASE_COLUMNS = (
     "output", "input_tokens", "output_tokens", "cost_usd", "latency_s", "attempts", "error",
     "model", "status",
 )  # fmt: skip
-
-
-def _money(value: float | None) -> str:
-    if value is None:
-        return "unpriced"
-    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
 
 
 @dataclass
@@ -66,21 +61,21 @@ class BatchEstimate:
     def __repr__(self) -> str:
         return (
             f"BatchEstimate(requests={self.requests}, input_tokens≈{self.input_tokens}, "
-            f"output_tokens≤{self.output_tokens}, cost≤{_money(self.cost_usd)})"
+            f"output_tokens≤{self.output_tokens}, cost≤{format_usd(self.cost_usd)})"
         )
 
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(item['model'])}</td><td>{item['requests']:,}</td>"
             f"<td>{item['input_tokens']:,}</td><td>{item['output_tokens']:,}</td>"
-            f"<td>{_money(item['cost_usd'])}</td></tr>"
+            f"<td>{format_usd(item['cost_usd'])}</td></tr>"
             for item in self.by_model
         )
         note = " (batch rates)" if self.batch_discount else ""
         return (
             f"<div><b>Estimate</b>{note}: {self.requests:,} requests, "
             f"≈{self.input_tokens:,} input tokens, ≤{self.output_tokens:,} output tokens, "
-            f"≤{_money(self.cost_usd)}<table><tr><th>model</th><th>requests</th>"
+            f"≤{format_usd(self.cost_usd)}<table><tr><th>model</th><th>requests</th>"
             f"<th>input tokens</th><th>output tokens</th><th>cost</th></tr>{rows}</table></div>"
         )
 
@@ -340,7 +335,7 @@ class BatchResult:
         return (
             f"BatchResult(job_id={self.job_id!r}, state={self.state!r}, done={self.done}/"
             f"{self.total}, failed={self.failed}, pending={self.pending}, "
-            f"cost={_money(self.cost_usd)})"
+            f"cost={format_usd(self.cost_usd)})"
         )
 
     def _repr_html_(self) -> str:
@@ -361,5 +356,5 @@ class BatchResult:
             f"<div><b>Batch {html.escape(self.job_id)}</b> · {html.escape(self.state)}{stop}"
             f" · {models}<br>done <b>{self.done:,}</b>/{self.total:,} · failed "
             f"<b>{self.failed:,}</b> · pending {self.pending:,} · cached {self.cached:,} · "
-            f"cost {_money(self.cost_usd)} · {self.elapsed_s:.1f}s{hint}</div>"
+            f"cost {format_usd(self.cost_usd)} · {self.elapsed_s:.1f}s{hint}</div>"
         )

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from notebook_llm.core.money import format_usd
+
 if TYPE_CHECKING:
     from notebook_llm.core.ratelimit import RateLimitInfo
 
@@ -336,7 +338,7 @@ class Completion:
             parts.append(f"TTFT {self.ttft_s:.2f}s")
         if self.latency_s is not None:
             parts.append(f"{self.latency_s:.2f}s")
-        parts.append(format_cost(self.cost_usd, self.cost_status))
+        parts.append(format_usd(self.cost_usd, self.cost_status))
         if self.finish_reason not in ("stop", "tool_calls"):
             parts.append(self.finish_reason)
         return " · ".join(parts)
@@ -354,18 +356,6 @@ class Completion:
             body += f"\n\n**Tool calls**\n\n{calls}"
         return f"{body}\n\n---\n<small>{markdown_text(self.footer())}</small>"
 
-
-def format_cost(cost_usd: float | None, status: str) -> str:
-    """Human-readable cost: ``free``, ``unpriced``, ``cached`` or dollars."""
-    if status == "free":
-        return "free"
-    if status == "cached":
-        return "$0 (cached)"
-    if cost_usd is None:
-        return "unpriced"
-    if cost_usd < 0.01:
-        return f"${cost_usd:.6f}"
-    return f"${cost_usd:.4f}"
 
 
 @dataclass(slots=True)

@@ -348,14 +348,14 @@ class Embeddings:
     # -- display ---------------------------------------------------------------
 
     def _summary(self) -> str:
-        from notebook_llm.core.types import format_cost
+        from notebook_llm.core.money import format_usd
 
         parts = [f"{len(self)} texts × {self.dims} dims", self.model or "unknown model"]
         if self.requests or self.cached:  # a subset or a hand-made object has no call to report
             plural = "" if self.requests == 1 else "s"
             parts.append(f"{self.requests} request{plural}, {self.cached} from cache")
             parts.append(f"{self.usage.input_tokens} tokens")
-            parts.append(format_cost(self.cost_usd, self.cost_status))
+            parts.append(format_usd(self.cost_usd, self.cost_status))
         return " · ".join(parts)
 
     def __repr__(self) -> str:

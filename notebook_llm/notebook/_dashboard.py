@@ -34,7 +34,7 @@ from typing import Any
 from notebook_llm import _render
 from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
 from notebook_llm.core import loop as _loop
-from notebook_llm.core.types import format_cost
+from notebook_llm.core.money import format_usd
 from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
 from notebook_llm.notebook._widgets import widget_bundle
 
@@ -96,7 +96,7 @@ def _cell_footer(cell: Cell, status: str, started: float | None, first: float | 
             _seconds(c.latency_s),
             f"{c.usage.input_tokens}+{c.usage.output_tokens} tok",
             f"{speed:.0f} tok/s" if speed else "",
-            format_cost(c.cost_usd, c.cost_status),
+            format_usd(c.cost_usd, c.cost_status),
             status,
         ]
     else:

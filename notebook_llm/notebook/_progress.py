@@ -24,8 +24,9 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from notebook_llm.core.loop import wait as wait_done
+from notebook_llm.core.money import format_usd
 from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
-from notebook_llm.progress import Progress, format_duration, format_money, format_rate
+from notebook_llm.progress import Progress, format_duration, format_rate
 
 __all__ = ["WidgetView", "view", "wait"]
 
@@ -76,7 +77,7 @@ class WidgetView:
             f"{f['retrying']:,} · {format_rate(f['requests_per_min'])} req/min · "
             f"{format_rate(f['tokens_per_min'])} tok/min · elapsed "
             f"{format_duration(f['elapsed_s'])} · ETA {format_duration(f['eta_s'])} · cost "
-            f"{format_money(f['cost_usd'])} (projected {format_money(f['projected_cost_usd'])})"
+            f"{format_usd(f['cost_usd'])} (projected {format_usd(f['projected_cost_usd'])})"
             "</small>"
         )
 
