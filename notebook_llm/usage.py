@@ -56,8 +56,8 @@ from notebook_llm._render import terminal_text
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, redact
-from notebook_llm.core.tokens import estimate_prompt_tokens
 from notebook_llm.core.money import format_usd
+from notebook_llm.core.tokens import estimate_prompt_tokens
 from notebook_llm.core.types import Completion, Request, ToolCall, Usage
 from notebook_llm.store.db import default_db_path
 from notebook_llm.store.log import CallLog
