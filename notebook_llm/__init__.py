@@ -7,7 +7,6 @@ no provider SDK, pandas or IPython is imported until something needs it.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -113,8 +112,7 @@ importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_
 def _redact_ipython_tracebacks() -> None:
     """Inside IPython, keep keys out of every traceback it renders (see
     ``notebook_llm.notebook._tracebacks``); costs nothing elsewhere."""
-    ipython = sys.modules.get("IPython")
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    shell = importlib.import_module("notebook_llm.core.shell").ipython_shell()
     if shell is not None:
         importlib.import_module("notebook_llm.notebook._tracebacks").install(shell)
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol, TextIO, TypeVar
 
 from notebook_llm.core.money import format_usd
+from notebook_llm.core.shell import in_kernel
 
 __all__ = [
     "Progress", "ProgressView", "format_duration", "format_rate",
@@ -85,7 +86,7 @@ def register_ui(loader: Callable[[], Any] | None) -> None:
 def _notebook_ui() -> Any:
     """The registered notebook UI when running in a Jupyter kernel, else None."""
     global _ui
-    if not _in_kernel():
+    if not in_kernel():
         return None
     with _ui_lock:
         if _ui is None and _ui_loader is not None:
@@ -136,17 +137,6 @@ def format_rate(value: float) -> str:
     if value >= 1000:
         return f"{value / 1000:.1f}k"
     return f"{value:.0f}"
-
-
-def _in_kernel() -> bool:
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    try:
-        shell = ipython.get_ipython()
-    except Exception:  # noqa: BLE001 - any odd IPython state means "no kernel"
-        return False
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Progress:
@@ -339,7 +329,7 @@ class Progress:
             tty = stream.isatty()
         except (AttributeError, ValueError):
             tty = False
-        return tty or _in_kernel()
+        return tty or in_kernel()
 
     def _draw(self, force: bool = False) -> None:
         if self._backend == "none":

@@ -103,7 +103,7 @@ class FakeUI:
 @pytest.fixture
 def in_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Pretend to run in a kernel; restore the package's registration afterwards."""
-    monkeypatch.setattr(progress_module, "_in_kernel", lambda: True)
+    monkeypatch.setattr(progress_module, "in_kernel", lambda: True)
     saved = progress_module._ui_loader
     yield lambda ui: progress_module.register_ui(lambda: ui)
     progress_module.register_ui(saved)

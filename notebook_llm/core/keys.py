@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from notebook_llm.core.shell import ipython_shell
+
 __all__ = ["KeyStatus", "find_key", "key_status", "mask"]
 
 KeySource = Literal["argument", "environment", ".env", "colab", "prompt", "config", "none"]
@@ -84,9 +86,7 @@ def _interactive() -> bool:
     # An IPython shell (a notebook kernel, terminal IPython) can prompt even
     # without a terminal on stdin. Only one that is already running counts:
     # the core never imports IPython itself.
-    ipython = sys.modules.get("IPython")
-    get_ipython = getattr(ipython, "get_ipython", None)
-    if get_ipython is not None and get_ipython() is not None:
+    if ipython_shell() is not None:
         return True
     return sys.stdin is not None and sys.stdin.isatty()
 

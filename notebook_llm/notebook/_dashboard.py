@@ -35,7 +35,8 @@ from notebook_llm import _render
 from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.money import format_usd
-from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
+from notebook_llm.core.shell import current_kernel
+from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
 from notebook_llm.notebook._widgets import widget_bundle
 
 __all__ = ["CompareRun", "Dashboard", "TextDashboard", "compare", "run_compare", "show_compare"]

@@ -25,7 +25,8 @@ from typing import TypeVar
 
 from notebook_llm.core.loop import wait as wait_done
 from notebook_llm.core.money import format_usd
-from notebook_llm.notebook._uipoll import UIEvents, current_kernel, deferred_sigint
+from notebook_llm.core.shell import current_kernel
+from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
 from notebook_llm.progress import Progress, format_duration, format_rate
 
 __all__ = ["WidgetView", "view", "wait"]

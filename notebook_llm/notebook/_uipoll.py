@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["UIEvents", "current_kernel", "deferred_sigint"]
+__all__ = ["UIEvents", "deferred_sigint"]
 
 _COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
@@ -62,16 +62,6 @@ def _main_shell_stream(kernel: Any) -> Any:
         pair = getattr(thread.manager, "_shell_channel_to_main", None)
         return getattr(pair, "to_stream", None)
     return getattr(kernel, "shell_stream", None)  # ipykernel 6, or 7 without subshells
-
-
-def current_kernel() -> Any:
-    """The running IPython kernel (ipykernel), or None outside one."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None) if shell is not None else None
 
 
 class UIEvents:
