@@ -52,12 +52,12 @@ SETUP = """
 %load_ext notebook_llm
 import notebook_llm as nl
 _client = nl.default_client()
-_plain_stream = _client.stream
+_plain_astream = _client.astream
 def _slow_offline(request, model=None, **options):
     if str(model or "").startswith("offline:"):
         options.setdefault("chunk_delay", 0.02)
-    return _plain_stream(request, model, **options)
-_client.stream = _slow_offline
+    return _plain_astream(request, model, **options)
+_client.astream = _slow_offline
 words = " ".join(f"w{i}" for i in range(150))
 """
 XSS_HTML = (

@@ -36,7 +36,7 @@ class _Count(Middleware):
         type(self).calls += 1
 _client = nl.default_client()
 _client.middlewares.append(_Count())
-_client.stream = functools.partial(_client.stream, chunk_delay=0.02)
+_client.astream = functools.partial(_client.astream, chunk_delay=0.02)
 words = " ".join(f"w{i}" for i in range(100))
 """
 

@@ -1,28 +1,28 @@
 """Streaming a completion into a cell: one throttled display handle, a Stop button.
 
-The stream is consumed on the main thread, in the cell that asked for it:
-ipykernel routes output from other threads to the most recent cell, so the
-display is never updated from a background thread. A small forwarding thread
-iterates the public :class:`~notebook_llm.Stream` (which may be iterated in
-any thread) into a queue; the main thread drains that queue, re-renders at
-most ~15 times a second, and between chunks lets widget clicks in
-(:mod:`notebook_llm.notebook._uipoll`).
+Two threads and no queue, as in the compare dashboard: the stream is read on
+the library's loop thread, which appends each piece of text to a list; the
+cell's own (main) thread waits on that reading in short slices, re-renders
+what has arrived at most ~15 times a second, and between slices lets widget
+clicks in (:mod:`notebook_llm.notebook._uipoll`). Only the main thread touches
+the display: ipykernel routes output from other threads to the most recent
+cell.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
-import queue
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from notebook_llm import _render
-from notebook_llm.core.stream import Stream
+from notebook_llm.core import loop as _loop
+from notebook_llm.core.stream import AsyncStream
 from notebook_llm.core.types import Completion
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
 from notebook_llm.notebook._widgets import widget_bundle
@@ -33,7 +33,6 @@ Format = Literal["markdown", "text", "code", "json", "html"]
 
 _POLL_INTERVAL_S = 0.05
 _CANCEL_GRACE_S = 10.0
-_END = object()
 
 
 @dataclass
@@ -47,77 +46,44 @@ class StreamResult:
     """Cancelled, by the Stop button, ``cancel()`` or an interrupt."""
 
 
-class _Failed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _forward(stream: Stream, out: queue.SimpleQueue[Any]) -> None:
-    put = out.put
-    try:
-        for chunk in stream:
-            if chunk.text:
-                put(chunk.text)
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-        put(_Failed(exc))
-        return
-    put(_END)
+async def _read(stream: AsyncStream, parts: list[str]) -> None:
+    # On the library loop: each text piece is appended where the cell's
+    # thread can see it (a list append is atomic under the GIL).
+    async for chunk in stream:
+        if chunk.text:
+            parts.append(chunk.text)
 
 
 def consume(
-    stream: Stream,
+    stream: AsyncStream,
     on_text: Callable[[str], None],
     *,
     max_per_second: float = 15,
     events: UIEvents | None = None,
 ) -> StreamResult:
-    """Read ``stream`` to the end on this thread, calling ``on_text(full_text)``
-    at most ``max_per_second`` times, and dispatching widget events if given.
+    """Read ``stream`` to the end on the library loop, calling ``on_text(full_text)``
+    from this thread at most ``max_per_second`` times, and dispatching widget
+    events if given.
 
     KeyboardInterrupt (the kernel's Interrupt) cancels the stream; the text so
     far is kept and the function returns normally with ``interrupted=True``.
     """
-    chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    worker = threading.Thread(
-        target=_forward, args=(stream, chunks), name="notebook-llm-display", daemon=True
-    )
     parts: list[str] = []
+    future = _loop.get_loop().submit(_read(stream, parts))
     throttle = _render.Throttle(max_per_second)
-    dirty = False
+    shown = 0
     interrupted = False
-    error: BaseException | None = None
     deadline: float | None = None
     next_poll = 0.0
-    timeout = _POLL_INTERVAL_S if events is not None else 0.25
-    worker.start()
-    while True:
+    interval = _POLL_INTERVAL_S if events is not None else min(0.25, 1 / max_per_second)
+    while not future.done():
         try:
-            try:
-                item = chunks.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            finished = False
-            # Take the whole burst before rendering: one render per burst at most.
-            while item is not None:
-                if item is _END:
-                    finished = True
-                    break
-                if isinstance(item, _Failed):
-                    error, finished = item.error, True
-                    break
-                parts.append(item)
-                dirty = True
-                try:
-                    item = chunks.get_nowait()
-                except queue.Empty:
-                    item = None
-            if finished:
+            concurrent.futures.wait((future,), timeout=interval)
+            if future.done():
                 break
             now = time.monotonic()
-            if dirty and throttle.ready(now):
-                dirty = False
+            if len(parts) != shown and throttle.ready(now):
+                shown = len(parts)
                 with deferred_sigint():
                     on_text("".join(parts))
                 # Count from when the update went out, not from when it was
@@ -127,13 +93,16 @@ def consume(
                 next_poll = now + _POLL_INTERVAL_S
                 events.poll()
             if deadline is not None and now > deadline:
-                break  # the stream did not wind down; give the cell back anyway
+                future.cancel()  # the stream did not wind down: give the cell back anyway
+                break
         except KeyboardInterrupt:
             interrupted = True
             stream.cancel()
             if deadline is None:
                 deadline = time.monotonic() + _CANCEL_GRACE_S
-    worker.join(timeout=1.0)
+    error: BaseException | None = None
+    if future.done() and not future.cancelled():
+        error = future.exception()
     completion = stream.completion
     stopped = stream.cancelled or interrupted
     if completion is None and (stopped or parts):
@@ -254,6 +223,11 @@ class CellView(View):
         self._content: Any = None
         self._footer: Any = None
         self._button: Any = None
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` has shown the output slots."""
+        return self._content is not None
 
     def _show(self, obj: Any, **kwargs: Any) -> Any:
         if self._display is not None:

@@ -169,7 +169,7 @@ class LLMMagics(Magics):
                 options: dict[str, Any]) -> StreamResult:
         """Stream into the cell; always returns (errors are in the result)."""
         try:
-            stream = default_client().stream(request, _unquote(model), **options)
+            stream = default_client().astream(request, _unquote(model), **options)
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         view, events = self._view(fmt)
@@ -199,14 +199,14 @@ class LLMMagics(Magics):
                 options: dict[str, Any]) -> None:
         completion = result.completion
         if completion is None:
-            if isinstance(view, CellView) and view._content is not None:
+            if isinstance(view, CellView) and view.started:
                 view.finish({"text/plain": ""}, footer_bundle(None, "no answer"))
             return
         problem = ""
         if not result.stopped and result.error is None:
             problem = _parse(completion, fmt, options.get("response_format"))
         note = "⏹ stopped" if result.stopped else ("error" if result.error else "")
-        if isinstance(view, CellView) and view._content is None:
+        if isinstance(view, CellView) and not view.started:
             view.start(None)
         view.finish(final_bundle(completion, fmt), footer_bundle(completion, note))
         if problem:
