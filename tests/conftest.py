@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,29 @@ def _server(model: str, alias: str, **kwargs: object) -> Iterator[str]:
         yield base_url
     finally:
         stop_llama_server(process)
+
+
+@pytest.fixture(scope="module")
+def kernel(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One real Jupyter kernel per test module, in a fresh directory with its own
+    call log. The module's ``SETUP`` code runs in it first and must succeed;
+    ``KERNEL_ENV`` (a dict) adds environment variables."""
+    from tests.support.kernel import KernelSession
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    tmp = tmp_path_factory.mktemp(f"{name}-kernel")
+    env = {"NOTEBOOK_LLM_DB": str(tmp / "log.db"), **getattr(request.module, "KERNEL_ENV", {})}
+    session = KernelSession(env=env, cwd=str(tmp))
+    try:
+        setup = getattr(request.module, "SETUP", "")
+        if setup:
+            done = session.execute(setup)
+            assert done.status == "ok", done.text
+        yield session
+    finally:
+        session.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -35,6 +36,7 @@ from notebook_llm.core import loop as library_loop
 from notebook_llm.core.client import CallContext, CoreClient, Middleware
 from notebook_llm.core.retry import RetryPolicy
 from notebook_llm.progress import Progress
+from tests.support.loopback import LoopbackServer
 from tests.support.provider_batch_server import ProviderBatchServer
 from tests.support.replay import SHARED, Fault, RecordedRequest, ReplayServer, Reply
 
@@ -371,40 +373,22 @@ async def test_abatch_cancel_marks_stopped(db: str) -> None:
 # -- SIGKILL mid-job ------------------------------------------------------------------------
 
 
-class CountingServer:
+class CountingServer(LoopbackServer):
     """Answers chat completions after ``delay`` s; counts answers per row as it sends them."""
 
     def __init__(self, delay: float) -> None:
-        from aiohttp import web
-
+        super().__init__(shutdown_timeout=0.2)
         self.delay = delay
         self.answered: collections.Counter[str] = collections.Counter()
-        self.loop = asyncio.new_event_loop()
-        self.web = web
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        self.start()
 
-    async def _start(self) -> str:
-        app = self.web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        self.runner = self.web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self.runner.setup()
-        await self.web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        host, port = self.runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
 
-    async def _handle(self, request):
         text = (await request.json())["messages"][-1]["content"]
         await asyncio.sleep(self.delay)
         self.answered[text] += 1
-        return self.web.json_response(completion_json("done " + text, text))
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        return web.json_response(completion_json("done " + text, text))
 
 
 CHILD = textwrap.dedent(

@@ -17,8 +17,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.kernel import Execution, KernelSession, ok, run_notebook, strip_ansi, value
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -41,16 +39,6 @@ words = " ".join(f"w{i}" for i in range(100))
 """
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    tmp = tmp_path_factory.mktemp("dashboard")
-    session = KernelSession(env={"NOTEBOOK_LLM_DB": str(tmp / "log.db")}, cwd=str(tmp))
-    try:
-        done = session.execute(SETUP)
-        assert done.status == "ok", done.text
-        yield session
-    finally:
-        session.close()
 
 
 class Tags(HTMLParser):

@@ -41,19 +41,7 @@ words = " ".join(f"w{i}" for i in range(100))
 """
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    tmp = tmp_path_factory.mktemp("kernel")
-    session = KernelSession(
-        env={"NOTEBOOK_LLM_DB": str(tmp / "log.db"), "OPENAI_API_KEY": FAKE_KEY},
-        cwd=str(tmp),
-    )
-    try:
-        done = session.execute(SETUP)
-        assert done.status == "ok", done.text
-        yield session
-    finally:
-        session.close()
+KERNEL_ENV = {"OPENAI_API_KEY": FAKE_KEY}
 
 
 def count(done: Execution) -> int:

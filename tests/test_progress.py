@@ -167,16 +167,6 @@ print("state", result.state, result.done)
 """
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelSession]:
-    tmp = tmp_path_factory.mktemp("progress-kernel")
-    session = KernelSession(env={"NOTEBOOK_LLM_DB": str(tmp / "log.db")}, cwd=str(tmp))
-    try:
-        done = session.execute(SETUP)
-        assert done.status == "ok", done.text
-        yield session
-    finally:
-        session.close()
 
 
 def _click_stop_after(kernel: KernelSession, delay: float, state: dict[str, Any]) -> Any:

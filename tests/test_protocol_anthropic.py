@@ -403,13 +403,6 @@ async def test_count_tokens(replay: ReplayServer) -> None:
     assert "max_tokens" not in body
 
 
-@pytest.mark.skip(
-    reason="the provider exposes no Files API (anthropic__files__* is DELETE /v1/files/{id})"
-)
-def test_files() -> None:
-    """Placeholder so the files fixture is accounted for."""
-
-
 async def test_list_models(replay: ReplayServer) -> None:
     # Shape from https://docs.anthropic.com/en/api/models-list (not recorded).
     page = {

@@ -1,8 +1,8 @@
-"""Recorded OpenAI-protocol traffic replayed over loopback through both transports.
+"""Recorded OpenAI-protocol traffic replayed over loopback through all three transports.
 
 Every ``*__chat_completions__*`` and ``*__embeddings__*`` fixture from
-../shared/fixtures/recorded goes through the client (the lean aiohttp
-transport and the official openai SDK); the expected values are read straight
+../shared/fixtures/recorded goes through the client (the lean client, aiohttp
+and the official openai SDK); the expected values are read straight
 from the recorded payload, independently of the parser under test.
 """
 

@@ -256,7 +256,8 @@ class JobStore:
         return done
 
     def counts(self, job_id: str) -> dict[str, int]:
-        """Rows by status, plus ``cost_usd`` (summed, in dollars) under its own key."""
+        """Rows by status (``done``, ``failed``, ``submitted``), rows kept in memory
+        included; the dollars are :meth:`cost`."""
         rows = self.store.execute(
             "SELECT status, COUNT(*) AS n FROM batch_rows WHERE job_id = ? GROUP BY status",
             (job_id,),

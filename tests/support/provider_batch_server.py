@@ -40,7 +40,6 @@ services): status transitions and timing, the exact error bodies, and
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import threading
@@ -48,6 +47,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+from tests.support.loopback import LoopbackServer
 
 __all__ = ["ProviderBatchServer"]
 
@@ -66,7 +67,7 @@ def _words(text: str) -> int:
     return max(len(text.split()), 1)
 
 
-class ProviderBatchServer:
+class ProviderBatchServer(LoopbackServer):
     """Serves both batch APIs on 127.0.0.1 from a background thread.
 
     Args:
@@ -74,8 +75,8 @@ class ProviderBatchServer:
     """
 
     def __init__(self, polls_to_finish: int = 3) -> None:
+        super().__init__(client_max_size=64 * 1024 * 1024)
         self.polls_to_finish = polls_to_finish
-        self.url = ""
         self.files: dict[str, dict[str, Any]] = {}
         self.openai_batches: dict[str, dict[str, Any]] = {}
         self.anthropic_batches: dict[str, dict[str, Any]] = {}
@@ -85,55 +86,22 @@ class ProviderBatchServer:
         """The key each request carried (``Authorization`` or ``x-api-key``)."""
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> ProviderBatchServer:
         """Start serving; returns self once the port is bound."""
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, daemon=True,
-                                        name="ProviderBatchServer")
-        self._thread.start()
-        self._loop = loop
-        asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=10)
+        super().start()
         return self
-
-    async def _astart(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        """Stop serving."""
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-        loop.close()
 
     def __enter__(self) -> ProviderBatchServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
 
     # -- routing -------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Route one request to the OpenAI or Anthropic batch API."""
         path = request.path
         if path.startswith("/v1/"):
             path = path[3:]

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = [
     "FIXTURES_DIR",
     "SHARED",
@@ -251,70 +253,28 @@ class RecordedRequest:
         return json.loads(self.body)
 
 
-class ReplayServer:
+class ReplayServer(LoopbackServer):
     """An aiohttp server on 127.0.0.1 in a background thread; answers any method and path.
 
     ``handler`` is called on the server's loop thread, so it must not block for long.
     """
 
     def __init__(self, handler: Callable[[RecordedRequest], Spec] | None = None) -> None:
+        super().__init__()
         self.handler = handler
         self.default: Spec = Fault.status(404, message="ReplayServer: no reply queued")
-        self.url = ""
         self._queue: deque[Spec] = deque()
         self._requests: list[RecordedRequest] = []
         self._disconnects = 0
         self._cond = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> ReplayServer:
         """Start serving; returns self once the port is bound."""
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="ReplayServer", daemon=True)
-        self._thread.start()
-        self._loop = loop
-        asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=10)
+        super().start()
         return self
-
-    async def _astart(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # A short shutdown timeout: stop() must not wait for a deliberately slow reply.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def _ashutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        # Handlers whose client already left are not tracked by aiohttp: cancel them.
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def stop(self) -> None:
-        """Stop serving and join the background thread."""
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._ashutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-        loop.close()
 
     def __enter__(self) -> ReplayServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- test-facing state -------------------------------------------------------
 
@@ -362,7 +322,8 @@ class ReplayServer:
             self._disconnects += 1
             self._cond.notify_all()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Record the request and answer with the next queued reply."""
         rec = RecordedRequest(
             request.method,
             request.path,
