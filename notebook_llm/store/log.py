@@ -32,6 +32,7 @@ back in an error message never reaches the file.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -109,7 +110,9 @@ _TEXT_INDEX = tuple(
     (i, column in _REPEATING) for i, column in enumerate(CALL_COLUMNS) if column in _TEXT_COLUMNS
 )
 _WIDTH = len(CALL_COLUMNS)
-_CHUNK = 32  # rows prepared (GIL held) between two inserts (GIL free)
+# Rows prepared (GIL held) between two inserts (GIL free), and rows per INSERT:
+# 32 x 28 parameters stay under SQLite's oldest limit of 999 per statement.
+_CHUNK = 32
 _LEADING_WHERE = re.compile(r"^where\s+", re.IGNORECASE)
 _INSERT_SQL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
@@ -422,7 +425,7 @@ class CallLog:
     def _prepare(self, batch: list[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """Rows ready to insert: ids, timestamps, JSON text, and every text column redacted."""
         out: list[tuple[Any, ...]] = []
-        seen: dict[str, str] = {}  # redacted repeating values, for this batch only
+        seen: dict[str, str] = {}  # redacted repeating values, for this chunk only
         for values in batch:
             try:
                 row = list(values)
@@ -465,13 +468,13 @@ class CallLog:
         for attempt in range(10):
             try:
                 with self.store.transaction() as conn:
-                    if prepared:  # a retry: what an earlier attempt prepared
-                        conn.executemany(_INSERT_SQL, prepared)
+                    for done in range(0, len(prepared), _CHUNK):  # a retry: rows prepared before
+                        _insert(conn, prepared[done : done + _CHUNK])
                     while start < len(batch):
                         chunk = self._prepare(batch[start : start + _CHUNK])
                         start += _CHUNK
                         prepared += chunk
-                        conn.executemany(_INSERT_SQL, chunk)
+                        _insert(conn, chunk)
                 self.written += len(prepared)
                 return
             except sqlite3.IntegrityError:
@@ -514,6 +517,23 @@ class CallLog:
             self.flush(timeout=5)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with one statement (one ``sqlite3_step``).
+
+    ``executemany`` steps once per row, and each step hands the GIL over and
+    back: with a busy event loop in the other thread, every handover is a
+    thread switch. One multi-row INSERT per chunk makes it one per chunk.
+    """
+    if rows:
+        conn.execute(_insert_sql(len(rows)), [value for row in rows for value in row])
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _insert_sql(rows: int) -> str:
+    one = f"({', '.join('?' for _ in CALL_COLUMNS)})"
+    return f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES {', '.join([one] * rows)}"
 
 
 # -- the process-wide call log per file -------------------------------------------------
