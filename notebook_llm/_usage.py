@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from notebook_llm.store.db import PathLike
+    from notebook_llm.store.log import CallLog
 
 __all__ = ["COST_GROUPS", "costs", "last_user_text", "parse_time", "usage", "utc_iso"]
 
@@ -261,7 +262,7 @@ def usage(
     return df
 
 
-def _messages(log: Any, rowids: list[Any]) -> list[str | None]:
+def _messages(log: CallLog, rowids: list[Any]) -> list[str | None]:
     """``messages_json`` of these rows, in their order."""
     found: dict[Any, str | None] = {}
     for start in range(0, len(rowids), 500):
@@ -401,7 +402,7 @@ _GROUP_KEYS = {
 
 
 def _first_seen(
-    log: Any, rows: list[tuple[Any, ...]], by: str, where: str, params: list[Any],
+    log: CallLog, rows: list[tuple[Any, ...]], by: str, where: str, params: list[Any],
     offset_s: int,
 ) -> list[tuple[Any, ...]]:
     """``rows`` in the order their groups first appear in :func:`usage`'s order.

@@ -390,6 +390,10 @@ def notebook_path() -> str | None:
     VS Code's ``__vsc_ipynb_file__``, ipykernel's ``__session__``, then
     ``$JPY_SESSION_NAME``. IPython is only consulted when already imported.
     """
+    return _shell_notebook() or os.environ.get("JPY_SESSION_NAME") or None
+
+
+def _shell_notebook() -> str | None:
     ipython_module = sys.modules.get("IPython")
     shell = None
     if ipython_module is not None:
@@ -403,7 +407,7 @@ def notebook_path() -> str | None:
             value = namespace.get(name)
             if isinstance(value, str) and value:
                 return value
-    return os.environ.get("JPY_SESSION_NAME") or None
+    return None
 
 
 class LogMiddleware(Middleware):
@@ -415,12 +419,17 @@ class LogMiddleware(Middleware):
     text) waits for that thread (see :meth:`CallLog.record_values
     <notebook_llm.store.log.CallLog.record_values>`).
 
+    The notebook's path (:func:`notebook_path`) is looked up at each call in
+    the IPython namespace; ``$JPY_SESSION_NAME``, the fallback, is read once,
+    when the middleware is made (an environment lookup costs a microsecond).
+
     Args:
         db_path: the database file (default: as :func:`call_log`).
     """
 
     def __init__(self, db_path: PathLike | None = None) -> None:
         self.db_path = db_path
+        self._session_name = os.environ.get("JPY_SESSION_NAME") or None
 
     async def after(
         self, ctx: CallContext, completion: Completion | None, error: BaseException | None
@@ -428,7 +437,8 @@ class LogMiddleware(Middleware):
         if not ctx.log or not _switches["log"]:
             return
         try:
-            values = _log_values(ctx, completion, error)
+            notebook = _shell_notebook() or self._session_name
+            values = _log_values(ctx, completion, error, notebook)
         except Exception as exc:  # noqa: BLE001 - logging must never break a call
             logger.warning("could not log a call: %s", redact(f"{type(exc).__name__}: {exc}"))
             return
@@ -439,7 +449,8 @@ _NO_USAGE = Usage()
 
 
 def _log_values(
-    ctx: CallContext, completion: Completion | None, error: BaseException | None
+    ctx: CallContext, completion: Completion | None, error: BaseException | None,
+    notebook: str | None,
 ) -> tuple[Any, ...]:
     """One ``calls`` row in :data:`~notebook_llm.store.log.CALL_COLUMNS` order.
 
@@ -492,7 +503,7 @@ def _log_values(
         list(ctx.tags) if ctx.tags else "[]",
         None if conversation_id is None else str(conversation_id),
         None if batch_id is None else str(batch_id),
-        notebook_path(),
+        notebook,
     )
 
 

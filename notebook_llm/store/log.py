@@ -106,9 +106,9 @@ _TEXT_COLUMNS = frozenset(
 # Text columns whose values repeat from call to call: redacted once per batch.
 _REPEATING = frozenset({"system", "params_json", "error_class", "tags_json", "notebook_path"})
 _JSON_INDEX = tuple(i for i, column in enumerate(CALL_COLUMNS) if column in _JSON_COLUMNS)
-_TEXT_INDEX = tuple(
-    (i, column in _REPEATING) for i, column in enumerate(CALL_COLUMNS) if column in _TEXT_COLUMNS
-)
+_TEXT_ONCE = tuple(i for i, column in enumerate(CALL_COLUMNS)
+                   if column in _TEXT_COLUMNS and column not in _REPEATING)
+_TEXT_REPEATING = tuple(i for i, column in enumerate(CALL_COLUMNS) if column in _REPEATING)
 _WIDTH = len(CALL_COLUMNS)
 # Rows prepared (GIL held) between two inserts (GIL free), and rows per INSERT:
 # 32 x 28 parameters stay under SQLite's oldest limit of 999 per statement.
@@ -438,17 +438,17 @@ class CallLog:
                     value = row[i]
                     if value is not None and not isinstance(value, str):
                         row[i] = _encode(value)
-                for i, repeating in _TEXT_INDEX:
+                for i in _TEXT_ONCE:
                     value = row[i]
-                    if not value or not isinstance(value, str):
-                        continue
-                    if repeating:
+                    if value and isinstance(value, str):
+                        row[i] = redact(value)
+                for i in _TEXT_REPEATING:
+                    value = row[i]
+                    if value and isinstance(value, str):
                         clean = seen.get(value)
                         if clean is None:
                             clean = seen[value] = redact(value)
                         row[i] = clean
-                    else:
-                        row[i] = redact(value)
                 out.append(tuple(row))
             except Exception as exc:  # noqa: BLE001 - one bad row must not cost the batch
                 self._note_error(f"could not prepare a row: {type(exc).__name__}: {exc}")
