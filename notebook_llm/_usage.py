@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -386,10 +387,6 @@ def _per_tag(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(tag, *values) for tag, values in totals.items()]
 
 
-_TAGS_OR_UNTAGGED = (
-    "CASE WHEN json_valid(tags_json) AND json_type(tags_json) = 'array'"
-    " AND json_array_length(tags_json) > 0 THEN tags_json ELSE '[\"(untagged)\"]' END"
-)
 # "+model": the same value, but a term no index serves, so that SQLite reads
 # the covering idx_calls_usage rather than idx_calls_model and then the table.
 _GROUP_KEYS = {
@@ -414,21 +411,19 @@ def _first_seen(
     calls made at that moment.
     """
     rows = sorted(rows, key=lambda row: row[1])
-    firsts = [row[1] for row in rows]
-    tied = sorted({t for i, t in enumerate(firsts) if firsts.count(t) > 1}) if len(
-        set(firsts)) < len(firsts) else []
+    counts = Counter(row[1] for row in rows)
+    tied = sorted(first for first, count in counts.items() if count > 1)
     if not tied:
         return rows
     marks = ", ".join("?" for _ in tied)
     filtered = f" AND {where}" if where else ""
-    if by == "tag":
-        sql = (f"SELECT t.value FROM calls, json_each({_TAGS_OR_UNTAGGED}) AS t"
-               f" WHERE created_at IN ({marks}){filtered} ORDER BY created_at, calls.rowid, t.key")
-    else:
-        key = _GROUP_KEYS[by].format(offset_s=offset_s)
-        sql = (f"SELECT {key} FROM calls WHERE created_at IN ({marks}){filtered}"
-               " ORDER BY created_at, rowid")
+    column = "tags_json" if by == "tag" else _GROUP_KEYS[by].format(offset_s=offset_s)
+    found = log.store.tuples(
+        f"SELECT {column} FROM calls WHERE created_at IN ({marks}){filtered}"
+        " ORDER BY created_at, rowid", (*tied, *params))
     order: dict[Any, int] = {}
-    for (key,) in log.store.tuples(sql, (*tied, *params)):
-        order.setdefault(key, len(order))
+    for (value,) in found:
+        # For tags, in each call's list order, as _per_tag reads them.
+        for key in (list(_tags(value)) or ["(untagged)"]) if by == "tag" else [value]:
+            order.setdefault(key, len(order))
     return sorted(rows, key=lambda row: (row[1], order.get(row[0], 0)))
