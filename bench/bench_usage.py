@@ -1,6 +1,6 @@
 """``nl.usage()`` and ``nl.costs(by=...)`` over a log of 100,000 calls: time and memory.
 
-    .venv/bin/python bench/bench_usage.py [--rows 100000] [--repeats 3] [--keep DB]
+    /tmp/dev/bin/python bench/bench_usage.py [--rows 100000] [--repeats 3] [--keep DB]
 
 1. fills a fresh SQLite file in a temporary directory through the real call
    log writer (``CallLog.record``, so redaction, JSON encoding, ids and
