@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import sqlite3
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -132,17 +133,21 @@ _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cached_input
 
 # The last user message's text, when it is plain text; NULL when Python must
 # decide (content parts or other types, no user message, malformed JSON):
-# see last_user_text, which this reproduces. The last message is tried first.
-_PROMPT_SQL = """CASE WHEN json_valid(messages_json) AND json_type(messages_json) = 'array' THEN
+# see last_user_text, which this reproduces.
+_LAST_USER_SQL = """(SELECT CASE json_type(m.value, '$.content')
+                  WHEN 'text' THEN json_extract(m.value, '$.content') WHEN 'null' THEN '' END
+         FROM json_each(messages_json) AS m
+         WHERE (CASE WHEN m.type = 'object' THEN json_extract(m.value, '$.role') END) = 'user'
+         ORDER BY m.key DESC LIMIT 1)"""
+# The same, trying the last message first ('$[#-1]' needs SQLite 3.31).
+_PROMPT_SQL = f"""CASE WHEN json_valid(messages_json) AND json_type(messages_json) = 'array' THEN
   CASE WHEN json_extract(messages_json, '$[#-1].role') = 'user'
             AND json_type(messages_json, '$[#-1].content') = 'text'
        THEN json_extract(messages_json, '$[#-1].content')
-       ELSE (SELECT CASE json_type(m.value, '$.content')
-                      WHEN 'text' THEN json_extract(m.value, '$.content') WHEN 'null' THEN '' END
-             FROM json_each(messages_json) AS m
-             WHERE (CASE WHEN m.type = 'object' THEN json_extract(m.value, '$.role') END) = 'user'
-             ORDER BY m.key DESC LIMIT 1)
+       ELSE {_LAST_USER_SQL}
   END
+END""" if sqlite3.sqlite_version_info >= (3, 31) else f"""CASE
+  WHEN json_valid(messages_json) AND json_type(messages_json) = 'array' THEN {_LAST_USER_SQL}
 END"""
 
 # What usage() selects, in _USAGE_COLUMNS order (plus rowid first).

@@ -323,3 +323,14 @@ def test_tags_are_separate_lists(log: CallLog) -> None:
     lists = [t for t in tags if isinstance(t, list) and t]
     assert len({id(t) for t in lists}) == len(lists)  # no list shared between rows
 
+
+
+def test_prompt_sql_for_older_sqlite_gives_the_same(log: CallLog) -> None:
+    # Before SQLite 3.31 ('$[#-1]' paths), only the scan of every message is used.
+    from notebook_llm import _usage
+
+    older = (f"CASE WHEN json_valid(messages_json) AND json_type(messages_json) = 'array'"
+             f" THEN {_usage._LAST_USER_SQL} END")
+    rows = log.store.tuples(f"SELECT {older} FROM calls ORDER BY rowid")
+    assert rows == log.store.tuples(f"SELECT {_usage._PROMPT_SQL} FROM calls ORDER BY rowid")
+    assert len({row[0] for row in rows}) > 5
