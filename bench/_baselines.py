@@ -87,11 +87,17 @@ class Measurement:
 
 @dataclass
 class AsyncOps:
-    """What an async client can do; ``request``/``stream`` return the text."""
+    """What an async client can do; ``request``/``stream`` return the text.
+
+    ``settle``, when given, is awaited at the end of every batch *inside* the
+    timing: work the client leaves behind (a call log's background writes)
+    is charged to the batch that caused it, not to the next client measured.
+    """
 
     request: Callable[[], Awaitable[str]]
     stream: Callable[[], Awaitable[str]]
     aclose: Callable[[], Awaitable[None]]
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -346,6 +352,8 @@ async def _async_batch(ops: AsyncOps, mode: Mode, n: int) -> float:
                 await ops.request()
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    if ops.settle is not None:
+        await ops.settle()
     return time.perf_counter() - start
 
 

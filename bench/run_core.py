@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import platform
@@ -28,10 +29,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,31 +67,96 @@ UNITS: dict[Mode, str] = {"seq": "req/s", "c64": "req/s", "stream": "streams/s"}
 
 
 # ------------------------------------------------------------- notebook_llm hook
-async def notebook_llm_ops(url: str) -> AsyncOps:
-    """notebook_llm's async client doing the benchmark requests.
+#
+# Three ways of calling notebook_llm, all against the same server, model
+# "openai:gpt-4o-mini" (so pricing finds a real price), measured in the same
+# interleaved rounds as the plain clients:
+#
+# - "nl log on": ``nl.Client()`` as users get it: every standard middleware
+#   and the call log writing to a real SQLite file in a temporary directory.
+#   Each batch ends with a flush of the log inside the timing, so the rate
+#   includes committing every row.
+# - "nl log off": the same client with ``log=False``.
+# - "nl.acomplete": the module-level functions (the default client, built from
+#   the environment: OPENAI_API_KEY, OPENAI_BASE_URL, NOTEBOOK_LLM_DB), log on.
 
-    One ``notebook_llm.Client`` for the whole measurement, with the call log
-    off: this measures the client core and its default (aiohttp) transport.
-    """
-    import notebook_llm
+MODEL = "openai:gpt-4o-mini"
+_tmp: tempfile.TemporaryDirectory[str] | None = None
 
-    client = notebook_llm.Client(
-        api_keys={"openai-compatible": "sk-bench"},
-        api_bases={"openai-compatible": url + "/v1"},
-        log=False,
-    )
-    model = "openai-compatible:gpt-4o-mini"
+
+def bench_dir() -> Path:
+    """A temporary directory for the benchmark's SQLite files (removed at exit)."""
+    global _tmp
+    if _tmp is None:
+        _tmp = tempfile.TemporaryDirectory(prefix="nl-bench-")
+        atexit.register(_tmp.cleanup)
+    return Path(_tmp.name)
+
+
+def _nl_ops(client: Any, log_path: Path | None,
+            complete: Any = None, stream_: Any = None) -> AsyncOps:
+    complete = complete or client.acomplete
+    stream_ = stream_ or client.astream
 
     async def request() -> str:
-        return (await client.acomplete("Say hello", model)).text
+        return (await complete("Say hello", MODEL)).text
 
     async def stream() -> str:
-        return "".join([chunk.text async for chunk in client.astream("Say hello", model)])
+        # The provider asks for the usage chunk itself (stream_options.include_usage).
+        return "".join([chunk.text async for chunk in stream_("Say hello", MODEL)])
 
-    return AsyncOps(request, stream, client.aclose)
+    settle = None
+    if log_path is not None:
+        from notebook_llm.usage import call_log
+
+        log = call_log(log_path)
+
+        async def settle() -> None:
+            log.flush(timeout=60)
+
+    return AsyncOps(request, stream, client.aclose, settle)
 
 
-NOTEBOOK_LLM = Client("notebook_llm", notebook_llm_ops, True, "candidate")
+async def log_on_ops(url: str) -> AsyncOps:
+    """``nl.Client()`` with the call log on (the default), to a temporary SQLite file."""
+    import notebook_llm as nl
+
+    path = bench_dir() / "client.db"
+    client = nl.Client(api_keys={"openai": "sk-bench"}, api_bases={"openai": url + "/v1"},
+                       db_path=path)
+    return _nl_ops(client, path)
+
+
+async def log_off_ops(url: str) -> AsyncOps:
+    """The same client with ``log=False``."""
+    import notebook_llm as nl
+
+    client = nl.Client(api_keys={"openai": "sk-bench"}, api_bases={"openai": url + "/v1"},
+                       log=False)
+    return _nl_ops(client, None)
+
+
+async def module_ops(url: str) -> AsyncOps:
+    """``nl.acomplete`` / ``nl.astream``: the default client, configured by the environment."""
+    import notebook_llm as nl
+
+    os.environ.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=url + "/v1",
+                      NOTEBOOK_LLM_DB=str(bench_dir() / "default.db"))
+    client = nl.default_client()
+    return _nl_ops(client, bench_dir() / "default.db", nl.acomplete, nl.astream)
+
+
+async def notebook_llm_ops(url: str) -> AsyncOps:
+    """notebook_llm's default path (``nl.Client()``, call log on); see :func:`log_on_ops`."""
+    return await log_on_ops(url)
+
+
+CANDIDATES: dict[str, Client] = {
+    "on": Client("nl log on", log_on_ops, True, "candidate"),
+    "off": Client("nl log off", log_off_ops, True, "candidate"),
+    "module": Client("nl.acomplete log on", module_ops, True, "candidate"),
+}
+NOTEBOOK_LLM = CANDIDATES["on"]
 
 
 def notebook_llm_ready(url: str) -> bool:
@@ -198,6 +266,29 @@ def print_ratios(nl: dict[Mode, Measurement], base: dict[Mode, Measurement],
                       f"ratio {own / theirs:.3f}")
 
 
+def print_default_path(results: list[Measurement], modes: Iterable[Mode]) -> None:
+    """Each notebook_llm variant against aiohttp, and log on against log off."""
+    by = {(r.client, r.mode): r for r in results}
+    names = [n for n in dict.fromkeys(r.client for r in results) if n.startswith("nl")]
+    if not names or not any(("aiohttp", m) in by for m in modes):
+        return
+    print("\nrate ratio against aiohttp (same rounds; >= 0.9 is the goal for seq and c64):")
+    print(f"  {'mode':<7}{'aiohttp':>10}" + "".join(f"{n:>30}" for n in names)
+          + f"{'on / off':>10}")
+    for mode in modes:
+        a = by.get(("aiohttp", mode))
+        if a is None:
+            continue
+        cells = []
+        for n in names:
+            r = by.get((n, mode))
+            cells.append(f"{r.rate:>10,.0f} ({r.rate / a.rate:.3f}x)" if r else "-")
+        on, off = by.get(("nl log on", mode)), by.get(("nl log off", mode))
+        ratio = f"{on.rate / off.rate:.3f}" if on and off else "-"
+        print(f"  {mode:<7}{a.rate:>10,.0f}" + "".join(f"{c:>30}" for c in cells)
+              + f"{ratio:>10}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--modes", default=",".join(MODES), help="comma list of " + "/".join(MODES))
@@ -209,6 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wrk-seconds", type=int, default=4)
     p.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
     p.add_argument("--out", type=Path, default=None, help="JSON results file")
+    p.add_argument("--candidates", default="on,off,module",
+                   help="notebook_llm variants: on (nl.Client(), log on), off (log=False), "
+                        "module (nl.acomplete)")
+    p.add_argument("--baselines", default="",
+                   help="comma list of plain clients to measure (default: all; aiohttp is "
+                        "always measured)")
     args = p.parse_args(argv)
     modes: list[Mode] = [m for m in MODES if m in args.modes.split(",")]
     cfg = (Config(warmup_s=0.2, target_s=0.2, repeats=3, stream_chunks=args.chunks)
@@ -239,16 +336,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k} {v:,.0f}" for k, v in wrk.items() if v is not None))
         report["wrk"] = wrk
 
-        clients = list(CLIENTS)
+        wanted = {n.strip() for n in args.baselines.split(",") if n.strip()}
+        clients = [c for c in CLIENTS if not wanted or c.name in wanted or c.name == "aiohttp"]
         if notebook_llm_ready(url):
-            clients.append(NOTEBOOK_LLM)
+            clients += [CANDIDATES[k] for k in args.candidates.split(",") if k]
         else:
             print("notebook_llm: skipped (notebook_llm_ops in bench/run_core.py not implemented)")
         check_outputs(url, clients)  # every client, notebook_llm included, gets the same texts
         results = [m for mode in modes for m in measure_interleaved(clients, url, mode, cfg)]
         roles = {c.name: c.role for c in clients}
         print_table(results, modes, args.chunks, roles)
-        nl = {r.mode: r for r in results if roles[r.client] == "candidate"}
         base = pick_baselines(results, {c.name for c in clients if c.role == "plain"})
         print("\nbaseline per mode: " + ", ".join(
             f"{m} = {b.client} {b.rate:,.0f} {UNITS[m]}" for m, b in base.items()))
@@ -256,9 +353,12 @@ def main(argv: list[str] | None = None) -> None:
         if floor_s and "seq" in base:
             print(f"seq: server round trip (1 / wrk c1) {floor_s * 1e6:.0f} µs of the baseline's "
                   f"{1e6 / base['seq'].rate:.0f} µs per request")
-        if nl:
-            plain_async = {c.name for c in clients if c.role == "plain" and c.is_async}
+        plain_async = {c.name for c in clients if c.role == "plain" and c.is_async}
+        for name in [c.name for c in clients if c.role == "candidate"]:
+            nl = {r.mode: r for r in results if r.client == name}
+            print(f"\n[{name}]", end="")
             print_ratios(nl, base, floor_s, pick_baselines(results, plain_async))
+        print_default_path(results, modes)
         report["results"] = [asdict(r) for r in results]
         report["baseline"] = {m: b.client for m, b in base.items()}
     finally:

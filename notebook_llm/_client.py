@@ -6,6 +6,7 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm._tracking import DEFAULT_MAX_RECORDS
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
 from notebook_llm.core.models import DefaultModel
@@ -48,6 +49,9 @@ class Client(CoreClient):
             ``$NOTEBOOK_LLM_DB``, else the user data directory).
         budget_usd: refuse, before sending, any call that could take this
             client's spend over this many dollars (``BudgetExceededError``).
+        max_records: how many recent call records :attr:`tracker` keeps in
+            memory (``None``: every call). Its totals are exact either way,
+            and every call is in the call log.
         **kwargs: see :class:`notebook_llm.core.client.CoreClient`.
     """
 
@@ -59,6 +63,7 @@ class Client(CoreClient):
         cache: bool | None = None,
         db_path: PathLike | None = None,
         budget_usd: float | None = None,
+        max_records: int | None = DEFAULT_MAX_RECORDS,
         **kwargs: Any,
     ) -> None:
         extra = list(kwargs.pop("middlewares", ()))
@@ -66,8 +71,9 @@ class Client(CoreClient):
         self.log = log
         self.cache = cache
         self.db_path = db_path
-        self.tracker = Tracker(budget_usd=budget_usd, name="client")
-        """Every call made through this client, with its spend (and budget)."""
+        self.tracker = Tracker(budget_usd=budget_usd, name="client", max_records=max_records)
+        """Every call made through this client: exact totals, its spend (and
+        budget), and the most recent ``max_records`` calls one by one."""
         self.middlewares = [
             *standard_middlewares(db_path=db_path, tracker=self.tracker),
             *extra,

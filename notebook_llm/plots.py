@@ -71,7 +71,7 @@ def plot_costs(
     Returns:
         The Axes (``ax.figure`` is the Figure).
     """
-    from notebook_llm.usage import costs
+    from notebook_llm._usage import costs
 
     df = costs(by=by, since=since, db_path=db_path)
     ax = new_axes(ax)
@@ -115,7 +115,7 @@ def plot_usage_over_time(
     Returns:
         The cost Axes; the tokens are on its twin (``ax.right_ax``).
     """
-    from notebook_llm.usage import usage
+    from notebook_llm._usage import usage
 
     df = usage(since=since, db_path=db_path)
     ax = new_axes(ax)

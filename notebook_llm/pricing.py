@@ -14,6 +14,7 @@ A cost is one of three things, never a guess:
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,24 +100,30 @@ def price(
     """
     if free or provider in FREE_PROVIDERS:
         return 0.0, "free"
-    found = _lookup(provider, _strip_prefix(provider, model))
+    model = _strip_prefix(provider, model)
+    found = _lookup(provider, model)
     if found is None:
         return None, "unpriced"
+    rates = _simple_rates(provider, model, batch, _hour())  # None: the general calculator
+    if rates is not None:
+        input_rate, output_rate, read_rate, write_rate, threshold = rates
+        # _usage_counts, inlined: this runs once per call.
+        read = max(usage.cached_input_tokens, 0)
+        write = max(usage.cache_write_tokens, 0)
+        input_tokens = max(usage.input_tokens, 0)
+        if read + write > input_tokens:
+            input_tokens += read + write
+        if input_tokens < threshold:
+            # Flat per-token rates (or below the first tier): plain arithmetic,
+            # about 1 µs instead of the ~100 µs of genai-prices' general calculator.
+            total = (
+                (input_tokens - read - write) * input_rate
+                + read * read_rate
+                + write * write_rate
+                + max(usage.output_tokens, 0) * output_rate
+            )
+            return total / 1_000_000, "priced"
     counts = _usage_counts(usage)
-    rates = _simple_rates(provider, _strip_prefix(provider, model), batch, _hour())
-    if rates is not None and counts["input_tokens"] < rates[4]:
-        # Flat per-token rates (or below the first tier): plain arithmetic,
-        # about 1 µs instead of the ~100 µs of genai-prices' general calculator.
-        input_rate, output_rate, read_rate, write_rate, _threshold = rates
-        read = counts.get("cache_read_tokens", 0)
-        write = counts.get("cache_write_tokens", 0)
-        total = (
-            (counts["input_tokens"] - read - write) * input_rate
-            + read * read_rate
-            + write * write_rate
-            + counts["output_tokens"] * output_rate
-        )
-        return total / 1_000_000, "priced"
     genai_provider, genai_model = found
     try:
         from genai_prices import Usage as PriceUsage
@@ -141,7 +148,7 @@ _UNCOUNTED = ("_kcount", "audio", "image", "video", "1h")
 
 def _hour() -> int:
     # Prices can change at a date; re-reading them hourly is plenty.
-    return int(datetime.now(timezone.utc).timestamp() // 3600)
+    return int(time.time() // 3600)
 
 
 @lru_cache(maxsize=1024)

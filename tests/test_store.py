@@ -14,6 +14,7 @@ import pytest
 
 from notebook_llm.store import CallLog, Store, connect, default_db_path, migrate, scrub
 from notebook_llm.store import migrations as migrations_module
+from notebook_llm.store.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,15 +138,22 @@ def test_migrate_blank() -> None:
     }
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(calls)")}
     assert {
-        "idx_calls_created_at",
+        "idx_calls_usage",  # m005: covers the totals, replaces idx_calls_created_at
         "idx_calls_model",
         "idx_calls_provider",
-        "idx_calls_batch_id",
+        "idx_calls_batch",  # m005: only calls that belong to a batch
     } <= indexes
+    assert not {"idx_calls_created_at", "idx_calls_batch_id"} & indexes
+    usage_index = [row[2] for row in conn.execute("PRAGMA index_info(idx_calls_usage)")]
+    assert usage_index[0] == "created_at"
+    plan = " ".join(str(row[-1]) for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM calls WHERE batch_id = ?", ("b",)))
+    assert "idx_calls_batch" in plan
     pk = {row[1]: row[5] for row in conn.execute("PRAGMA table_info(batch_rows)") if row[5]}
     assert pk == {"job_id": 1, "row_key": 2, "model": 3}
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
-    assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections"]
+    assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
+                       "m005_calls_usage_index"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:
@@ -155,7 +163,7 @@ def test_migrate_idempotent(tmp_path: Path) -> None:
     migrate(conn)
     conn.close()
     conn = connect(path)  # connect migrates again
-    assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 4
+    assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
     conn.close()
 
 
@@ -428,7 +436,7 @@ def test_calllog_four_processes_lose_nothing(tmp_path: Path) -> None:
     conn = connect(path)
     assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 4000
     assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 4000
-    assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 4
+    assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
     conn.close()
 
 

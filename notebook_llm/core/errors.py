@@ -67,6 +67,9 @@ _KEY_PATTERN = re.compile(
     r"|hf_[A-Za-z0-9]{8,}"
     r"|(?<=Bearer )[A-Za-z0-9._\-]{8,})"
 )
+# Every match of _KEY_PATTERN contains one of these: a text without any of them
+# (most prompts and answers) skips the regular expression.
+_KEY_MARKERS = ("sk-", "gsk_", "AIza", "xai-", "hf_", "Bearer ")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -76,7 +79,9 @@ def redact(text: str, *secrets: str | None) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[REDACTED]")
-    return _KEY_PATTERN.sub("[REDACTED]", text)
+    if any(marker in text for marker in _KEY_MARKERS):
+        text = _KEY_PATTERN.sub("[REDACTED]", text)
+    return text
 
 
 class LLMError(Exception):

@@ -199,6 +199,28 @@ class Store:
                 return [dict(row) for row in self.conn.execute(sql, params)]
         return [dict(row) for row in self.conn.execute(sql, params)]
 
+    def tuples(
+        self, sql: str, params: tuple[object, ...] | dict[str, object] = ()
+    ) -> list[tuple[object, ...]]:
+        """Run one query on this thread's connection; rows as plain tuples.
+
+        For reading many rows: cheaper in time and memory than :meth:`execute`'s dicts.
+        """
+        if self.is_memory:
+            with self._lock:
+                return self._tuples(sql, params)
+        return self._tuples(sql, params)
+
+    def _tuples(
+        self, sql: str, params: tuple[object, ...] | dict[str, object]
+    ) -> list[tuple[object, ...]]:
+        cursor = self.conn.cursor()
+        cursor.row_factory = None
+        try:
+            return cursor.execute(sql, params).fetchall()
+        finally:
+            cursor.close()
+
     def close(self) -> None:
         """Close every connection this store opened, in every thread."""
         with self._lock:

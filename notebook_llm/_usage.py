@@ -1,0 +1,434 @@
+"""Reading the call log back: :func:`usage` (one row per call) and :func:`costs` (totals).
+
+Both do their work in SQLite. :func:`costs` groups and sums in SQL, from the
+``idx_calls_usage`` index alone (migration ``m005``), and hands pandas only
+the totals. :func:`usage` asks SQLite for just the columns it returns, with the
+prompt (the last user message) taken out of the stored messages by SQLite's
+JSON functions, and builds the frame column by column. Public names are
+re-exported by :mod:`notebook_llm.usage`.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import sqlite3
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from notebook_llm.store.log import call_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from notebook_llm.store.db import PathLike
+    from notebook_llm.store.log import CallLog
+
+__all__ = ["COST_GROUPS", "costs", "last_user_text", "parse_time", "usage", "utc_iso"]
+
+COST_GROUPS = ("model", "provider", "day", "notebook", "tag")
+
+TimeLike = datetime | date | timedelta | str | None
+
+# -- times --------------------------------------------------------------------------------
+
+_SHORTHAND = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(s|secs?|m|mins?|h|hrs?|d|days?|w|wks?|weeks?)\s*$", re.IGNORECASE
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _local_tz() -> tzinfo:
+    return datetime.now().astimezone().tzinfo or timezone.utc
+
+
+def parse_time(value: TimeLike) -> datetime | None:
+    """A point in time as an aware UTC datetime.
+
+    Accepts a datetime (naive means local time), a date (local midnight), a
+    timedelta (that long ago), an ISO string, or ``"now"``, ``"today"``,
+    ``"yesterday"``, and ``"30m"``, ``"1h"``, ``"7d"``, ``"2w"`` (ago).
+    """
+    if value is None:
+        return None
+    now = datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day).astimezone(timezone.utc)
+    if isinstance(value, timedelta):
+        return now - value
+    if not isinstance(value, str):
+        raise TypeError(
+            f"expected a datetime, date, timedelta or string, not {type(value).__name__}"
+        )
+    text = value.strip().lower()
+    midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).astimezone()
+    if text == "now":
+        return now
+    if text == "today":
+        return midnight.astimezone(timezone.utc)
+    if text == "yesterday":
+        return (midnight - timedelta(days=1)).astimezone(timezone.utc)
+    match = _SHORTHAND.match(text)
+    if match:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+        return now - timedelta(seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"Cannot read {value!r} as a time: use a datetime, an ISO string, "
+            "'today', 'yesterday', or an age such as '30m', '1h', '7d'"
+        ) from None
+    return parsed.astimezone(timezone.utc)
+
+
+def utc_iso(moment: datetime) -> str:
+    """``moment`` in the log's ``created_at`` format, so that text comparison orders by time."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _where(
+    since: TimeLike, until: TimeLike, model: str | None = None, provider: str | None = None,
+    tag: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The SQL condition (``""`` for every call) and its parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    start, end = parse_time(since), parse_time(until)
+    if start is not None:
+        where.append("created_at >= ?")
+        params.append(utc_iso(start))
+    if end is not None:
+        where.append("created_at < ?")
+        params.append(utc_iso(end))
+    if model is not None:
+        # "openai:gpt-4o-mini" or just "gpt-4o-mini" (names may contain ':' themselves).
+        where.append("(model = ? OR substr(model, instr(model, ':') + 1) = ?)")
+        params += [model, model]
+    if provider is not None:
+        where.append("provider = ?")
+        params.append(provider.rstrip(":"))
+    if tag is not None:
+        # A malformed tags_json (never written by this library) is no tag, not an error.
+        where.append("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(calls.tags_json)"
+                     " THEN calls.tags_json END) WHERE value = ?)")
+        params.append(tag)
+    return " AND ".join(where), params
+
+
+# -- usage: one row per call ----------------------------------------------------------------
+
+_USAGE_COLUMNS = (
+    "id", "time", "provider", "model", "response_model", "input_tokens", "output_tokens",
+    "total_tokens", "cached_input_tokens", "reasoning_tokens", "cost_usd", "cost_status",
+    "cached", "latency_s", "ttft_s", "finish_reason", "error_class", "error_message", "tags",
+    "conversation_id", "batch_id", "notebook_path", "prompt", "response",
+)  # fmt: skip
+_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                  "reasoning_tokens")
+
+# The last user message's text, when it is plain text; NULL when Python must
+# decide (content parts or other types, no user message, malformed JSON):
+# see last_user_text, which this reproduces.
+_LAST_USER_SQL = """(SELECT CASE json_type(m.value, '$.content')
+                  WHEN 'text' THEN json_extract(m.value, '$.content') WHEN 'null' THEN '' END
+         FROM json_each(messages_json) AS m
+         WHERE (CASE WHEN m.type = 'object' THEN json_extract(m.value, '$.role') END) = 'user'
+         ORDER BY m.key DESC LIMIT 1)"""
+# The same, trying the last message first ('$[#-1]' needs SQLite 3.31).
+_PROMPT_SQL = f"""CASE WHEN json_valid(messages_json) AND json_type(messages_json) = 'array' THEN
+  CASE WHEN json_extract(messages_json, '$[#-1].role') = 'user'
+            AND json_type(messages_json, '$[#-1].content') = 'text'
+       THEN json_extract(messages_json, '$[#-1].content')
+       ELSE {_LAST_USER_SQL}
+  END
+END""" if sqlite3.sqlite_version_info >= (3, 31) else f"""CASE
+  WHEN json_valid(messages_json) AND json_type(messages_json) = 'array' THEN {_LAST_USER_SQL}
+END"""
+
+# What usage() selects, in _USAGE_COLUMNS order (plus rowid first).
+_USAGE_SELECT = ", ".join([
+    "rowid", "id", "created_at", "provider", "model", "response_model", "input_tokens",
+    "output_tokens", "COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)",
+    "cached_input_tokens", "reasoning_tokens", "cost_usd", "cost_status", "cached", "latency_s",
+    "ttft_s", "finish_reason", "error_class", "error_message", "tags_json", "conversation_id",
+    "batch_id", "notebook_path", _PROMPT_SQL, "response_text",
+])  # fmt: skip
+
+
+_TIME_ORDER = operator.itemgetter(2, 0)  # (created_at, rowid) of a _USAGE_SELECT row
+
+
+def last_user_text(messages_json: str | None) -> str:
+    """The text of the last user message in a logged ``messages_json`` (``""`` when none)."""
+    try:
+        messages = json.loads(messages_json or "[]")
+    except ValueError:
+        return ""
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def _tags(tags_json: str | None) -> Any:
+    try:
+        return json.loads(tags_json or "[]")
+    except ValueError:
+        return []
+
+
+def _tag_lists(column: tuple[Any, ...]) -> list[Any]:
+    """``tags_json`` texts as Python lists, each its own list (parsed once per distinct text)."""
+    parsed: dict[Any, Any] = {}
+    out = []
+    for text in column:
+        tags = parsed.get(text)
+        if tags is None:
+            tags = _tags(text)
+            simple = type(tags) is list and all(type(t) is str for t in tags)
+            parsed[text] = tags = tags if simple else False
+        out.append(list(tags) if tags is not False else _tags(text))
+    return out
+
+
+def usage(
+    since: TimeLike = None,
+    until: TimeLike = None,
+    model: str | None = None,
+    provider: str | None = None,
+    tag: str | None = None,
+    limit: int | None = None,
+    *,
+    db_path: PathLike | None = None,
+) -> pd.DataFrame:
+    """Logged calls as a DataFrame, oldest first.
+
+    Args:
+        since: only calls at or after this: a datetime, an ISO string, or
+            ``"today"``, ``"yesterday"``, ``"30m"``, ``"1h"``, ``"7d"``, ``"2w"``.
+        until: only calls before this (same forms).
+        model: ``provider:model`` or the bare model name.
+        provider: a provider name.
+        tag: only calls carrying this tag.
+        limit: only the most recent ``limit`` calls.
+        db_path: the database file (default: ``$NOTEBOOK_LLM_DB``, else the user data dir).
+
+    Returns:
+        One row per call: ``time`` (local, tz-aware), ``model``, tokens,
+        ``cost_usd`` (NaN when unpriced, see ``cost_status``), ``latency_s``,
+        ``cached``, ``error_class`` / ``error_message``, ``tags``,
+        ``notebook_path``, ``prompt`` (last user message), ``response``. Export
+        it as any DataFrame: ``nl.usage("7d").to_csv("calls.csv")`` or
+        ``.to_parquet("calls.parquet")``.
+    """
+    import pandas as pd
+
+    log = call_log(db_path)
+    log.flush()
+    where, params = _where(since, until, model, provider, tag)
+    sql = f"SELECT {_USAGE_SELECT} FROM calls" + (f" WHERE {where}" if where else "")
+    if limit is None:
+        # Sorted here rather than by SQLite: a scan in table order and a sort of
+        # the fetched rows beats reading the table in index order.
+        rows = log.store.tuples(sql, tuple(params))
+        rows.sort(key=_TIME_ORDER)
+    else:
+        # The newest `limit` rows, still returned oldest first.
+        sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
+        rows = log.store.tuples(sql, tuple(params))[::-1]
+    if rows:
+        rowids, *values = zip(*rows, strict=True)
+        del rows
+        data: dict[str, Any] = dict(zip(_USAGE_COLUMNS, values, strict=True))
+        data["tags"] = _tag_lists(data["tags"])
+        prompts = data["prompt"]
+        missing = [i for i, prompt in enumerate(prompts) if prompt is None]
+        if missing:
+            prompts = data["prompt"] = list(prompts)
+            found = _messages(log, [rowids[i] for i in missing])
+            for i, text in zip(missing, found, strict=True):
+                prompts[i] = last_user_text(text)
+        df = pd.DataFrame(data, columns=list(_USAGE_COLUMNS))
+    else:
+        df = pd.DataFrame.from_records([], columns=list(_USAGE_COLUMNS))
+    df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601").dt.tz_convert(_local_tz())
+    for column in _TOKEN_COLUMNS:
+        df[column] = pd.to_numeric(df[column]).fillna(0).astype("int64")
+    for column in ("cost_usd", "latency_s", "ttft_s"):
+        df[column] = pd.to_numeric(df[column]).astype("float64")
+    df["cached"] = df["cached"].fillna(0).astype(bool)
+    return df
+
+
+def _messages(log: CallLog, rowids: list[Any]) -> list[str | None]:
+    """``messages_json`` of these rows, in their order."""
+    found: dict[Any, str | None] = {}
+    for start in range(0, len(rowids), 500):
+        chunk = rowids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(log.store.tuples(
+            f"SELECT rowid, messages_json FROM calls WHERE rowid IN ({marks})", tuple(chunk)
+        ))
+    return [found.get(rowid) for rowid in rowids]
+
+
+# -- costs: totals per group ----------------------------------------------------------------
+
+_TOTALS = """COUNT(*),
+  SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0)),
+  SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)),
+  SUM(cost_usd),
+  SUM(CASE WHEN cost_status = 'unpriced' THEN 1 ELSE 0 END),
+  SUM(CASE WHEN cached THEN 1 ELSE 0 END),
+  SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END)"""
+_COST_COLUMNS = ("calls", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
+                 "unpriced_calls", "cached_calls", "errors")
+_INT_COLUMNS = ("calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls",
+                "cached_calls", "errors")
+
+
+def costs(
+    by: str = "model",
+    since: TimeLike = None,
+    until: TimeLike = None,
+    *,
+    db_path: PathLike | None = None,
+) -> pd.DataFrame:
+    """Totals per model, provider, day, notebook or tag.
+
+    Args:
+        by: ``"model"``, ``"provider"``, ``"day"``, ``"notebook"`` or ``"tag"``
+            (a call with several tags counts once under each).
+        since: as in :func:`usage`.
+        until: as in :func:`usage`.
+        db_path: as in :func:`usage`.
+
+    Returns:
+        One row per group: ``calls``, ``input_tokens``, ``output_tokens``,
+        ``total_tokens``, ``cost_usd`` (sum of the priced calls; NaN when none
+        was priced), ``unpriced_calls`` (never counted as free),
+        ``cached_calls`` and ``errors``; the most expensive first (by day:
+        oldest first).
+    """
+    if by not in COST_GROUPS:
+        raise ValueError(f"by must be one of {', '.join(map(repr, COST_GROUPS))}, not {by!r}")
+    import pandas as pd
+
+    log = call_log(db_path)
+    log.flush()
+    where, params = _where(since, until)
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+    offset_s = int(offset.total_seconds())
+    rows = log.store.tuples(_group_sql(by, where, offset_s), tuple(params))
+    if by == "day":
+        rows.sort(key=lambda row: row[0])
+        keys: list[Any] = [date.fromisoformat(row[0]) for row in rows]
+    else:
+        if by == "tag":
+            rows = _per_tag(rows)
+        rows = _first_seen(log, rows, by, where, params, offset_s)
+        keys = [row[0] for row in rows]
+    totals: list[Any] = (list(zip(*rows, strict=True))[2:] if rows
+                         else [[] for _ in _COST_COLUMNS])
+    # The key's dtype inferred from its values, as pandas' groupby did.
+    out = pd.DataFrame({by: pd.Series(keys), **dict(zip(_COST_COLUMNS, totals, strict=True))},
+                       columns=[by, *_COST_COLUMNS])
+    for column in _INT_COLUMNS:
+        out[column] = out[column].astype("int64")
+    out["cost_usd"] = pd.to_numeric(out["cost_usd"]).astype("float64")
+    if by != "day":
+        out = out.sort_values(["cost_usd", "calls"], ascending=False, na_position="last",
+                              kind="stable").reset_index(drop=True)
+    return out
+
+
+def _group_sql(by: str, where: str, offset_s: int) -> str:
+    """One row per group: key, its first call's ``created_at``, then the totals.
+
+    One pass over the ``idx_calls_usage`` index, which holds every column
+    read. Rows whose key is NULL count in no group (pandas dropped NaN keys).
+    """
+    filtered = f" AND {where}" if where else ""
+    if by == "tag":
+        # One row per distinct tag list (there are few); _per_tag explodes them.
+        where_tags = f" WHERE {where}" if where else ""
+        return (f"SELECT +tags_json, MIN(created_at), {_TOTALS} FROM calls{where_tags}"
+                " GROUP BY +tags_json")
+    key = _GROUP_KEYS[by].format(offset_s=offset_s)
+    return (
+        f"SELECT {key}, MIN(created_at), {_TOTALS} FROM calls"
+        f" WHERE {key} IS NOT NULL{filtered} GROUP BY {key}"
+    )
+
+
+def _per_tag(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Totals per distinct ``tags_json`` turned into totals per tag.
+
+    A call counts once under each of its tags (twice if listed twice), and as
+    ``"(untagged)"`` when it has none; a ``None`` tag counts nowhere: what
+    exploding the lists in pandas gave.
+    """
+    totals: dict[Any, list[Any]] = {}
+    for tags_json, first, *sums in rows:
+        for tag in list(_tags(tags_json)) or ["(untagged)"]:
+            if tag is None or tag != tag:  # pandas drops None and NaN keys
+                continue
+            found = totals.get(tag)
+            if found is None:
+                totals[tag] = [first, *sums]
+                continue
+            found[0] = min(found[0], first)
+            for i, value in enumerate(sums, 1):
+                if value is not None:  # SUM() of no priced call is NULL
+                    found[i] = value if found[i] is None else found[i] + value
+    return [(tag, *values) for tag, values in totals.items()]
+
+
+# "+model": the same value, but a term no index serves, so that SQLite reads
+# the covering idx_calls_usage rather than idx_calls_model and then the table.
+_GROUP_KEYS = {
+    "model": "+model",
+    "provider": "+provider",
+    "notebook": "COALESCE(notebook_path, '(unknown)')",
+    # The local date at today's UTC offset, as pandas' tz_convert(_local_tz()) gave.
+    "day": "date(created_at, '{offset_s:+d} seconds')",
+}
+
+
+def _first_seen(
+    log: CallLog, rows: list[tuple[Any, ...]], by: str, where: str, params: list[Any],
+    offset_s: int,
+) -> list[tuple[Any, ...]]:
+    """``rows`` in the order their groups first appear in :func:`usage`'s order.
+
+    That order is (created_at, rowid), and for tags the tag's place in its
+    call's list: what pandas' ``groupby(sort=False)`` kept. The first
+    ``created_at`` of each group decides, except between groups whose first
+    calls share one ``created_at``: those few are settled by reading the
+    calls made at that moment.
+    """
+    rows = sorted(rows, key=lambda row: row[1])
+    counts = Counter(row[1] for row in rows)
+    tied = sorted(first for first, count in counts.items() if count > 1)
+    if not tied:
+        return rows
+    marks = ", ".join("?" for _ in tied)
+    filtered = f" AND {where}" if where else ""
+    column = "tags_json" if by == "tag" else _GROUP_KEYS[by].format(offset_s=offset_s)
+    found = log.store.tuples(
+        f"SELECT {column} FROM calls WHERE created_at IN ({marks}){filtered}"
+        " ORDER BY created_at, rowid", (*tied, *params))
+    order: dict[Any, int] = {}
+    for (value,) in found:
+        # For tags, in each call's list order, as _per_tag reads them.
+        for key in (list(_tags(value)) or ["(untagged)"]) if by == "tag" else [value]:
+            order.setdefault(key, len(order))
+    return sorted(rows, key=lambda row: (row[1], order.get(row[0], 0)))
