@@ -217,16 +217,21 @@ def test_logs_and_usage_table_hostile_model_names() -> None:
 
 
 def test_tracker_html_hostile_model_names() -> None:
-    from notebook_llm.usage import Tracker
+    import notebook_llm as nl
+    from notebook_llm import errors
 
-    tracker = Tracker(name=HOSTILE[0])
-    for name in HOSTILE:
-        tracker._add({"model": name, "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
-                      "cost_usd": None, "cost_status": "unpriced", "cached": False,
-                      "error_class": None})
+    client = nl.Client(log=False)
+    with nl.track(name=HOSTILE[0]) as tracker:
+        for name in HOSTILE:
+            # An offline model of that name does not exist: each call ends in an
+            # error that the tracker records under the model string as written.
+            with pytest.raises(errors.LLMError):
+                client.complete("hi", model=f"offline:{name}")
+    assert tracker.calls == len(HOSTILE)
     page = tracker._repr_html_()
     safe(page, "b")
-    assert all(name in visible_text(page) for name in HOSTILE)
+    shown = visible_text(page)
+    assert all(" ".join(f"offline:{name}".split()) in " ".join(shown.split()) for name in HOSTILE)
 
 
 # -- embeddings and batches ------------------------------------------------------------
