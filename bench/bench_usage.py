@@ -154,7 +154,7 @@ _CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import pandas  # imported before measuring: every caller has it loaded
 import notebook_llm as nl
-from notebook_llm.usage import call_log
+from notebook_llm.store.log import call_log
 
 path, call, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 call_log(path).store.conn  # open and migrate outside the measurement

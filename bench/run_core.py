@@ -107,7 +107,7 @@ def _nl_ops(client: Any, log_path: Path | None,
 
     settle = None
     if log_path is not None:
-        from notebook_llm.usage import call_log
+        from notebook_llm.store.log import call_log
 
         log = call_log(log_path)
 

@@ -647,7 +647,7 @@ with `<PROVIDER>_BASE_URL`, `api_base=` or `nl.Client(api_bases={...})`):
 """),
         code("""
 presets = ["ollama", "llamacpp", "lmstudio", "vllm", "mistralrs", "universal"]
-[(p.name, p.default_base_url, p.base_url_env) for p in nl.providers() if p.name in presets]
+[(p.name, p.default_base_url, p.base_url_env) for p in nl.list_providers() if p.name in presets]
 """),
         code("""
 nl.local.unload()
@@ -732,7 +732,7 @@ model can call tools (a key, or a local server with such a model):
 """),
         code("""
 provider = MODEL.split(":", 1)[0]
-if next(p for p in nl.providers() if p.name == provider).capabilities.tools and provider != "local":
+if next(p for p in nl.list_providers() if p.name == provider).capabilities.tools and provider != "local":
     real = nl.complete("What's the weather in Lisbon, in Fahrenheit?", model=MODEL,
                        tools=[get_weather], max_tool_rounds=3, max_tokens=200)
     print(real.text)

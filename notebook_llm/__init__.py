@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # name -> module that defines it (imported on first attribute access)
-# name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
     "BatchEstimate": "notebook_llm.batches",
@@ -21,7 +20,7 @@ _EXPORTS: dict[str, str] = {
     "Chunk": "notebook_llm.core.types",
     "Client": "notebook_llm._client",
     "Collection": "notebook_llm.embeddings",
-    "Comparison": "notebook_llm.comparison",
+    "Comparison": "notebook_llm._compare",
     "Completion": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
     "ModelInfo": "notebook_llm.core.types",
@@ -33,10 +32,10 @@ _EXPORTS: dict[str, str] = {
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
-    "Tracker": "notebook_llm.usage",
+    "Tracker": "notebook_llm._tracking",
     "Usage": "notebook_llm.core.types",
     "abatch": "notebook_llm.batches",
-    "acompare": "notebook_llm.comparison",
+    "acompare": "notebook_llm._compare",
     "acomplete": "notebook_llm._api",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
@@ -44,31 +43,33 @@ _EXPORTS: dict[str, str] = {
     "astream": "notebook_llm._api",
     "batch": "notebook_llm.batches",
     "batch_jobs": "notebook_llm.batches",
-    "resume_provider_batch": "notebook_llm.batches",
-    "cache": "notebook_llm.usage",
+    "cache": "notebook_llm._middleware",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
-    "compare": "notebook_llm.comparison",
+    "compare": "notebook_llm._compare",
     "complete": "notebook_llm._api",
-    "costs": "notebook_llm.usage",
+    "costs": "notebook_llm._usage",
     "default_client": "notebook_llm._api",
     "default_model": "notebook_llm._api",
     "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm.embeddings",
     "estimate": "notebook_llm.batches",
     "list_models": "notebook_llm._api",
-    "logs": "notebook_llm.usage",
-    "providers": "notebook_llm._api",
-    "set_cache": "notebook_llm.usage",
+    "list_providers": "notebook_llm._api",
+    "logs": "notebook_llm._usage",
+    "plot_costs": "notebook_llm._usage",
+    "resume_provider_batch": "notebook_llm.batches",
+    "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
-    "set_logging": "notebook_llm.usage",
+    "set_logging": "notebook_llm._middleware",
     "stream": "notebook_llm._api",
-    "track": "notebook_llm.usage",
+    "track": "notebook_llm._tracking",
+    "usage": "notebook_llm._usage",
 }
 
 # Submodules that are public API themselves: ``nl.errors.RateLimitError``,
-# ``nl.usage(...)`` / ``nl.usage.plot_costs()``, ``nl.local.load(...)``.
-_MODULES = {"errors", "local", "usage"}
+# ``nl.local.load(...)``.
+_MODULES = {"errors", "local"}
 
 # Public functions whose name differs from where they live.
 _RENAMED = {"local_servers": ("notebook_llm.providers.discovery", "find_local_servers")}
@@ -128,70 +129,55 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
-    from notebook_llm import errors as errors
-    from notebook_llm import local as local
-    from notebook_llm import usage as usage
+    # The same names for type checkers and IDEs (tests/test_public_api.py keeps
+    # this in step with _EXPORTS).
+    from notebook_llm import errors as errors, local as local
     from notebook_llm._api import (
         acomplete as acomplete,
-    )
-    from notebook_llm._api import (
         alist_models as alist_models,
-    )
-    from notebook_llm._api import (
         astream as astream,
-    )
-    from notebook_llm._api import (
         complete as complete,
-    )
-    from notebook_llm._api import (
         default_client as default_client,
-    )
-    from notebook_llm._api import (
         default_model as default_model,
-    )
-    from notebook_llm._api import (
         list_models as list_models,
-    )
-    from notebook_llm._api import (
-        providers as providers,
-    )
-    from notebook_llm._api import (
+        list_providers as list_providers,
         set_default_client as set_default_client,
-    )
-    from notebook_llm._api import (
         stream as stream,
     )
     from notebook_llm._client import (
         Client as Client,
     )
-    from notebook_llm.batches import (
-        BatchResult as BatchResult,
-    )
-    from notebook_llm.batches import (
-        abatch as abatch,
-    )
-    from notebook_llm.batches import (
-        batch as batch,
-    )
-    from notebook_llm.batches import (
-        batch_jobs as batch_jobs,
-    )
-    from notebook_llm.batches import (
-        resume_provider_batch as resume_provider_batch,
-    )
-    from notebook_llm.comparison import (
+    from notebook_llm._compare import (
         Comparison as Comparison,
-    )
-    from notebook_llm.comparison import (
         acompare as acompare,
-    )
-    from notebook_llm.comparison import (
         compare as compare,
+    )
+    from notebook_llm._middleware import (
+        cache as cache,
+        set_cache as set_cache,
+        set_logging as set_logging,
+    )
+    from notebook_llm._tracking import (
+        Tracker as Tracker,
+        track as track,
+    )
+    from notebook_llm._usage import (
+        costs as costs,
+        logs as logs,
+        plot_costs as plot_costs,
+        usage as usage,
+    )
+    from notebook_llm.batches import (
+        BatchEstimate as BatchEstimate,
+        BatchResult as BatchResult,
+        abatch as abatch,
+        batch as batch,
+        batch_jobs as batch_jobs,
+        estimate as estimate,
+        resume_provider_batch as resume_provider_batch,
     )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,
-    )
-    from notebook_llm.core.ratelimit import (
         RateLimitInfo as RateLimitInfo,
     )
     from notebook_llm.core.retry import (
@@ -199,77 +185,31 @@ if TYPE_CHECKING:
     )
     from notebook_llm.core.stream import (
         AsyncStream as AsyncStream,
-    )
-    from notebook_llm.core.stream import (
         Stream as Stream,
     )
     from notebook_llm.core.types import (
         Capabilities as Capabilities,
-    )
-    from notebook_llm.core.types import (
         Chunk as Chunk,
-    )
-    from notebook_llm.core.types import (
         Completion as Completion,
-    )
-    from notebook_llm.core.types import (
         ModelInfo as ModelInfo,
-    )
-    from notebook_llm.core.types import (
         ProviderInfo as ProviderInfo,
-    )
-    from notebook_llm.core.types import (
         Tool as Tool,
-    )
-    from notebook_llm.core.types import (
         ToolCall as ToolCall,
-    )
-    from notebook_llm.core.types import (
         Usage as Usage,
     )
     from notebook_llm.embeddings import (
         Collection as Collection,
-    )
-    from notebook_llm.embeddings import (
         Embeddings as Embeddings,
-    )
-    from notebook_llm.embeddings import (
         aembed as aembed,
-    )
-    from notebook_llm.embeddings import (
         collection as collection,
-    )
-    from notebook_llm.embeddings import (
         collections as collections,
-    )
-    from notebook_llm.embeddings import (
         delete_collection as delete_collection,
-    )
-    from notebook_llm.embeddings import (
         embed as embed,
+    )
+    from notebook_llm.progress import (
+        Progress as Progress,
     )
     from notebook_llm.providers.discovery import (
         afind_local_servers as afind_local_servers,
-    )
-    from notebook_llm.providers.discovery import find_local_servers as local_servers  # noqa: F401
-    from notebook_llm.usage import (
-        Tracker as Tracker,
-    )
-    from notebook_llm.usage import (
-        cache as cache,
-    )
-    from notebook_llm.usage import (
-        costs as costs,
-    )
-    from notebook_llm.usage import (
-        logs as logs,
-    )
-    from notebook_llm.usage import (
-        set_cache as set_cache,
-    )
-    from notebook_llm.usage import (
-        set_logging as set_logging,
-    )
-    from notebook_llm.usage import (
-        track as track,
+        find_local_servers as local_servers,  # noqa: F401 - exported as local_servers
     )

@@ -5,12 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from notebook_llm._client import Client
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "acomplete",
@@ -20,7 +17,7 @@ __all__ = [
     "default_client",
     "default_model",
     "list_models",
-    "providers",
+    "list_providers",
     "set_default_client",
     "stream",
 ]
@@ -73,6 +70,6 @@ stream = _delegate("stream")
 astream = _delegate("astream")
 list_models = _delegate("list_models")
 alist_models = _delegate("alist_models")
-providers = _delegate("providers")
+list_providers = _delegate("list_providers")
 default_model = _delegate("default_model")
 

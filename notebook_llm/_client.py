@@ -6,21 +6,13 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm._tracking import DEFAULT_MAX_RECORDS
+from notebook_llm._middleware import attach, cache_default, standard_middlewares
+from notebook_llm._tracking import DEFAULT_MAX_RECORDS, Tracker, carry_trackers
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
 from notebook_llm.core.models import DefaultModel
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Completion
-
-# Names, not the module: ``notebook_llm.usage`` may be the exported function.
-from notebook_llm.usage import (
-    Tracker,
-    attach,
-    cache_default,
-    carry_trackers,
-    standard_middlewares,
-)
 
 if TYPE_CHECKING:
     from notebook_llm.store.db import PathLike
@@ -35,7 +27,7 @@ class Client(CoreClient):
     ``list_models``).
 
     Every call goes through the standard middlewares
-    (:func:`notebook_llm.usage.standard_middlewares`): response cache, budget
+    (:func:`notebook_llm._middleware.standard_middlewares`): response cache, budget
     check, pricing (``completion.cost_usd``), trackers (``nl.track()``) and
     the SQLite call log. Middlewares passed as ``middlewares=`` run after them.
 
@@ -138,7 +130,7 @@ class Client(CoreClient):
         resolve, ctx = super()._prepare(*args, **kwargs)
         # Runs in the caller's context for astream/stream/acomplete (and, via
         # carry_trackers, for complete): the moment to see its trackers.
-        attach(ctx, ctx.format_model)
+        attach(ctx)
         return resolve, ctx
 
     def complete(self, *args: Any, **kwargs: Any) -> Completion:

@@ -5,7 +5,7 @@ model) and a bounded window of recent call records; the full history is in
 the call log (``nl.usage()``). ``nl.track()`` blocks and every client's own
 tracker (``client.tracker``) are Trackers; :class:`TrackingMiddleware` adds
 each ended call to them and :class:`BudgetMiddleware` refuses calls that could
-go over a budget. Public names are re-exported by :mod:`notebook_llm.usage`.
+go over a budget. Public names are exported at the package root (``nl.track``, ``nl.Tracker``).
 
 Which tracker sees a call
 -------------------------
@@ -51,7 +51,6 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
     "DEFAULT_MAX_RECORDS",
     "RECORD_COLUMNS",
-    "TRACKERS_KEY",
     "BudgetMiddleware",
     "Tracker",
     "TrackingMiddleware",
@@ -70,9 +69,6 @@ DEFAULT_MAX_OUTPUT_TOKENS = 1024
 DEFAULT_MAX_RECORDS = 1000
 """Recent call records a client's own tracker keeps in memory (``Client(max_records=...)``)."""
 
-TRACKERS_KEY = "_nl_trackers"
-"""``ctx.metadata`` key: the trackers a call belongs to, read when it was prepared."""
-_RESERVED = "_nl_reserved"  # ctx.metadata: budget held for the call, by tracker id
 
 
 # -- which trackers see a call -----------------------------------------------------------
@@ -129,10 +125,9 @@ def carry_trackers(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
 
 
 def _trackers_of(ctx: CallContext) -> tuple[Tracker, ...]:
-    trackers = ctx.metadata.get(TRACKERS_KEY)
-    if trackers is None:
-        trackers = ctx.metadata[TRACKERS_KEY] = current_trackers()
-    return trackers  # type: ignore[no-any-return]
+    if ctx.trackers is None:
+        ctx.trackers = current_trackers()
+    return ctx.trackers
 
 
 def _with_own(trackers: Sequence[Tracker], own: Tracker | None) -> list[Tracker]:
@@ -473,7 +468,7 @@ class TrackingMiddleware(Middleware):
         self, ctx: CallContext, completion: Completion | None, error: BaseException | None
     ) -> None:
         record = _record(ctx, completion, error)
-        reserved: dict[int, float] = ctx.metadata.pop(_RESERVED, None) or {}
+        reserved, ctx.budget_held = ctx.budget_held, {}
         trackers = _trackers_of(ctx)
         own = self.own
         if not trackers and own is not None:  # the common case: no nl.track() block
@@ -536,7 +531,7 @@ class BudgetMiddleware(Middleware):
                 if id(tracker) in held:
                     tracker._release(estimate)
             raise
-        ctx.metadata[_RESERVED] = held
+        ctx.budget_held = held
         return None
 
 

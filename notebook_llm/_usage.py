@@ -4,8 +4,10 @@ Both do their work in SQLite. :func:`costs` groups and sums in SQL, from the
 ``idx_calls_usage`` index alone (migration ``m005``), and hands pandas only
 the totals. :func:`usage` asks SQLite for just the columns it returns, with the
 prompt (the last user message) taken out of the stored messages by SQLite's
-JSON functions, and builds the frame column by column. Public names are
-re-exported by :mod:`notebook_llm.usage`.
+JSON functions, and builds the frame column by column.
+
+:class:`Logs`, :class:`UsageTable` and the plot functions show them; the
+drawing itself is :mod:`notebook_llm._plots`, which only draws.
 """
 
 from __future__ import annotations
@@ -18,15 +20,30 @@ from collections import Counter
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.store.log import call_log
+from notebook_llm._render import terminal_text
+from notebook_llm.core.money import format_usd
+from notebook_llm.store.log import call_log, utc_iso
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
     from notebook_llm.store.db import PathLike
     from notebook_llm.store.log import CallLog
 
-__all__ = ["COST_GROUPS", "costs", "last_user_text", "parse_time", "usage", "utc_iso"]
+__all__ = [
+    "COST_GROUPS",
+    "Logs",
+    "UsageTable",
+    "costs",
+    "last_user_text",
+    "logs",
+    "parse_time",
+    "plot_costs",
+    "plot_usage_over_time",
+    "usage",
+    "usage_table",
+]
 
 COST_GROUPS = ("model", "provider", "day", "notebook", "tag")
 
@@ -84,11 +101,6 @@ def parse_time(value: TimeLike) -> datetime | None:
             "'today', 'yesterday', or an age such as '30m', '1h', '7d'"
         ) from None
     return parsed.astimezone(timezone.utc)
-
-
-def utc_iso(moment: datetime) -> str:
-    """``moment`` in the log's ``created_at`` format, so that text comparison orders by time."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _where(
@@ -432,3 +444,204 @@ def _first_seen(
         for key in (list(_tags(value)) or ["(untagged)"]) if by == "tag" else [value]:
             order.setdefault(key, len(order))
     return sorted(rows, key=lambda row: (row[1], order.get(row[0], 0)))
+
+
+# -- tables and charts -----------------------------------------------------------------
+
+
+def _excerpt(text: Any, limit: int) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class Logs:
+    """The last few logged calls, readable in a notebook; ``.df`` for everything.
+
+    ``logs(5)`` in a cell shows model, time, prompt, response excerpt,
+    tokens and cost of each; ``logs(100).df.to_csv("calls.csv")`` exports.
+    """
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+        """The calls, as :func:`usage` returns them."""
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Same as :attr:`df`."""
+        return self.df
+
+    def _lines(self) -> list[tuple[str, str, str, str]]:
+        out = []
+        for row in self.df.iloc[::-1].itertuples(index=False):
+            cost = format_usd(None if row.cost_usd != row.cost_usd else row.cost_usd,
+                               row.cost_status or "unknown")
+            head = (f"{row.model} · {row.time:%Y-%m-%d %H:%M:%S} · "
+                    f"{row.input_tokens} in / {row.output_tokens} out · {cost}")
+            if row.latency_s == row.latency_s and row.latency_s is not None:
+                head += f" · {row.latency_s:.2f}s"
+            if row.cached:
+                head += " · cached"
+            error = f"{row.error_class}: {row.error_message}" if row.error_class else ""
+            out.append((head, _excerpt(row.prompt, 200), _excerpt(row.response, 300), error))
+        return out
+
+    def _repr_markdown_(self) -> str:
+        from notebook_llm._render import escape_markdown, markdown_text
+
+        if self.df.empty:
+            return "*No calls logged.*"
+        cards = []
+        for head, prompt, response, error in self._lines():
+            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
+            if response:
+                card += ["", f"*Response:* {escape_markdown(response)}"]
+            if error:
+                card += ["", f"*Error:* {escape_markdown(_excerpt(error, 300))}"]
+            cards.append("\n".join(card))
+        return "\n\n---\n\n".join(cards)
+
+    def __repr__(self) -> str:
+        if self.df.empty:
+            return "No calls logged."
+        blocks = []
+        for head, prompt, response, error in self._lines():
+            lines = [head, f"  prompt:   {prompt}"]
+            if response:
+                lines.append(f"  response: {response}")
+            if error:
+                lines.append(f"  error:    {_excerpt(error, 300)}")
+            blocks.append("\n".join(lines))
+        return terminal_text("\n\n".join(blocks))
+
+
+def logs(n: int = 3, *, model: str | None = None, db_path: PathLike | None = None) -> Logs:
+    """The last ``n`` calls, newest first when shown.
+
+    Example::
+
+        nl.logs(5)                              # readable in a cell
+        nl.logs(1000).df.to_parquet("calls.parquet")
+    """
+    return Logs(usage(model=model, limit=n, db_path=db_path))
+
+
+class UsageTable:
+    """Cost totals as a small HTML table with a total row (what ``%llm_usage`` shows)."""
+
+    def __init__(self, df: pd.DataFrame, by: str) -> None:
+        self.df = df
+        """The totals, as :func:`costs` returns them."""
+        self.by = by
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Same as :attr:`df`."""
+        return self.df
+
+    def _rows(self) -> tuple[list[str], list[list[object]]]:
+        columns = [self.by, "calls", "input tokens", "output tokens", "cost", "unpriced",
+                   "cached", "errors"]
+        rows: list[list[object]] = []
+        for row in self.df.itertuples(index=False):
+            cost = row.cost_usd
+            rows.append([getattr(row, self.by), row.calls, f"{row.input_tokens:,}",
+                         f"{row.output_tokens:,}", "—" if cost != cost else format_usd(cost),
+                         row.unpriced_calls or "", row.cached_calls or "", row.errors or ""])
+        if len(self.df) > 1:
+            df = self.df
+            total = df["cost_usd"].sum(min_count=1)
+            rows.append(["total", int(df["calls"].sum()), f"{int(df['input_tokens'].sum()):,}",
+                         f"{int(df['output_tokens'].sum()):,}",
+                         "—" if total != total else format_usd(float(total)),
+                         int(df["unpriced_calls"].sum()) or "", int(df["cached_calls"].sum()) or "",
+                         int(df["errors"].sum()) or ""])
+        return columns, rows
+
+    def _repr_html_(self) -> str:
+        from notebook_llm._render import plain_table_html
+
+        if self.df.empty:
+            return "<p>No calls logged.</p>"
+        columns, rows = self._rows()
+        note = ""
+        if int(self.df["unpriced_calls"].sum()):
+            note = "<p><small>Unpriced calls (no known price) are not in the cost.</small></p>"
+        return plain_table_html(columns, rows) + note
+
+    def __repr__(self) -> str:
+        if self.df.empty:
+            return "No calls logged."
+        columns, rows = self._rows()
+        widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
+        lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+        return terminal_text("\n".join(line.rstrip() for line in lines))
+
+
+def usage_table(
+    by: str = "model",
+    since: datetime | date | timedelta | str | None = None,
+    until: datetime | date | timedelta | str | None = None,
+    *,
+    db_path: PathLike | None = None,
+) -> UsageTable:
+    """:func:`costs` as a displayable table with a total row (for ``%llm_usage``)."""
+    return UsageTable(costs(by=by, since=since, until=until, db_path=db_path), by)
+
+
+def plot_costs(
+    by: str = "model",
+    since: TimeLike = None,
+    *,
+    ax: Axes | None = None,
+    db_path: PathLike | None = None,
+) -> Axes:
+    """Bar chart of the cost per model, provider, day, notebook or tag.
+
+    Groups with unpriced calls are hatched and labelled ``+N unpriced``, so an
+    unknown cost never looks like a free one.
+
+    Args:
+        by: as in :func:`costs`.
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        ax: draw into these Axes instead of a new figure.
+        db_path: the database file (default: as :func:`usage`).
+
+    Returns:
+        The Axes (``ax.figure`` is the Figure).
+    """
+    from notebook_llm import _plots
+
+    frame = costs(by=by, since=since, db_path=db_path)
+    title = f"Cost by {by}" + (f" since {since}" if isinstance(since, str) else "")
+    return _plots.plot_costs(frame, by, title=title, ax=ax)
+
+
+def plot_usage_over_time(
+    freq: str = "D",
+    since: TimeLike = None,
+    *,
+    ax: Axes | None = None,
+    db_path: PathLike | None = None,
+) -> Axes:
+    """Cost (bars, left axis) and tokens (line, right axis) per period.
+
+    Args:
+        freq: a pandas offset alias for the period: ``"h"``, ``"D"``, ``"W"``, ``"MS"``...
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        ax: draw into these Axes instead of a new figure.
+        db_path: the database file (default: as :func:`usage`).
+
+    Returns:
+        The cost Axes; the tokens are on its twin (``ax.right_ax``).
+    """
+    from notebook_llm import _plots
+
+    return _plots.plot_usage_over_time(usage(since=since, db_path=db_path), freq, ax=ax)
+
+
+# ``nl.usage.plot_costs(...)`` reads as "plot the usage's costs" and was documented
+# before ``nl.plot_costs``: both stay, as attributes of the function.
+usage.plot_costs = plot_costs  # type: ignore[attr-defined]
+usage.plot_usage_over_time = plot_usage_over_time  # type: ignore[attr-defined]

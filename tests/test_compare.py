@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from notebook_llm import errors
+from notebook_llm import acompare, compare, errors
 from notebook_llm._client import Client
-from notebook_llm.comparison import acompare, compare
 from notebook_llm.core.retry import RetryPolicy
 
 COLUMNS = [

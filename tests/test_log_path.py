@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import random
 import sqlite3
@@ -16,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import notebook_llm as nl
-from notebook_llm.store.log import CALL_COLUMNS, CallLog, iso_utc, new_call_id
+from notebook_llm.store.log import CALL_COLUMNS, CallLog, call_log, iso_utc, new_call_id
 
-usage = importlib.import_module("notebook_llm.usage")
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-proj-" + "Zy3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0q"
 
@@ -27,14 +25,14 @@ SECRET = "sk-proj-" + "Zy3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0q"
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "calls.db"
     monkeypatch.setenv("NOTEBOOK_LLM_DB", str(path))
-    previous = usage.set_logging(True)
+    previous = nl.set_logging(True)
     yield path
-    usage.call_log(path).close()
-    usage.set_logging(previous)
+    call_log(path).close()
+    nl.set_logging(previous)
 
 
 def rows(path: Path) -> list[dict]:
-    return usage.call_log(path).query()
+    return call_log(path).query()
 
 
 async def test_every_concurrent_call_is_logged_with_every_column(db: Path) -> None:
@@ -85,7 +83,7 @@ def test_messages_changed_after_the_call_do_not_leak_into_the_log(db: Path) -> N
     completion = client.complete("original")
     completion.messages.append(completion.to_message())  # continuing the chat
     completion.messages[0]["content"] = "edited"
-    usage.call_log(db).flush()
+    call_log(db).flush()
     (row,) = rows(db)
     assert json.loads(row["messages_json"]) == [{"role": "user", "content": "original"}]
 

@@ -33,7 +33,7 @@ def test_register_provider_through_entry_point(tmp_path: Path) -> None:
         "import notebook_llm as nl\n"
         "print(nl.complete('abc', model='reverse:x').text)\n"
         "print(''.join(c.text for c in nl.stream('xyz', model='reverse:x')))\n"
-        "print('reverse' in {p.name for p in nl.providers()})\n"
+        "print('reverse' in {p.name for p in nl.list_providers()})\n"
     )
     env = {
         **os.environ,

@@ -21,7 +21,7 @@ from notebook_llm.batches import batch
 from notebook_llm.core.client import CoreClient
 from notebook_llm.core.retry import RetryPolicy
 from notebook_llm.core.secrets import SecretHeaders, remember, scrub
-from notebook_llm.usage import call_log
+from notebook_llm.store.log import call_log
 from tests.support.kernel import KernelSession
 from tests.support.replay import RecordedRequest, ReplayServer, Reply
 

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from notebook_llm.store import CallLog, Store, connect, default_db_path, migrate, scrub
-from notebook_llm.store import migrations as migrations_module
+from notebook_llm.store import (
+    CallLog,
+    Store,
+    connect,
+    default_db_path,
+    migrate,
+    migrations as migrations_module,
+    scrub,
+)
 from notebook_llm.store.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from pathlib import Path
 
 import pytest
 
 import notebook_llm as nl
 from notebook_llm import errors
-
-usage = importlib.import_module("notebook_llm.usage")
+from notebook_llm.store.log import call_log
 
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "calls.db"
     monkeypatch.setenv("NOTEBOOK_LLM_DB", str(path))
-    previous = usage.set_logging(True)
+    previous = nl.set_logging(True)
     yield path
-    usage.call_log(path).close()
-    usage.set_logging(previous)
+    call_log(path).close()
+    nl.set_logging(previous)
 
 
 def test_client_tracker_window_is_bounded_and_totals_exact(db: Path) -> None:
@@ -36,7 +34,7 @@ def test_client_tracker_window_is_bounded_and_totals_exact(db: Path) -> None:
     assert t.calls == 13 and t.errors == 1
     assert len(t.records) == 5 and len(t.df) == 5
     # Totals over every call, not only the window: the log agrees.
-    logged = usage.usage(db_path=db)
+    logged = nl.usage(db_path=db)
     assert len(logged) == 13
     assert t.input_tokens == logged["input_tokens"].sum() > 0
     assert t.output_tokens == logged["output_tokens"].sum()
@@ -65,7 +63,7 @@ async def test_concurrent_calls_counted_exactly_with_small_window(db: Path) -> N
         await asyncio.gather(*(client.acomplete(f"task {i} " * (i % 7)) for i in range(200)))
     assert client.tracker.calls == t.calls == 200
     assert len(client.tracker.records) == 3 and len(t.records) == 2
-    logged = usage.usage(db_path=db)
+    logged = nl.usage(db_path=db)
     assert len(logged) == 200
     assert client.tracker.tokens == t.tokens == logged["total_tokens"].sum()
 
@@ -74,7 +72,7 @@ def test_records_are_dicts_with_the_documented_fields(db: Path) -> None:
     client = nl.Client("offline:echo")
     client.complete("hello", tags=["x"])
     (record,) = client.tracker.records
-    assert list(record) == list(usage.Tracker(name="x").df.columns)
+    assert list(record) == list(nl.Tracker(name="x").df.columns)
     assert record["tags"] == ["x"] and record["time"].tzinfo is not None
     assert record["cost_status"] == "free" and record["cost_usd"] == 0.0
     record["tags"].append("changed")  # a copy: the tracker is not changed
@@ -94,7 +92,7 @@ def test_window_can_be_resized_and_reset_keeps_budget(db: Path) -> None:
 
 def test_budget_counts_every_call_beyond_the_window(db: Path) -> None:
     # A priced call; spend accumulates exactly whatever the window holds.
-    tracker = usage.Tracker(budget_usd=0.05, max_records=1)
+    tracker = nl.Tracker(budget_usd=0.05, max_records=1)
     record = ("t", "openai:gpt-4o-mini", "openai", 10, 5, 15, 0.01, "priced", False, 0.1,
               "stop", None, ())
     for _ in range(4):

@@ -128,7 +128,7 @@ def test_local_servers_markdown_hostile_model_ids_and_labels() -> None:
 
 
 def _comparison(models: list[str], texts: list[str]) -> Any:
-    from notebook_llm.comparison import Comparison
+    from notebook_llm import Comparison
 
     comparison = Comparison(["<b>prompt</b>\n| x"], models, 1, None)
     for cell, text in zip(comparison.cells, texts, strict=True):
@@ -190,7 +190,7 @@ def test_dashboard_views_hostile_models_and_texts() -> None:
 
 def test_logs_and_usage_table_hostile_model_names() -> None:
     pd = pytest.importorskip("pandas")
-    from notebook_llm.usage import Logs, UsageTable
+    from notebook_llm._usage import Logs, UsageTable
 
     rows = [
         {"model": name, "time": datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import json
 import math
 import sqlite3
@@ -20,14 +19,15 @@ import pytest
 
 import notebook_llm as nl
 from notebook_llm import errors
+from notebook_llm._usage import parse_time, plot_usage_over_time, usage_table
 from notebook_llm.core import loop as core_loop
 from notebook_llm.core.types import Usage
 from notebook_llm.pricing import price
+from notebook_llm.store.log import call_log
 from tests.support.replay import ReplayServer, Reply, load_fixture
 
 CACHED_FIXTURE = "openai__chat_completions__ebc50890c985"  # 1220 prompt tokens, 1152 cached
-# The module itself: `nl.usage` may be exported as the function, so not `from notebook_llm import`.
-usage = importlib.import_module("notebook_llm.usage")
+
 SECRET = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0f"
 
 
@@ -41,11 +41,11 @@ def server():
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "calls.db"
     monkeypatch.setenv("NOTEBOOK_LLM_DB", str(path))
-    previous_log, previous_cache = usage.set_logging(True), usage.set_cache(False)
+    previous_log, previous_cache = nl.set_logging(True), nl.set_cache(False)
     yield path
-    usage.call_log(path).close()
-    usage.set_logging(previous_log)
-    usage.set_cache(previous_cache)
+    call_log(path).close()
+    nl.set_logging(previous_log)
+    nl.set_cache(previous_cache)
 
 
 _open_clients: list[nl.Client] = []
@@ -73,7 +73,7 @@ def fixture_messages(name: str = CACHED_FIXTURE) -> list[dict]:
 
 
 def rows(path: Path) -> list[dict]:
-    return usage.call_log(path).query()
+    return call_log(path).query()
 
 
 # -- pricing -------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_pricing_unknown_model_is_unpriced_not_zero(db, replay) -> None:
     assert completion.cost_usd is None
     assert completion.cost_status == "unpriced"
 
-    table = usage.costs(by="model")
+    table = nl.costs(by="model")
     (row,) = table.to_dict("records")
     assert row["model"] == "openai:my-private-finetune-xyz"
     assert math.isnan(row["cost_usd"])
@@ -184,9 +184,9 @@ def test_log_off_per_call_per_client_and_globally(db) -> None:
     client = nl.Client("offline:echo")
     client.complete("one", log=False)
     nl.Client("offline:echo", log=False).complete("two")
-    usage.set_logging(False)
+    nl.set_logging(False)
     client.complete("three")
-    usage.set_logging(True)
+    nl.set_logging(True)
     client.complete("four")
     assert [r["response_text"] for r in rows(db)] == ["four"]
 
@@ -195,10 +195,10 @@ def test_log_uses_client_db_path(db, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     nl.Client("offline:echo", db_path=other).complete("elsewhere")
     try:
-        assert usage.usage(db_path=other)["response"].tolist() == ["elsewhere"]
-        assert usage.usage().empty
+        assert nl.usage(db_path=other)["response"].tolist() == ["elsewhere"]
+        assert nl.usage().empty
     finally:
-        usage.call_log(other).close()
+        call_log(other).close()
 
 
 def test_log_never_stores_a_key(db, replay) -> None:
@@ -213,7 +213,7 @@ def test_log_never_stores_a_key(db, replay) -> None:
     with pytest.raises(errors.ProviderError):
         offline.complete("x", fail=f"server said {SECRET}")
     assert replay.requests[0].headers["authorization"] == f"Bearer {SECRET}"  # it was used
-    assert usage.call_log(db).flush()
+    assert call_log(db).flush()
     assert len(rows(db)) == 5
     for path in (db, Path(f"{db}-wal")):
         if path.exists():
@@ -253,7 +253,7 @@ def test_budget_message_gives_spend_so_far(db, replay) -> None:
 
 def test_budget_per_tracker_and_free_and_unpriced(db, replay) -> None:
     client = openai_client(replay)
-    with usage.track(budget_usd=0.00001, name="tiny") as t:
+    with nl.track(budget_usd=0.00001, name="tiny") as t:
         with pytest.raises(errors.BudgetExceededError, match="tiny budget"):
             client.complete("hello", "openai:gpt-4o-mini")
         assert nl.Client("offline:echo").complete("free always passes").cost_status == "free"
@@ -288,10 +288,10 @@ async def test_budget_holds_estimates_for_concurrent_calls(db, replay) -> None:
 def test_track_sync(db) -> None:
     client = nl.Client("offline:echo")
     client.complete("outside")
-    with usage.track() as t:
+    with nl.track() as t:
         client.complete("one two")
         list(client.stream("three four five"))
-        with usage.track() as inner:
+        with nl.track() as inner:
             client.complete("six")
     assert t.calls == 3 and inner.calls == 1
     assert t.tokens == sum(r["total_tokens"] for r in t.records) > 0
@@ -313,7 +313,7 @@ async def test_track_async_and_concurrent_tasks_do_not_leak(db) -> None:
         await client.astream("nor this").collect()
 
     other = asyncio.create_task(untracked())
-    async with usage.track() as t:
+    async with nl.track() as t:
         await started.wait()
         release.set()
         await client.acomplete("mine")
@@ -325,7 +325,7 @@ async def test_track_async_and_concurrent_tasks_do_not_leak(db) -> None:
 
 async def test_track_sync_api_inside_running_loop(db) -> None:
     client = nl.Client("offline:echo")
-    with usage.track() as t:
+    with nl.track() as t:
         client.complete("a jupyter cell")
         list(client.stream("streamed in a cell"))
         # Another feature's sync wrapper: the coroutine reaches the library
@@ -342,7 +342,7 @@ def test_track_other_threads_context_is_not_mixed_in(db) -> None:
         client.complete("from a thread without a tracker")
         done.set()
 
-    with usage.track() as t:
+    with nl.track() as t:
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
@@ -367,13 +367,13 @@ def test_cache_hit_sends_nothing_and_is_logged(db, replay) -> None:
     logged = rows(db)
     assert [r["cached"] for r in logged] == [0, 1]
     assert logged[1]["cost_status"] == "cached"
-    assert usage.cache.stats()["entries"] == 1 and usage.cache.stats()["hits"] == 1
+    assert nl.cache.stats()["entries"] == 1 and nl.cache.stats()["hits"] == 1
 
     # A different parameter is a different key.
     replay.enqueue(load_fixture(CACHED_FIXTURE))
     client.complete(*args, max_tokens=100, temperature=0.2)
     assert len(replay.requests) == 2
-    assert usage.cache.clear() == 2
+    assert nl.cache.clear() == 2
     replay.enqueue(load_fixture(CACHED_FIXTURE))
     assert not client.complete(*args, max_tokens=100, temperature=0.1).cached
     assert len(replay.requests) == 3
@@ -384,13 +384,13 @@ def test_cache_opt_in_per_call_global_and_streams(db) -> None:
     assert not client.complete("seed", cache=True).cached
     assert client.complete("seed", cache=True).cached
     assert not client.complete("seed").cached  # off by default
-    usage.set_cache(True)
+    nl.set_cache(True)
     assert client.complete("seed").cached
     assert not client.complete("seed", cache=False).cached
     stream = client.stream("seed")
     text = "".join(chunk.text for chunk in stream)
     assert stream.completion.cached and text == stream.completion.text
-    with usage.track() as t:
+    with nl.track() as t:
         client.complete("seed")
     assert t.cached == 1 and t.cost_usd == 0
 
@@ -408,30 +408,30 @@ def _three_calls() -> None:
 
 def test_usage_filters(db) -> None:
     _three_calls()
-    df = usage.usage()
+    df = nl.usage()
     assert len(df) == 3
     assert str(df["time"].dtype).startswith("datetime64")
     assert df["prompt"].tolist() == ["alpha", "beta", "gamma"]
-    assert usage.usage(model="offline:story")["prompt"].tolist() == ["beta"]
-    assert usage.usage(model="story")["prompt"].tolist() == ["beta"]
-    assert len(usage.usage(provider="offline")) == 3
-    assert usage.usage(tag="b")["prompt"].tolist() == ["beta"]
-    assert usage.usage(tag="a")["prompt"].tolist() == ["alpha", "beta"]
-    assert len(usage.usage(since="1h")) == 3
-    assert len(usage.usage(since="today")) == 3
-    assert usage.usage(since=datetime.now(timezone.utc) + timedelta(minutes=1)).empty
-    assert len(usage.usage(since=(datetime.now() - timedelta(minutes=5)).isoformat())) == 3
-    assert usage.usage(until="1h").empty
-    assert usage.usage(limit=1)["prompt"].tolist() == ["gamma"]
-    assert usage.usage()["error_class"].tolist()[2] == "ProviderError"
+    assert nl.usage(model="offline:story")["prompt"].tolist() == ["beta"]
+    assert nl.usage(model="story")["prompt"].tolist() == ["beta"]
+    assert len(nl.usage(provider="offline")) == 3
+    assert nl.usage(tag="b")["prompt"].tolist() == ["beta"]
+    assert nl.usage(tag="a")["prompt"].tolist() == ["alpha", "beta"]
+    assert len(nl.usage(since="1h")) == 3
+    assert len(nl.usage(since="today")) == 3
+    assert nl.usage(since=datetime.now(timezone.utc) + timedelta(minutes=1)).empty
+    assert len(nl.usage(since=(datetime.now() - timedelta(minutes=5)).isoformat())) == 3
+    assert nl.usage(until="1h").empty
+    assert nl.usage(limit=1)["prompt"].tolist() == ["gamma"]
+    assert nl.usage()["error_class"].tolist()[2] == "ProviderError"
     with pytest.raises(ValueError, match="30m"):
-        usage.usage(since="last tuesday")
+        nl.usage(since="last tuesday")
 
 
 @pytest.mark.parametrize("by", ["model", "provider", "day", "notebook", "tag"])
 def test_costs_groupings(db, by: str) -> None:
     _three_calls()
-    table = usage.costs(by=by)
+    table = nl.costs(by=by)
     assert list(table.columns) == [by, "calls", "input_tokens", "output_tokens", "total_tokens",
                                    "cost_usd", "unpriced_calls", "cached_calls", "errors"]
     expected = {
@@ -446,31 +446,33 @@ def test_costs_groupings(db, by: str) -> None:
     # A group holding only a failed call (no completion) has no priced call: NaN, not 0.
     assert (table["cost_usd"].fillna(0) == 0).all() and table["unpriced_calls"].sum() == 0
     with pytest.raises(ValueError, match="by must be one of"):
-        usage.costs(by="colour")
+        nl.costs(by="colour")
 
 
 def test_logs_and_usage_table_display(db) -> None:
     _three_calls()
-    shown = usage.logs(2)
+    shown = nl.logs(2)
     assert len(shown) == 2 and shown.df["prompt"].tolist() == ["beta", "gamma"]
     markdown = shown._repr_markdown_()
     assert markdown.index("gamma") < markdown.index("beta")  # newest first
     assert "offline:story" in markdown and "free" in markdown and "ProviderError" in markdown
     assert "alpha" not in markdown
     nl.Client("offline:echo").complete("<script>alert(1)</script>")
-    assert "<script>" not in usage.logs(1)._repr_markdown_()
+    assert "<script>" not in nl.logs(1)._repr_markdown_()
 
-    table = usage.usage_table(by="model")
+    table = usage_table(by="model")
     html = table._repr_html_()
     assert "<table>" in html and "offline:echo" in html and "total" in html
     assert "offline:story" in repr(table)
-    assert "<table>" in usage.usage_table(by="tag")._repr_html_()
+    assert "<table>" in usage_table(by="tag")._repr_html_()
 
 
-def test_usage_module_is_callable_like_the_function(db) -> None:
+def test_usage_is_a_function_that_also_plots(db) -> None:
     _three_calls()
     assert len(nl.usage()) == 3
-    assert len(usage(model="story")) == 1
+    assert len(nl.usage(model="story")) == 1
+    # nl.usage.plot_costs, documented before nl.plot_costs, is the same function.
+    assert nl.usage.plot_costs is nl.plot_costs
 
 
 def test_plots_render_with_agg(db, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -479,12 +481,12 @@ def test_plots_render_with_agg(db, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    empty = usage.plot_costs()
+    empty = nl.plot_costs()
     assert empty.get_title() == "Cost by model"
     _three_calls()
-    ax = usage.plot_costs(by="model")
+    ax = nl.plot_costs(by="model")
     assert len(ax.patches) == 2
-    over_time = usage.plot_usage_over_time(freq="h")
+    over_time = plot_usage_over_time(freq="h")
     assert over_time.right_ax.get_ylabel() == "tokens"
     for axes in (ax, over_time):
         axes.figure.savefig(tmp_path / "plot.png")
@@ -494,12 +496,12 @@ def test_plots_render_with_agg(db, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_time_shorthands() -> None:
     now = datetime.now(timezone.utc)
-    assert abs((now - usage.parse_time("1h")).total_seconds() - 3600) < 5
-    assert abs((now - usage.parse_time("7d")).total_seconds() - 7 * 86400) < 5
-    assert usage.parse_time("2024-05-01T00:00:00Z") == datetime(2024, 5, 1, tzinfo=timezone.utc)
-    midnight = usage.parse_time("today").astimezone()
+    assert abs((now - parse_time("1h")).total_seconds() - 3600) < 5
+    assert abs((now - parse_time("7d")).total_seconds() - 7 * 86400) < 5
+    assert parse_time("2024-05-01T00:00:00Z") == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    midnight = parse_time("today").astimezone()
     assert (midnight.hour, midnight.minute) == (0, 0)
-    assert usage.parse_time(None) is None
+    assert parse_time(None) is None
 
 
 def test_db_is_sqlite_with_cache_rows(db) -> None:

@@ -8,7 +8,6 @@ times included.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import time
@@ -19,9 +18,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from notebook_llm.store.log import CallLog
-
-usage = importlib.import_module("notebook_llm.usage")
+import notebook_llm as nl
+from notebook_llm._usage import COST_GROUPS, parse_time
+from notebook_llm.store.log import CallLog, call_log
 
 # -- the reference: the previous pandas implementation, kept here verbatim ------------------
 
@@ -61,7 +60,7 @@ def ref_query(log: CallLog, since=None, until=None, model=None, provider=None, t
               limit=None) -> list[dict[str, Any]]:
     where: list[str] = []
     params: list[Any] = []
-    start, end = usage.parse_time(since), usage.parse_time(until)
+    start, end = parse_time(since), parse_time(until)
     if start is not None:
         where.append("created_at >= ?")
         params.append(_utc_iso(start))
@@ -236,7 +235,7 @@ def local_tz(request, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory):
     path = Path(tmp_path_factory.mktemp("usage-sql")) / "calls.db"
-    log = usage.call_log(path)
+    log = call_log(path)
     for row in random_rows(600, seed=7):
         log.record(row)
     assert log.flush(timeout=30) and not log.dropped
@@ -246,7 +245,7 @@ def log(tmp_path_factory: pytest.TempPathFactory):
 
 def test_usage_equals_reference(log: CallLog, local_tz: str) -> None:
     path = log.store.path
-    pd.testing.assert_frame_equal(usage.usage(db_path=path), ref_frame(ref_query(log)))
+    pd.testing.assert_frame_equal(nl.usage(db_path=path), ref_frame(ref_query(log)))
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -257,23 +256,23 @@ def test_usage_equals_reference(log: CallLog, local_tz: str) -> None:
 ])
 def test_usage_filters_equal_reference(log: CallLog, kwargs: dict[str, Any]) -> None:
     path = log.store.path
-    pd.testing.assert_frame_equal(usage.usage(db_path=path, **kwargs),
+    pd.testing.assert_frame_equal(nl.usage(db_path=path, **kwargs),
                                   ref_frame(ref_query(log, **kwargs)))
 
 
-@pytest.mark.parametrize("by", usage.COST_GROUPS)
+@pytest.mark.parametrize("by", COST_GROUPS)
 def test_costs_equal_reference(log: CallLog, by: str, local_tz: str) -> None:
     path = log.store.path
-    pd.testing.assert_frame_equal(usage.costs(by=by, db_path=path), ref_costs(log, by),
+    pd.testing.assert_frame_equal(nl.costs(by=by, db_path=path), ref_costs(log, by),
                                   check_exact=False, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("by", usage.COST_GROUPS)
+@pytest.mark.parametrize("by", COST_GROUPS)
 @pytest.mark.parametrize("window", [("6d", None), (None, "12d"), ("30d", "29d")])
 def test_costs_windows_equal_reference(log: CallLog, by: str, window: tuple) -> None:
     since, until = window
     pd.testing.assert_frame_equal(
-        usage.costs(by=by, since=since, until=until, db_path=log.store.path),
+        nl.costs(by=by, since=since, until=until, db_path=log.store.path),
         ref_costs(log, by, since=since, until=until),
         check_exact=False, rtol=1e-12, atol=0,
     )
@@ -281,28 +280,28 @@ def test_costs_windows_equal_reference(log: CallLog, by: str, window: tuple) -> 
 
 def test_ties_keep_the_order_of_first_appearance(tmp_path: Path) -> None:
     # Equal costs and counts: the group seen first comes first, as pandas kept it.
-    log = usage.call_log(tmp_path / "ties.db")
+    log = call_log(tmp_path / "ties.db")
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     for i, (model, tags) in enumerate([("m:z", ["y", "x"]), ("m:a", ["x"]), ("m:k", [])]):
         log.record({"created_at": _utc_iso(start + timedelta(seconds=i)), "provider": "m",
                     "model": model, "cost_usd": 0.0, "cost_status": "free",
                     "tags_json": tags})
     log.flush()
-    assert usage.costs(by="model", db_path=log.store.path)["model"].tolist() == \
+    assert nl.costs(by="model", db_path=log.store.path)["model"].tolist() == \
         ["m:z", "m:a", "m:k"]
-    assert usage.costs(by="tag", db_path=log.store.path)["tag"].tolist() == \
+    assert nl.costs(by="tag", db_path=log.store.path)["tag"].tolist() == \
         ["x", "y", "(untagged)"]  # x: 2 calls; y before (untagged): first seen
-    for by in usage.COST_GROUPS:
-        pd.testing.assert_frame_equal(usage.costs(by=by, db_path=log.store.path),
+    for by in COST_GROUPS:
+        pd.testing.assert_frame_equal(nl.costs(by=by, db_path=log.store.path),
                                       ref_costs(log, by))
     log.close()
 
 
 def test_empty_log(tmp_path: Path) -> None:
-    log = usage.call_log(tmp_path / "empty.db")
-    pd.testing.assert_frame_equal(usage.usage(db_path=log.store.path), ref_frame([]))
-    for by in usage.COST_GROUPS:
-        pd.testing.assert_frame_equal(usage.costs(by=by, db_path=log.store.path),
+    log = call_log(tmp_path / "empty.db")
+    pd.testing.assert_frame_equal(nl.usage(db_path=log.store.path), ref_frame([]))
+    for by in COST_GROUPS:
+        pd.testing.assert_frame_equal(nl.costs(by=by, db_path=log.store.path),
                                       ref_costs(log, by))
     log.close()
 
@@ -311,7 +310,7 @@ def test_costs_read_only_the_index(log: CallLog) -> None:
     # The totals come from idx_calls_usage (m005) alone, never from the table rows.
     from notebook_llm._usage import _group_sql
 
-    for by in usage.COST_GROUPS:
+    for by in COST_GROUPS:
         plan = " ".join(str(row[-1]) for row in log.store.conn.execute(
             "EXPLAIN QUERY PLAN " + _group_sql(by, "created_at >= ?", 0), ("2020",)))
         assert "COVERING INDEX idx_calls_usage" in plan, plan
@@ -319,7 +318,7 @@ def test_costs_read_only_the_index(log: CallLog) -> None:
 
 
 def test_tags_are_separate_lists(log: CallLog) -> None:
-    tags = usage.usage(db_path=log.store.path)["tags"].tolist()
+    tags = nl.usage(db_path=log.store.path)["tags"].tolist()
     lists = [t for t in tags if isinstance(t, list) and t]
     assert len({id(t) for t in lists}) == len(lists)  # no list shared between rows
 

@@ -41,8 +41,7 @@ from notebook_llm.core.errors import (
     StorageError,
 )
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
-from notebook_llm.progress import Progress
-from notebook_llm.progress import run as _run_with_ui
+from notebook_llm.progress import Progress, run as _run_with_ui
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "abatch", "batch", "batch_jobs", "estimate"]
 

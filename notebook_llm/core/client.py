@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -82,8 +83,11 @@ class CallContext:
     """Tries so far (retries included); ends up on the completion or the error."""
     format_model: Any = None
     """The Pydantic model ``response_format`` named, which parses the answer."""
-    trackers: tuple[Any, ...] = ()
-    """The ``nl.track()`` blocks open where the call was made (set by the client)."""
+    trackers: tuple[Any, ...] | None = None
+    """The ``nl.track()`` blocks open where the call was made (``None``: not looked
+    up yet; ``notebook_llm.Client`` does it where the call is made)."""
+    budget_held: dict[int, float] = field(default_factory=dict)
+    """Dollars a budget holds for this call while it runs, by tracker id."""
 
     @property
     def model(self) -> str:
@@ -216,9 +220,20 @@ class CoreClient:
             if spec.info.key_env
         ]
 
-    def providers(self) -> list[ProviderInfo]:
-        """One record per provider: key and base-URL variables, capabilities."""
+    def list_providers(self) -> list[ProviderInfo]:
+        """One record per provider, built-in or plugged in: key and base-URL
+        variables, capabilities."""
         return [spec.info for spec in specs().values()]
+
+    def providers(self) -> list[ProviderInfo]:
+        """The old name of :meth:`list_providers` (deprecated)."""
+        warnings.warn(
+            "providers() is now list_providers(); providers() will be removed in a future "
+            "release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.list_providers()
 
     def resolve(self, model: str | None = None) -> ModelRef:
         """The provider and model name that ``model`` (or the default) means."""

@@ -20,8 +20,7 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from notebook_llm.core.errors import LLMError
-from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
+from notebook_llm.core.errors import LLMError, TimeoutError as LLMTimeoutError
 
 __all__ = ["Deadline", "within"]
 

@@ -12,8 +12,7 @@ import asyncio
 import atexit
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import Future, wait as wait_futures
 from typing import Any, TypeVar
 
 __all__ = ["BackgroundLoop", "get_loop", "iterate", "run", "wait"]

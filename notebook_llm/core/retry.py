@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from notebook_llm.core.errors import RETRYABLE, LLMError
 from notebook_llm.core.errors import (
+    RETRYABLE,
+    LLMError,
     TimeoutError as LLMTimeoutError,
 )
 from notebook_llm.core.ratelimit import parse_duration

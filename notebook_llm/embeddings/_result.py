@@ -306,7 +306,7 @@ class Embeddings:
             annotate: label points with their texts (default: up to 40 points).
             **scatter_kwargs: passed to ``Axes.scatter``.
         """
-        from notebook_llm.plots import new_axes, plot_embeddings
+        from notebook_llm._plots import new_axes, plot_embeddings
 
         coords = self.project(method)
         ax = new_axes(ax, figsize=(7.0, 6.0))
@@ -341,7 +341,7 @@ class Embeddings:
         self, other: Embeddings | None = None, *, ax: Axes | None = None, labels: Labels = "auto"
     ) -> Axes:
         """The similarity matrix as a heat map (matplotlib); returns the Axes."""
-        from notebook_llm.plots import plot_similarity
+        from notebook_llm._plots import plot_similarity
 
         return plot_similarity(self.similarity(other, labels=labels), ax=ax)
 

@@ -1,6 +1,6 @@
 """The live comparison dashboard: one column per model, streaming side by side.
 
-``show_compare(prompt, models, ...)`` runs :func:`notebook_llm.comparison.acompare`
+``show_compare(prompt, models, ...)`` runs :func:`notebook_llm.acompare`
 on the library's background loop and shows, in the current cell:
 
 - a row of core ipywidgets Buttons ("Stop all" and one Stop per model), which
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from notebook_llm import _render
-from notebook_llm.comparison import Cell, Comparison, _prompts_from, acompare
+from notebook_llm._compare import Cell, Comparison, acompare, prompts_from
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.money import format_usd
 from notebook_llm.core.shell import current_kernel
@@ -529,7 +529,7 @@ def _new_comparison(
         models = [models]
     if not models:
         raise ValueError("models= needs at least one model string")
-    prompts, variables = _prompts_from(
+    prompts, variables = prompts_from(
         prompt, kwargs.pop("prompts", None), kwargs.pop("template", None), kwargs.pop("data", None)
     )
     return Comparison(prompts, list(models), kwargs.pop("runs", 1), variables)
@@ -575,7 +575,7 @@ def show_compare(
     Args:
         prompt: the prompt (or ``prompts=[...]``, or ``template=`` with ``data=``).
         models: model strings, one column each.
-        **kwargs: as for :func:`notebook_llm.comparison` (``runs``, ``system``,
+        **kwargs: as for :func:`notebook_llm.compare` (``runs``, ``system``,
             ``temperature``, ``max_tokens``, ``client``, ``scorer``, ...).
 
     Returns:
@@ -592,7 +592,7 @@ def show_compare(
 
 
 def compare(prompt: str | None = None, models: Sequence[str] = (), **kwargs: Any) -> Comparison:
-    """:func:`notebook_llm.comparison` with the live dashboard, for Python cells.
+    """:func:`notebook_llm.compare` with the live dashboard, for Python cells.
 
     ``result = notebook_llm.notebook.compare("prompt", ["a:x", "b:y"])``; see
     :func:`show_compare`.

@@ -402,7 +402,7 @@ class LLMMagics(Magics):
             rows = [
                 [info.name, info.description, ", ".join(info.key_env) or "-",
                  *["✓" if getattr(info.capabilities, c) else "" for c in capabilities]]
-                for info in client.providers()
+                for info in client.list_providers()
             ]
             return Table(["provider", "description", "key", *capabilities], rows)
         try:
@@ -465,7 +465,7 @@ class LLMMagics(Magics):
     def llm_usage(self, line: str) -> Any:
         """``%llm_usage [--by model|provider|day|notebook|tag] [--since 7d]``: calls,
         tokens and cost from the call log, with a total row."""
-        from notebook_llm.usage import usage_table
+        from notebook_llm._usage import usage_table
 
         args = parse_argstring(self.llm_usage, line)
         try:

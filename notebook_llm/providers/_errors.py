@@ -32,6 +32,7 @@ from typing import Any
 
 from notebook_llm.core.errors import (
     AuthenticationError,
+    ConnectionError as LLMConnectionError,
     ContentFilterError,
     ContextLengthError,
     InvalidRequestError,
@@ -39,11 +40,10 @@ from notebook_llm.core.errors import (
     ModelNotFoundError,
     ProviderError,
     RateLimitError,
+    TimeoutError as LLMTimeoutError,
     UnsupportedError,
     redact,
 )
-from notebook_llm.core.errors import ConnectionError as LLMConnectionError
-from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
 from notebook_llm.core.ratelimit import RateLimitInfo
 from notebook_llm.core.retry import parse_retry_after
 

@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import (
+    ConnectionError as LLMConnectionError,
     InvalidRequestError,
     LLMError,
     ProviderError,

@@ -43,14 +43,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
-from notebook_llm.core.errors import ConnectionError as LLMConnectionError
 from notebook_llm.core.errors import (
+    ConnectionError as LLMConnectionError,
     InvalidRequestError,
     LLMError,
     ProviderError,
+    TimeoutError as LLMTimeoutError,
     UnsupportedError,
 )
-from notebook_llm.core.errors import TimeoutError as LLMTimeoutError
 from notebook_llm.core.ratelimit import RateLimitInfo
 from notebook_llm.core.secrets import SecretHeaders, check_header
 from notebook_llm.core.types import (

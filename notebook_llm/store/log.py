@@ -43,6 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,14 @@ from notebook_llm.core.errors import redact
 from notebook_llm.store.db import PathLike, Store, default_db_path
 from notebook_llm.store.migrations import _is_locked
 
-__all__ = ["CALL_COLUMNS", "CallLog", "call_log", "new_call_id", "scrub"]
+__all__ = [
+    "CALL_COLUMNS",
+    "CallLog",
+    "call_log",
+    "new_call_id",
+    "scrub",
+    "utc_iso",
+]
 
 logger = logging.getLogger("notebook_llm.store")
 
@@ -543,6 +551,11 @@ _logs_lock = threading.Lock()
 # (db_path as given, $NOTEBOOK_LLM_DB when db_path is None) -> log: every call
 # asks for its log, and resolving a path takes the filesystem's time.
 _by_argument: dict[tuple[Any, str | None], CallLog] = {}
+
+
+def utc_iso(moment: datetime) -> str:
+    """``moment`` in the log's ``created_at`` format, so that text comparison orders by time."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def call_log(db_path: PathLike | None = None) -> CallLog:

@@ -23,8 +23,12 @@ from notebook_llm.providers.local._names import ResolvedModel, register_model, r
 from notebook_llm.providers.local._provider import LocalProvider
 from notebook_llm.providers.local._registry import load_model, loaded_models, unload_models
 from notebook_llm.providers.local._sentence_transformers import SentenceTransformerModel
-from notebook_llm.providers.local._settings import DEFAULT_CTX_CAP, DEFAULT_IDLE_S, default_threads
-from notebook_llm.providers.local._settings import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from notebook_llm.providers.local._settings import (
+    DEFAULT_CTX_CAP,
+    DEFAULT_IDLE_S,
+    DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS,
+    default_threads,
+)
 
 __all__ = [
     "DEFAULT_CTX_CAP",

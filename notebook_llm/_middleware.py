@@ -1,21 +1,11 @@
-"""Every call logged; costs, usage and budgets as DataFrames.
+"""The standard middlewares of :class:`notebook_llm.Client`, below it: pricing,
+the response cache and the SQLite call log (budgets and trackers are in
+:mod:`notebook_llm._tracking`), and the switches that turn logging and the
+cache on and off for every client.
 
-Two halves:
-
-- **Middlewares** that :class:`notebook_llm.Client` wires around every call
-  (see :func:`standard_middlewares`): the response cache and budget checks
-  before sending; pricing, trackers and the SQLite call log after.
-- **Features** that read the log back: :func:`usage`, :func:`costs`,
-  :func:`logs`, :func:`usage_table`, :func:`track`, and the plots
-  (:func:`plot_costs`, :func:`plot_usage_over_time`).
-
-pandas is imported inside the functions that build DataFrames, so importing
-this module stays cheap. Costs are never guessed: an unknown price is ``None``
-(``"unpriced"``) and is counted separately, so unknown never looks free.
-
-Trackers and budgets live in :mod:`notebook_llm._tracking` (which tracker
-sees a call, and why), reading the log back in :mod:`notebook_llm._usage`;
-their public names are importable from here.
+:func:`standard_middlewares` lists them in the order a call meets them. The
+readers that turn the log back into tables and charts live above the client,
+in :mod:`notebook_llm._usage`.
 """
 
 from __future__ import annotations
@@ -26,79 +16,47 @@ import logging
 import os
 import re
 import sqlite3
-import sys
 import time
-from datetime import date, datetime, timedelta, timezone
-from types import ModuleType
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm import pricing
-from notebook_llm._render import terminal_text
 from notebook_llm._tracking import (
-    DEFAULT_MAX_OUTPUT_TOKENS as DEFAULT_MAX_OUTPUT_TOKENS,
-)
-from notebook_llm._tracking import (
-    TRACKERS_KEY,
     BudgetMiddleware,
     Tracker,
     TrackingMiddleware,
     call_latency,
-    carry_trackers,
     current_trackers,
     finish_reason,
-    track,
 )
-from notebook_llm._usage import COST_GROUPS as COST_GROUPS
-from notebook_llm._usage import costs, usage
-from notebook_llm._usage import parse_time as parse_time
-from notebook_llm._usage import utc_iso as _utc_iso
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import redact
-from notebook_llm.core.money import format_usd
-from notebook_llm.core.types import Completion, Message, Request, ToolCall, Usage
-from notebook_llm.store.log import call_log
+from notebook_llm.core.shell import ipython_shell
+from notebook_llm.core.types import Completion, Message, Request, Usage
+from notebook_llm.store.log import call_log, utc_iso
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.axes import Axes
-
     from notebook_llm.store.db import PathLike
 
 __all__ = [
-    "BudgetMiddleware",
     "CacheMiddleware",
     "LogMiddleware",
-    "Logs",
     "PricingMiddleware",
-    "Tracker",
-    "TrackingMiddleware",
-    "UsageTable",
+    "attach",
     "cache",
+    "cache_default",
     "cache_key",
-    "call_log",
-    "carry_trackers",
-    "costs",
-    "current_trackers",
-    "logs",
-    "plot_costs",
-    "plot_usage_over_time",
+    "logging_enabled",
+    "notebook_path",
     "set_cache",
     "set_logging",
     "standard_middlewares",
-    "track",
-    "usage",
-    "usage_table",
 ]
 
-logger = logging.getLogger("notebook_llm.usage")
-
-
-# ctx.metadata key private to this module (the log stores only conversation_id / batch_id).
-_FORMAT_MODEL = "_nl_format_model"
-
-# -- global switches ------------------------------------------------------------------
+logger = logging.getLogger("notebook_llm.log")
 
 _switches = {"log": True, "cache": False}
+"""The master switches of :func:`set_logging` and :func:`set_cache`."""
 
 
 def set_logging(enabled: bool) -> bool:
@@ -133,18 +91,17 @@ def cache_default() -> bool:
     return _switches["cache"]
 
 
-def attach(ctx: CallContext, format_model: Any = None) -> None:
-    """Note on ``ctx`` what the middlewares need from the moment a call is prepared.
-
-    The trackers active now (read in the caller's context), and the Pydantic
-    model of ``response_format`` so a cache hit can rebuild ``parsed``.
-    """
-    ctx.metadata[TRACKERS_KEY] = current_trackers()
-    if format_model is not None:
-        ctx.metadata[_FORMAT_MODEL] = format_model
+def attach(ctx: CallContext) -> None:
+    """Note on ``ctx`` the trackers active now: the client calls this where the
+    call is made (the caller's context), before it moves to the library loop."""
+    ctx.trackers = current_trackers()
 
 
 # -- middlewares --------------------------------------------------------------------------
+
+
+
+
 
 
 class PricingMiddleware(Middleware):
@@ -199,18 +156,19 @@ class CacheMiddleware(Middleware):
             if not rows:
                 return None
             store.execute("UPDATE cache SET hits = hits + 1 WHERE key = ?", (key,))
-            completion = _completion_from_json(str(rows[0]["completion_json"]))
+            completion = _completion_from_json(
+                str(rows[0]["completion_json"]), ctx.format_model
+            )
         except (sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
             logger.warning("response cache lookup failed: %s", exc)
             return None
         completion.model, completion.provider = ctx.model, ctx.ref.provider
         completion.messages = ctx.request.messages
-        format_model = ctx.metadata.get(_FORMAT_MODEL)
         if ctx.request.response_format and completion.text:
             from notebook_llm.core.tools import parse_structured
 
             try:
-                completion.parsed = parse_structured(completion.text, format_model)
+                completion.parsed = parse_structured(completion.text, ctx.format_model)
             except ValueError:
                 return None  # the stored answer no longer parses: ask again
         completion.latency_s = time.perf_counter() - started
@@ -228,7 +186,7 @@ class CacheMiddleware(Middleware):
             call_log(self.db_path).store.execute(
                 "INSERT OR REPLACE INTO cache (key, created_at, provider, model, completion_json,"
                 " hits) VALUES (?, ?, ?, ?, ?, 0)",
-                (cache_key(ctx), _utc_iso(datetime.now(timezone.utc)), ctx.ref.provider,
+                (cache_key(ctx), utc_iso(datetime.now(timezone.utc)), ctx.ref.provider,
                  ctx.ref.name, _completion_json(completion)),
             )
         except (sqlite3.Error, OSError) as exc:
@@ -266,43 +224,30 @@ def cache_key(ctx: CallContext) -> str:
 
 
 def _completion_json(completion: Completion) -> str:
-    data = completion.to_dict()
-    for name in ("cost_usd", "cost_status", "cached", "model", "provider", "total_tokens"):
-        data.pop(name, None)
-    data["tool_calls"] = [
-        {"id": c.id, "name": c.name, "arguments": c.arguments, "arguments_json": c.arguments_json}
-        for c in completion.tool_calls
-    ]
-    data["id"] = completion.id
-    data["refusal"] = completion.refusal
-    return redact(json.dumps(data, ensure_ascii=False, default=str))
+    """A completion as the cache stores it: no raw payload, key-looking text redacted
+    (a key echoed in an answer is not written to disk)."""
+    return redact(completion.to_json())
 
 
-def _completion_from_json(text: str) -> Completion:
+def _completion_from_json(text: str, format_model: Any = None) -> Completion:
+    """A cached completion; rows written before ``Completion.to_json`` (flat usage
+    fields) are read too."""
     data = json.loads(text)
-    return Completion(
-        text=data.get("text") or "",
-        response_model=data.get("response_model"),
-        reasoning=data.get("reasoning"),
-        tool_calls=[
-            ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments") or {},
-                     arguments_json=c.get("arguments_json") or "")
-            for c in data.get("tool_calls") or []
-        ],
-        finish_reason=data.get("finish_reason") or "stop",
-        usage=Usage(
-            input_tokens=int(data.get("input_tokens") or 0),
-            output_tokens=int(data.get("output_tokens") or 0),
-            cached_input_tokens=int(data.get("cached_input_tokens") or 0),
-            cache_write_tokens=int(data.get("cache_write_tokens") or 0),
-            reasoning_tokens=int(data.get("reasoning_tokens") or 0),
-        ),
-        cost_usd=0.0,
-        cost_status="cached",
-        refusal=data.get("refusal"),
-        id=data.get("id"),
-        cached=True,
-    )
+    if "usage" not in data:
+        data["usage"] = {
+            name: int(data.pop(name, 0) or 0)
+            for name in ("input_tokens", "output_tokens", "cached_input_tokens",
+                         "cache_write_tokens", "reasoning_tokens")
+        }  # fmt: skip
+        data.pop("total_tokens", None)
+        text = json.dumps(data)
+    try:
+        completion = Completion.from_json(text, response_format=format_model)
+    except ValueError:
+        completion = Completion.from_json(text)  # parsed data no longer fits the model
+    completion.cost_usd, completion.cost_status, completion.cached = 0.0, "cached", True
+    completion.attempts = 0
+    return completion
 
 
 class _Cache:
@@ -393,14 +338,7 @@ def notebook_path() -> str | None:
 
 
 def _shell_notebook() -> str | None:
-    ipython_module = sys.modules.get("IPython")
-    shell = None
-    if ipython_module is not None:
-        try:
-            shell = ipython_module.get_ipython()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - detection is best effort
-            shell = None
-    namespace = getattr(shell, "user_ns", None)
+    namespace = getattr(ipython_shell(), "user_ns", None)
     if isinstance(namespace, dict):
         for name in ("__vsc_ipynb_file__", "__session__"):
             value = namespace.get(name)
@@ -542,180 +480,3 @@ def standard_middlewares(
 # -- reading the log back: notebook_llm._usage (usage, costs); displays below ----------
 
 
-def _excerpt(text: Any, limit: int) -> str:
-    flat = " ".join(str(text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-class Logs:
-    """The last few logged calls, readable in a notebook; ``.df`` for everything.
-
-    ``logs(5)`` in a cell shows model, time, prompt, response excerpt,
-    tokens and cost of each; ``logs(100).df.to_csv("calls.csv")`` exports.
-    """
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.df = df
-        """The calls, as :func:`usage` returns them."""
-
-    def __len__(self) -> int:
-        return len(self.df)
-
-    def to_pandas(self) -> pd.DataFrame:
-        """Same as :attr:`df`."""
-        return self.df
-
-    def _lines(self) -> list[tuple[str, str, str, str]]:
-        out = []
-        for row in self.df.iloc[::-1].itertuples(index=False):
-            cost = format_usd(None if row.cost_usd != row.cost_usd else row.cost_usd,
-                               row.cost_status or "unknown")
-            head = (f"{row.model} · {row.time:%Y-%m-%d %H:%M:%S} · "
-                    f"{row.input_tokens} in / {row.output_tokens} out · {cost}")
-            if row.latency_s == row.latency_s and row.latency_s is not None:
-                head += f" · {row.latency_s:.2f}s"
-            if row.cached:
-                head += " · cached"
-            error = f"{row.error_class}: {row.error_message}" if row.error_class else ""
-            out.append((head, _excerpt(row.prompt, 200), _excerpt(row.response, 300), error))
-        return out
-
-    def _repr_markdown_(self) -> str:
-        from notebook_llm._render import escape_markdown, markdown_text
-
-        if self.df.empty:
-            return "*No calls logged.*"
-        cards = []
-        for head, prompt, response, error in self._lines():
-            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
-            if response:
-                card += ["", f"*Response:* {escape_markdown(response)}"]
-            if error:
-                card += ["", f"*Error:* {escape_markdown(_excerpt(error, 300))}"]
-            cards.append("\n".join(card))
-        return "\n\n---\n\n".join(cards)
-
-    def __repr__(self) -> str:
-        if self.df.empty:
-            return "No calls logged."
-        blocks = []
-        for head, prompt, response, error in self._lines():
-            lines = [head, f"  prompt:   {prompt}"]
-            if response:
-                lines.append(f"  response: {response}")
-            if error:
-                lines.append(f"  error:    {_excerpt(error, 300)}")
-            blocks.append("\n".join(lines))
-        return terminal_text("\n\n".join(blocks))
-
-
-def logs(n: int = 3, *, model: str | None = None, db_path: PathLike | None = None) -> Logs:
-    """The last ``n`` calls, newest first when shown.
-
-    Example::
-
-        nl.logs(5)                              # readable in a cell
-        nl.logs(1000).df.to_parquet("calls.parquet")
-    """
-    return Logs(usage(model=model, limit=n, db_path=db_path))
-
-
-class UsageTable:
-    """Cost totals as a small HTML table with a total row (what ``%llm_usage`` shows)."""
-
-    def __init__(self, df: pd.DataFrame, by: str) -> None:
-        self.df = df
-        """The totals, as :func:`costs` returns them."""
-        self.by = by
-
-    def to_pandas(self) -> pd.DataFrame:
-        """Same as :attr:`df`."""
-        return self.df
-
-    def _rows(self) -> tuple[list[str], list[list[object]]]:
-        columns = [self.by, "calls", "input tokens", "output tokens", "cost", "unpriced",
-                   "cached", "errors"]
-        rows: list[list[object]] = []
-        for row in self.df.itertuples(index=False):
-            cost = row.cost_usd
-            rows.append([getattr(row, self.by), row.calls, f"{row.input_tokens:,}",
-                         f"{row.output_tokens:,}", "—" if cost != cost else format_usd(cost),
-                         row.unpriced_calls or "", row.cached_calls or "", row.errors or ""])
-        if len(self.df) > 1:
-            df = self.df
-            total = df["cost_usd"].sum(min_count=1)
-            rows.append(["total", int(df["calls"].sum()), f"{int(df['input_tokens'].sum()):,}",
-                         f"{int(df['output_tokens'].sum()):,}",
-                         "—" if total != total else format_usd(float(total)),
-                         int(df["unpriced_calls"].sum()) or "", int(df["cached_calls"].sum()) or "",
-                         int(df["errors"].sum()) or ""])
-        return columns, rows
-
-    def _repr_html_(self) -> str:
-        from notebook_llm._render import plain_table_html
-
-        if self.df.empty:
-            return "<p>No calls logged.</p>"
-        columns, rows = self._rows()
-        note = ""
-        if int(self.df["unpriced_calls"].sum()):
-            note = "<p><small>Unpriced calls (no known price) are not in the cost.</small></p>"
-        return plain_table_html(columns, rows) + note
-
-    def __repr__(self) -> str:
-        if self.df.empty:
-            return "No calls logged."
-        columns, rows = self._rows()
-        widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True))]
-        lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-        return terminal_text("\n".join(line.rstrip() for line in lines))
-
-
-def usage_table(
-    by: str = "model",
-    since: datetime | date | timedelta | str | None = None,
-    until: datetime | date | timedelta | str | None = None,
-    *,
-    db_path: PathLike | None = None,
-) -> UsageTable:
-    """:func:`costs` as a displayable table with a total row (for ``%llm_usage``)."""
-    return UsageTable(costs(by=by, since=since, until=until, db_path=db_path), by)
-
-
-def plot_costs(
-    by: str = "model",
-    since: datetime | date | timedelta | str | None = None,
-    *,
-    ax: Axes | None = None,
-    db_path: PathLike | None = None,
-) -> Axes:
-    """Bar chart of cost per group (see :func:`notebook_llm.plots.plot_costs`)."""
-    from notebook_llm.plots import plot_costs as plot
-
-    return plot(by=by, since=since, ax=ax, db_path=db_path)
-
-
-def plot_usage_over_time(
-    freq: str = "D",
-    since: datetime | date | timedelta | str | None = None,
-    *,
-    ax: Axes | None = None,
-    db_path: PathLike | None = None,
-) -> Axes:
-    """Cost and tokens over time (see :func:`notebook_llm.plots.plot_usage_over_time`)."""
-    from notebook_llm.plots import plot_usage_over_time as plot
-
-    return plot(freq=freq, since=since, ax=ax, db_path=db_path)
-
-
-class _UsageModule(ModuleType):
-    """This module, callable: ``nl.usage(...)`` works whether ``nl.usage`` is this
-    module (once ``notebook_llm.usage`` is imported, the package attribute is the
-    submodule) or the function, and ``nl.usage.costs(...)`` works too."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return usage(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _UsageModule

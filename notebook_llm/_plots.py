@@ -1,4 +1,5 @@
-"""Matplotlib charts for the features (costs and usage from the call log).
+"""Matplotlib charts: DataFrames or arrays in, Axes out. A leaf: it imports nothing
+from the package, and the features compute what is drawn.
 
 matplotlib is imported inside each function. Functions draw into ``ax`` when
 given, else into a new figure, and return the Axes (as pandas' ``.plot`` does,
@@ -10,15 +11,12 @@ for headless use.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from notebook_llm.store.db import PathLike
 
 __all__ = [
     "bar_panels",
@@ -28,8 +26,6 @@ __all__ = [
     "plot_similarity",
     "plot_usage_over_time",
 ]
-
-TimeLike = datetime | date | timedelta | str | None
 
 
 def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (7.0, 3.5)) -> Axes:
@@ -51,45 +47,39 @@ def _empty(ax: Axes, title: str) -> Axes:
 
 
 def plot_costs(
-    by: str = "model",
-    since: TimeLike = None,
-    *,
-    ax: Axes | None = None,
-    db_path: PathLike | None = None,
+    frame: pd.DataFrame, by: str, *, title: str | None = None, ax: Axes | None = None
 ) -> Axes:
-    """Bar chart of the cost per model, provider, day, notebook or tag.
+    """Bar chart of a costs table: one bar per ``frame[by]``, heights ``cost_usd``.
 
-    Groups with unpriced calls are hatched and labelled ``+N unpriced``, so an
-    unknown cost never looks like a free one.
+    Groups with unpriced calls (``unpriced_calls``) are hatched and labelled
+    ``+N unpriced``, so an unknown cost never looks like a free one.
 
     Args:
-        by: as in :func:`notebook_llm.usage.costs`.
-        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        frame: :func:`notebook_llm.costs`'s table (``by``, ``cost_usd``,
+            ``unpriced_calls``).
+        by: the column that names the groups.
+        title: the chart's title (default: "Cost by <by>").
         ax: draw into these Axes instead of a new figure.
-        db_path: the database file (default: as :func:`notebook_llm.usage.usage`).
 
     Returns:
         The Axes (``ax.figure`` is the Figure).
     """
-    from notebook_llm._usage import costs
-
-    df = costs(by=by, since=since, db_path=db_path)
     ax = new_axes(ax)
-    title = f"Cost by {by}" + (f" since {since}" if isinstance(since, str) else "")
-    if df.empty:
+    title = title or f"Cost by {by}"
+    if frame.empty:
         return _empty(ax, title)
     if by == "day":
-        df = df.sort_values("day")
-    labels = [str(value) for value in df[by]]
-    values = df["cost_usd"].fillna(0.0).tolist()
+        frame = frame.sort_values("day")
+    labels = [str(value) for value in frame[by]]
+    values = frame["cost_usd"].fillna(0.0).tolist()
     bars = ax.bar(labels, values, color="#4c72b0")
-    for bar, unpriced in zip(bars, df["unpriced_calls"].tolist(), strict=True):
+    for bar, unpriced in zip(bars, frame["unpriced_calls"].tolist(), strict=True):
         if unpriced:
             bar.set_hatch("//")
             ax.annotate(f"+{unpriced} unpriced", (bar.get_x() + bar.get_width() / 2,
                                                   bar.get_height()),
                         ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                        textcoords="offset points")
+                        textcoords="offset points")  # fmt: skip
     ax.set_title(title)
     ax.set_ylabel("cost (USD)")
     ax.tick_params(axis="x", labelrotation=30 if len(labels) > 3 else 0)
@@ -97,33 +87,24 @@ def plot_costs(
     return ax
 
 
-def plot_usage_over_time(
-    freq: str = "D",
-    since: TimeLike = None,
-    *,
-    ax: Axes | None = None,
-    db_path: PathLike | None = None,
-) -> Axes:
-    """Cost (bars, left axis) and tokens (line, right axis) per period.
+def plot_usage_over_time(frame: pd.DataFrame, freq: str = "D", *, ax: Axes | None = None) -> Axes:
+    """Cost (bars, left axis) and tokens (line, right axis) per period of a usage table.
 
     Args:
+        frame: :func:`notebook_llm.usage`'s table (``time``, ``cost_usd``,
+            ``total_tokens``).
         freq: a pandas offset alias for the period: ``"h"``, ``"D"``, ``"W"``, ``"MS"``...
-        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
         ax: draw into these Axes instead of a new figure.
-        db_path: the database file (default: as :func:`notebook_llm.usage.usage`).
 
     Returns:
         The cost Axes; the tokens are on its twin (``ax.right_ax``).
     """
-    from notebook_llm._usage import usage
-
-    df = usage(since=since, db_path=db_path)
     ax = new_axes(ax)
     title = "Cost and tokens over time"
-    if df.empty:
+    if frame.empty:
         return _empty(ax, title)
     series = (
-        df.set_index("time")[["cost_usd", "total_tokens"]]
+        frame.set_index("time")[["cost_usd", "total_tokens"]]
         .resample(freq)
         .agg({"cost_usd": "sum", "total_tokens": "sum"})
     )

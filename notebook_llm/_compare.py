@@ -26,7 +26,7 @@ from notebook_llm.core.money import format_usd
 from notebook_llm.core.stream import AsyncStream
 from notebook_llm.core.types import Completion
 
-__all__ = ["Cell", "Comparison", "Diff", "acompare", "compare"]
+__all__ = ["Cell", "Comparison", "Diff", "acompare", "compare", "prompts_from"]
 
 Status = Literal["pending", "running", "done", "error", "stopped"]
 
@@ -200,7 +200,7 @@ class Comparison:
 
     def plot(self) -> Any:
         """Bars of latency, time to first token, tokens/s and cost per model."""
-        from notebook_llm.plots import bar_panels
+        from notebook_llm._plots import bar_panels
 
         summary = self.summary()
         return bar_panels(
@@ -343,7 +343,7 @@ class Diff:
         return "".join(out)
 
 
-def _prompts_from(
+def prompts_from(
     prompt: str | None, prompts: Sequence[str] | None, template: str | None, data: Any
 ) -> tuple[list[str], list[dict[str, Any]] | None]:
     if template is not None:
@@ -408,7 +408,7 @@ async def acompare(
 
         client = default_client()
     if comparison is None:
-        prompt_list, variables = _prompts_from(prompt, prompts, template, data)
+        prompt_list, variables = prompts_from(prompt, prompts, template, data)
         comparison = Comparison(prompt_list, list(models), runs, variables)
 
     async def run_cell(cell: Cell) -> None:
@@ -500,7 +500,7 @@ def compare(
     """Sync :func:`acompare` (the same arguments); Ctrl-C stops every cell and
     keeps what arrived."""
     if comparison is None:
-        prompt_list, variables = _prompts_from(prompt, prompts, template, data)
+        prompt_list, variables = prompts_from(prompt, prompts, template, data)
         comparison = Comparison(prompt_list, list(models), runs, variables)
     try:
         return _loop.run(
