@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.money import format_usd
@@ -404,8 +405,6 @@ async def acompare(
     if not models:
         raise ValueError("models= needs at least one model string")
     if client is None:
-        from notebook_llm._api import default_client
-
         client = default_client()
     if comparison is None:
         prompt_list, variables = prompts_from(prompt, prompts, template, data)

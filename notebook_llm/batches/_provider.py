@@ -26,6 +26,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm._api import default_client
 from notebook_llm.batches._jobs import JobRecord, JobStore, RowRecord, db_path_of, now_iso
 from notebook_llm.batches._plan import (
     BatchModel,
@@ -378,8 +379,6 @@ async def aresume_provider_batch(
                 "the batch(...) call to resume a direct job"
             )
         if client is None:
-            from notebook_llm._api import default_client
-
             client = default_client()
         models = resolve_models(client, job.models)
         params = {"api_key": api_key} if api_key else {}

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from notebook_llm._api import default_client
 from notebook_llm.batches._inputs import Payload
 from notebook_llm.batches._jobs import (
     CheckpointWriter,
@@ -378,12 +379,6 @@ async def _run_direct(
 # -- public API --------------------------------------------------------------------
 
 
-def _default_client() -> CoreClient:
-    from notebook_llm._api import default_client
-
-    return default_client()
-
-
 def _make_progress(progress: bool | Progress, plan: Plan) -> Progress | None:
     if isinstance(progress, Progress):
         return progress
@@ -453,7 +448,7 @@ def _dry_run(plan: Plan, db: Any) -> BatchResult:
 def _start(
     inputs: Any, model: str | Sequence[str] | None, options: BatchOptions
 ) -> tuple[Plan, CoreClient]:
-    client = options.client or _default_client()
+    client = options.client or default_client()
     return make_plan(client, inputs, model, options), client
 
 

@@ -18,7 +18,6 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.deadline import Deadline, within
@@ -30,13 +29,20 @@ from notebook_llm.core.errors import (
     ProviderError,
     UnsupportedError,
 )
-from notebook_llm.core.keys import KeyStatus, find_key, key_status
+from notebook_llm.core.keys import (
+    NO_KEY,
+    KeyStatus,
+    check_base_url,
+    checked_key,
+    find_key,
+    key_status,
+)
 from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
 from notebook_llm.core.options import CallOptions
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
-from notebook_llm.core.secrets import SecretHeaders, check_header, remember
+from notebook_llm.core.secrets import SecretHeaders
 from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
 from notebook_llm.core.tokens import estimate_prompt_tokens, estimated_usage
 from notebook_llm.core.tools import (
@@ -62,8 +68,7 @@ __all__ = ["CallContext", "CoreClient", "Middleware"]
 
 T = TypeVar("T")
 
-# Sent as the key to local servers that need none; the SDKs insist on one.
-_NO_KEY = "not-needed"
+
 
 
 @dataclass
@@ -367,15 +372,15 @@ class CoreClient:
             if key is None and info.key_required:
                 raise MissingKeyError(info.name, info.key_env)
             if key is None and info.protocol in ("openai", "anthropic"):
-                key = _NO_KEY
-            key = _checked_key(key, info.name)
+                key = NO_KEY
+            key = checked_key(key, info.name)
         if info.protocol == "openai" and not base:
             raise InvalidRequestError(
                 f"{info.name} needs a base URL: pass api_base=... or set {info.base_url_env}",
                 provider=info.name,
             )
         if base:
-            _check_base_url(base, info.name, info.base_url_env)
+            check_base_url(base, info.name, info.base_url_env)
         return key, base
 
     def _build_provider(
@@ -807,38 +812,6 @@ def _extra_headers(provider_kwargs: dict[str, Any], ref: ModelRef) -> SecretHead
         raise InvalidRequestError(
             f"extra_headers: {exc}", provider=ref.provider, model=ref.name
         ) from None
-
-
-def _checked_key(key: str | None, provider: str) -> str | None:
-    """The key without surrounding whitespace, remembered for redaction; a key with
-    a line break inside would split the Authorization header, so it is refused."""
-    if key is None or key == _NO_KEY:
-        return key
-    key = key.strip()
-    remember(key)
-    try:
-        check_header("Authorization", key)
-    except ValueError:
-        raise InvalidRequestError(
-            f"The API key for {provider!r} contains a line break or NUL; "
-            "set it again without one",
-            provider=provider,
-        ) from None
-    return key
-
-
-def _check_base_url(url: str, provider: str, env_var: str | None) -> None:
-    """Refuse a base URL that is not ``http(s)://host...``: ``localhost:8080/v1``
-    would otherwise be read as a scheme, and the key sent somewhere else."""
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return
-    where = f" (from {env_var})" if env_var and os.environ.get(env_var) == url else ""
-    raise InvalidRequestError(
-        f"The base URL {url!r}{where} for {provider!r} needs http:// or https:// and a host, "
-        f"for example 'http://{url.split('://')[-1].lstrip('/') or 'localhost:8080/v1'}'",
-        provider=provider,
-    )
 
 
 def _deadline(ctx: CallContext) -> Deadline:

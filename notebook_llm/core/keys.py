@@ -12,10 +12,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
+from notebook_llm.core.errors import InvalidRequestError
+from notebook_llm.core.secrets import check_header, remember
 from notebook_llm.core.shell import ipython_shell
 
-__all__ = ["KeyStatus", "find_key", "key_status", "mask"]
+__all__ = ["NO_KEY", "KeyStatus", "check_base_url", "checked_key", "find_key", "key_status", "mask"]
+
+NO_KEY = "not-needed"
+"""Sent as the key to local servers that need none (the SDKs insist on one)."""
 
 KeySource = Literal["argument", "environment", ".env", "colab", "prompt", "config", "none"]
 
@@ -137,3 +143,35 @@ def key_status(
     """Where ``provider``'s key would come from, masked; never prompts."""
     key, source = find_key(env_vars, configured=configured, prompt=False)
     return KeyStatus(provider, env_vars[0] if env_vars else None, source, mask(key))
+
+
+def checked_key(key: str | None, provider: str) -> str | None:
+    """The key without surrounding whitespace, remembered for redaction; a key with
+    a line break inside would split the Authorization header, so it is refused."""
+    if key is None or key == NO_KEY:
+        return key
+    key = key.strip()
+    remember(key)
+    try:
+        check_header("Authorization", key)
+    except ValueError:
+        raise InvalidRequestError(
+            f"The API key for {provider!r} contains a line break or NUL; "
+            "set it again without one",
+            provider=provider,
+        ) from None
+    return key
+
+
+def check_base_url(url: str, provider: str, env_var: str | None) -> None:
+    """Refuse a base URL that is not ``http(s)://host...``: ``localhost:8080/v1``
+    would otherwise be read as a scheme, and the key sent somewhere else."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return
+    where = f" (from {env_var})" if env_var and os.environ.get(env_var) == url else ""
+    raise InvalidRequestError(
+        f"The base URL {url!r}{where} for {provider!r} needs http:// or https:// and a host, "
+        f"for example 'http://{url.split('://')[-1].lstrip('/') or 'localhost:8080/v1'}'",
+        provider=provider,
+    )

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
 from notebook_llm.embeddings._cache import SQL_CHUNK, resolve_store, to_blob
-from notebook_llm.embeddings._fetch import default_client, need, resolve_model
+from notebook_llm.embeddings._fetch import need, resolve_model
 from notebook_llm.embeddings._pipeline import aembed, texts_and_index
 from notebook_llm.embeddings._result import Embeddings, as_vector, top_k
 
@@ -491,7 +492,7 @@ def collection(
         client: the client used to embed (the default client when omitted).
         store: the :class:`~notebook_llm.store.Store` or database path.
     """
-    client = default_client(client)
+    client = client or default_client()
     resolved = resolve_store(store, client)
     wanted = str(resolve_model(client, model)[0]) if model else None
     rows = resolved.execute("SELECT model FROM collections WHERE name = ?", (name,))

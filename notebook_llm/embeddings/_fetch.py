@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm._api import default_client
 from notebook_llm.core.models import ModelRef, parse_model
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import ProviderInfo, Usage
@@ -51,26 +52,6 @@ def need(module: str) -> Any:
     except ImportError as exc:  # pragma: no cover - all ship with the notebook extra
         package = module.partition(".")[0]
         raise ImportError(f"this needs {package}: pip install 'notebook-llm[notebook]'") from exc
-
-
-def default_client(client: CoreClient | None) -> CoreClient:
-    """``client`` itself, or the package's default client (``nl.default_client()``).
-
-    The default is looked up when it is needed, through the package's lazy
-    public export ``notebook_llm.default_client``, so that no embeddings
-    module imports ``notebook_llm._api``: that module sits above the feature
-    layer, and importing it from here closes the cycle
-    ``_api → _client → usage → plots → embeddings → _api``. This function is
-    the one place in the embeddings package that finds the default client;
-    point it at the package's default-client accessor once one exists below
-    the feature layer.
-    """
-    if client is not None:
-        return client
-    import notebook_llm
-
-    found: CoreClient = notebook_llm.default_client()
-    return found
 
 
 def resolve_model(client: CoreClient, model: str | None) -> tuple[ModelRef, ProviderInfo]:
@@ -117,7 +98,7 @@ def _price(info: ProviderInfo, ref: ModelRef, usage: Usage) -> tuple[float | Non
         from notebook_llm.pricing import price
     except ImportError:  # pragma: no cover - pricing is part of the package today
         return (0.0, "free") if info.free else (None, "unpriced")
-    return price(ref.provider, ref.name, usage, free=info.free)
+    return price(info.pricing_id or ref.provider, ref.name, usage, free=info.free)
 
 
 # -- fetching --------------------------------------------------------------------
@@ -270,7 +251,7 @@ async def embed_texts(
     import numpy as np
 
     kwargs = dict(options or {})
-    client = default_client(client)
+    client = client or default_client()
     ref, info = resolve_model(client, model)
     resolved_store = resolve_store(store, client) if cache else None
     unique = list(dict.fromkeys(values))

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
-from notebook_llm.embeddings._fetch import default_client, embed_texts, need
+from notebook_llm.embeddings._fetch import embed_texts, need
 from notebook_llm.embeddings._result import Embeddings
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ async def aembed(
         The vectors in input order, with the texts, index, model, usage and cost.
     """
     need("numpy")  # a clear message when numpy is missing
-    client = default_client(client)
+    client = client or default_client()
     values, index = texts_and_index(texts)
     found = await embed_texts(
         values, model,
