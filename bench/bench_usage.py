@@ -159,8 +159,12 @@ from notebook_llm.store.log import call_log
 path, call, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 call_log(path).store.conn  # open and migrate outside the measurement
 kind, _, arg = call.partition(":")
+import warnings
+warnings.simplefilter("ignore")  # usage()'s note that its default limit left calls out
 if kind == "costs":
     run = lambda: nl.costs(by=arg, db_path=path)
+elif arg == "all":
+    run = lambda: nl.usage(limit=None, db_path=path)
 elif arg:
     run = lambda: nl.usage(since=arg, db_path=path)
 else:
@@ -230,15 +234,18 @@ def main(argv: list[str] | None = None) -> None:
             seconds = fill(path, args.rows)
             print(f"filled {path} with {args.rows:,} calls in {seconds:.1f} s "
                   f"({path.stat().st_size / 2**20:.0f} MiB)")
-        calls = ["usage", "usage:7d", *(f"costs:{by}" for by in BYS)]
+        calls = ["usage", "usage:7d", *(f"costs:{by}" for by in BYS), "usage:all"]
         results = [measure(path, call, args.repeats) for call in calls]
         print(f"library: {results[0]['library']}")
         print(f"\n{'reader':<16}{'rows out':>9}{'best s':>9}{'peak RSS +MiB':>15}"
               f"{'traced MiB':>12}{'result MiB':>12}  targets: {TARGET_S} s, {TARGET_MB:.0f} MB")
         for r in results:
             ok = r["best_s"] < TARGET_S and max(r["rss_mib"], r["traced_mib"]) < TARGET_MB
+            if r["call"] == "usage:all":
+                ok = None  # every call with its texts: reported, no target
             print(f"{r['call']:<16}{r['rows']:>9,}{r['best_s']:>9.3f}{r['rss_mib']:>15.1f}"
-                  f"{r['traced_mib']:>12.1f}{r['frame_mib']:>12.1f}  {'PASS' if ok else 'FAIL'}")
+                  f"{r['traced_mib']:>12.1f}{r['frame_mib']:>12.1f}  "
+                  f"{'(no target)' if ok is None else 'PASS' if ok else 'FAIL'}")
     report = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": args.rows,
               "python": sys.version.split()[0], "results": results}
     out = args.out or HERE / "results" / f"usage-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -16,6 +16,7 @@ import json
 import operator
 import re
 import sqlite3
+import warnings
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,13 @@ _USAGE_COLUMNS = (
     "cached", "latency_s", "ttft_s", "finish_reason", "error_class", "error_message", "tags",
     "conversation_id", "batch_id", "notebook_path", "prompt", "response",
 )  # fmt: skip
+class DefaultLimit(int):
+    """The default limit: an ``int``, told apart from a limit the caller chose."""
+
+
+DEFAULT_LIMIT = DefaultLimit(10_000)
+"""How many of the most recent calls :func:`usage` returns unless told otherwise."""
+
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
                   "reasoning_tokens")
 
@@ -217,11 +225,11 @@ def usage(
     model: str | None = None,
     provider: str | None = None,
     tag: str | None = None,
-    limit: int | None = None,
+    limit: int | None = DEFAULT_LIMIT,
     *,
     db_path: PathLike | None = None,
 ) -> pd.DataFrame:
-    """Logged calls as a DataFrame, oldest first.
+    """Logged calls as a DataFrame, oldest first: the most recent ``limit`` of them.
 
     Args:
         since: only calls at or after this: a datetime, an ISO string, or
@@ -230,7 +238,12 @@ def usage(
         model: ``provider:model`` or the bare model name.
         provider: a provider name.
         tag: only calls carrying this tag.
-        limit: only the most recent ``limit`` calls.
+        limit: the most recent calls to return (default :data:`DEFAULT_LIMIT`,
+            10,000: a frame of every call with its prompt and answer grows by
+            about 2 KB a call, and takes seconds per 100,000). ``None``
+            returns every call; a warning says when the default limit left
+            calls out.
+            :func:`costs` totals every call whatever this says.
         db_path: the database file (default: ``$NOTEBOOK_LLM_DB``, else the user data dir).
 
     Returns:
@@ -271,6 +284,8 @@ def usage(
         df = pd.DataFrame(data, columns=list(_USAGE_COLUMNS))
     else:
         df = pd.DataFrame.from_records([], columns=list(_USAGE_COLUMNS))
+    if isinstance(limit, DefaultLimit) and len(df) == limit:
+        _warn_if_cut(log, where, params, limit)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601").dt.tz_convert(_local_tz())
     for column in _TOKEN_COLUMNS:
         df[column] = pd.to_numeric(df[column]).fillna(0).astype("int64")
@@ -278,6 +293,19 @@ def usage(
         df[column] = pd.to_numeric(df[column]).astype("float64")
     df["cached"] = df["cached"].fillna(0).astype(bool)
     return df
+
+
+def _warn_if_cut(log: CallLog, where: str, params: list[Any], limit: int) -> None:
+    total = log.store.tuples(
+        "SELECT COUNT(*) FROM calls" + (f" WHERE {where}" if where else ""), tuple(params)
+    )[0][0]
+    if total > limit:
+        warnings.warn(
+            f"usage(): the newest {limit:,} of {total:,} logged calls; pass limit=None for "
+            "every call (or since=... for a period). costs() totals every call",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _messages(log: CallLog, rowids: list[Any]) -> list[str | None]:

@@ -540,3 +540,19 @@ def test_calls_failing_before_sending_are_logged(
     assert row["model"] == "groq:llama-3.1-8b-instant"
     assert row["error_class"] == "MissingKeyError" and "GROQ_API_KEY" in row["error_message"]
     assert row["output_tokens"] == 0 and row["response_text"] is None
+
+
+def test_usage_returns_the_newest_calls_up_to_its_limit_and_says_so(db) -> None:
+    from notebook_llm._usage import DEFAULT_LIMIT, DefaultLimit
+
+    _three_calls()
+    assert DEFAULT_LIMIT == 10_000 and isinstance(DEFAULT_LIMIT, DefaultLimit)
+    # The default limit, made small: cutting calls off says so.
+    with pytest.warns(UserWarning, match="newest 2 of 3 logged calls"):
+        newest = nl.usage(limit=DefaultLimit(2))
+    assert len(newest) == 2
+    assert len(nl.usage(limit=2)) == 2  # a limit the caller chose: no warning
+    assert newest["time"].is_monotonic_increasing  # still oldest first
+    assert len(nl.usage(limit=None)) == 3
+    assert len(nl.usage()) == 3  # under the default limit: every call, no warning
+    assert int(nl.costs()["calls"].sum()) == 3  # costs() totals every call
