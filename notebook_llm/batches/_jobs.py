@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -373,7 +373,7 @@ class CheckpointWriter:
         self.failure: BaseException | None = None
         """The first error that kept rows from being written (their records stay
         in memory, see the module docstring); ``None`` while all went well."""
-        self.on_failure: Any = None
+        self.on_failure: Callable[[BaseException], object] | None = None
         """Called once, from the writer thread, with that first error."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="notebook-llm-batch", daemon=True)
@@ -450,10 +450,23 @@ def _is_full(exc: BaseException) -> bool:
 
 
 class NullWriter:
-    """A writer that keeps nothing (checkpointing off, for benchmarks)."""
+    """A writer that keeps nothing (checkpointing off, for benchmarks).
+
+    It has the attributes of :class:`CheckpointWriter` that the run reads: it
+    never fails and never holds a row.
+    """
 
     written = 0
     errors = 0
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+        self.on_failure: Callable[[BaseException], object] | None = None
+
+    @property
+    def unsaved(self) -> int:
+        """Always 0: nothing is kept."""
+        return 0
 
     def put(self, record: RowRecord) -> None:
         """Drop the row."""
