@@ -191,10 +191,14 @@ async def within(deadline: Deadline, awaitable: Awaitable[T]) -> T:
 async def _within_timeout(
     deadline: Deadline, awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop
 ) -> T:  # pragma: no cover - awaited outside a task
+    remaining = deadline.remaining() or 0.0
     try:
-        async with asyncio.timeout_at(loop.time() + (deadline.remaining() or 0.0)):
-            return await awaitable
-    except TimeoutError as exc:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout_at(loop.time() + remaining):
+                return await awaitable
+        else:  # asyncio.timeout_at is new in 3.11
+            return await asyncio.wait_for(awaitable, remaining)
+    except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from 3.11
         if isinstance(exc, LLMError):
             raise
         raise deadline.error() from None
