@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from notebook_llm.store.db import Store
 
@@ -262,7 +262,7 @@ class JobStore:
             "SELECT status, COUNT(*) AS n FROM batch_rows WHERE job_id = ? GROUP BY status",
             (job_id,),
         )
-        counts = {str(row["status"]): int(row["n"]) for row in rows}  # type: ignore[call-overload]
+        counts = {str(row["status"]): cast(int, row["n"]) for row in rows}  # COUNT(*)
         for record in self.unsaved(job_id):
             status = str(json.loads(record)[3])
             counts[status] = counts.get(status, 0) + 1
@@ -274,7 +274,7 @@ class JobStore:
             "SELECT COALESCE(SUM(cost_usd), 0) AS c FROM batch_rows WHERE job_id = ?", (job_id,)
         )
         kept = sum(json.loads(record)[8] or 0.0 for record in self.unsaved(job_id))
-        return float(rows[0]["c"]) + kept  # type: ignore[arg-type]
+        return float(cast(float, rows[0]["c"])) + kept  # a SUM or 0
 
     def rows(self, job_id: str) -> list[tuple[Any, ...]]:
         """Every stored row of a job, ordered by input position and model."""

@@ -132,7 +132,7 @@ def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines | None:
     """The loop's deadlines (None for a loop that takes no weak reference)."""
     last = _last
     if last[0]() is loop:
-        return last[1]  # type: ignore[no-any-return]
+        return last[1]  # type: ignore[no-any-return]  # its _Deadlines (see _last): no cast per call
     try:
         found = _per_loop.get(loop)
         if found is None:
