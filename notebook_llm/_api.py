@@ -58,7 +58,7 @@ def _delegate(name: str) -> Any:
             return getattr(default_client(), name)(*args, **kwargs)
 
     parameters = list(inspect.signature(method).parameters.values())[1:]
-    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    function.__signature__ = inspect.Signature(parameters)
     function.__module__ = "notebook_llm"
     function.__qualname__ = name
     return function

@@ -142,4 +142,5 @@ class Client(CoreClient):
 
 
 # Help and tab completion show acomplete's arguments, not (*args, **kwargs).
+# (mypy knows of no attributes on a function it sees as a callable, __signature__ included)
 Client.complete.__signature__ = inspect.signature(CoreClient.acomplete)  # type: ignore[attr-defined]

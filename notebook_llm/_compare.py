@@ -161,10 +161,11 @@ class Comparison:
         for model in self.models:
             cells = [c for c in self.cells if c.model == model]
             ok = [c for c in cells if c.completion is not None and c.error is None]
-            latency = [c.completion.latency_s for c in ok if c.completion.latency_s is not None]
-            ttft = [c.completion.ttft_s for c in ok if c.completion.ttft_s is not None]
+            done = [c.completion for c in ok if c.completion is not None]
+            latency = [c.latency_s for c in done if c.latency_s is not None]
+            ttft = [c.ttft_s for c in done if c.ttft_s is not None]
             speed = [s for c in ok if (s := c.tokens_per_s) is not None]
-            costs = [c.completion.cost_usd for c in ok]
+            costs = [c.cost_usd for c in done]
             row: dict[str, Any] = {
                 "model": model,
                 "calls": len(cells),
@@ -176,8 +177,8 @@ class Comparison:
                 "ttft_p50_s": _percentile(ttft, 50),
                 "ttft_p95_s": _percentile(ttft, 95),
                 "tokens_per_s": _mean(speed),
-                "output_tokens": sum(c.completion.usage.output_tokens for c in ok),
-                "cost_usd": None if any(x is None for x in costs) or not costs else sum(costs),
+                "output_tokens": sum(c.usage.output_tokens for c in done),
+                "cost_usd": _total(costs),
             }
             if self.scored:
                 row["score_mean"] = _mean([c.score for c in cells if c.score is not None])
@@ -276,6 +277,12 @@ def _footer(cell: Cell) -> str:
         "stopped" if c.finish_reason == "cancelled" else "",
     ]
     return " · ".join(p for p in parts if p)
+
+
+def _total(costs: Sequence[float | None]) -> float | None:
+    """The sum, or None when there is none or one is unknown (never a partial sum)."""
+    known = [cost for cost in costs if cost is not None]
+    return sum(known) if known and len(known) == len(costs) else None
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -415,15 +422,16 @@ async def acompare(
         if on_update:
             on_update(comparison, cell)
         try:
-            cell.stream = client.astream(
+            stream: AsyncStream = client.astream(
                 cell.prompt, cell.model, system=system, tags=["compare"], **params
             )
-            async for chunk in cell.stream:
+            cell.stream = stream
+            async for chunk in stream:
                 if chunk.text:
                     cell.text += chunk.text
                     if on_update:
                         on_update(comparison, cell)
-            cell.completion = cell.stream.completion
+            cell.completion = stream.completion
             stopped = cell.completion is not None and cell.completion.finish_reason == "cancelled"
             cell.status = "stopped" if stopped else "done"
         except (LLMError, ValueError, OSError) as exc:

@@ -18,7 +18,7 @@ import re
 import sqlite3
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from notebook_llm import pricing
 from notebook_llm._tracking import (
@@ -124,7 +124,7 @@ class PricingMiddleware(Middleware):
             free=ctx.info.free,
         )
         completion.cost_usd = cost
-        completion.cost_status = status  # type: ignore[assignment]
+        completion.cost_status = status
 
 
 class CacheMiddleware(Middleware):
@@ -270,14 +270,13 @@ class _Cache:
         """
         store = call_log(db_path).store
         if model is None:
-            count = store.execute("SELECT COUNT(*) AS n FROM cache")[0]["n"]
+            rows = store.execute("SELECT COUNT(*) AS n FROM cache")
             store.execute("DELETE FROM cache")
         else:
             where = "model = ? OR provider || ':' || model = ?"
             rows = store.execute(f"SELECT COUNT(*) AS n FROM cache WHERE {where}", (model, model))
-            count = rows[0]["n"]
             store.execute(f"DELETE FROM cache WHERE {where}", (model, model))
-        return int(count)  # type: ignore[call-overload]
+        return cast(int, rows[0]["n"])  # COUNT(*)
 
     def stats(self, *, db_path: PathLike | None = None) -> dict[str, Any]:
         """``{"entries", "hits", "bytes", "enabled"}`` for the cache in ``db_path``."""
@@ -400,6 +399,12 @@ def _log_values(
     metadata = ctx.metadata
     conversation_id = metadata.get("conversation_id")
     batch_id = metadata.get("batch_id")
+    response_model: str | None
+    response_text: str | None
+    reasoning: str | None
+    ttft_s: float | None
+    cost_usd: float | None
+    cost_status: str | None
     if completion is not None:
         response_model, response_text = completion.response_model, completion.text
         reasoning, ttft_s = completion.reasoning, completion.ttft_s
@@ -455,7 +460,7 @@ def _messages_snapshot(messages: list[Message]) -> list[Message] | str:
     for message in messages:
         if len(message) > 2 or type(message.get("content")) is not str:
             return json.dumps(messages, default=str, ensure_ascii=False)
-        copies.append(dict(message))  # type: ignore[arg-type]
+        copies.append(dict(message))
     return copies
 
 

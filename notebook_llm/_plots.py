@@ -122,7 +122,7 @@ def plot_usage_over_time(frame: pd.DataFrame, freq: str = "D", *, ax: Axes | Non
                    label="tokens")
     tokens_ax.set_ylabel("tokens")
     tokens_ax.set_ylim(bottom=0)
-    ax.right_ax = tokens_ax  # type: ignore[attr-defined]
+    ax.right_ax = tokens_ax  # type: ignore[attr-defined]  # pandas' name for the twin; Axes lacks it
     ax.set_title(title)
     ax.figure.autofmt_xdate()
     return ax

@@ -181,9 +181,14 @@ def _load_sanitizer() -> Callable[[str], str] | None:
         del options["attribute_filter"], options["filter_style_properties"]
         loose = {tag: attrs - {"class", "style"} for tag, attrs in _ALLOWED_ATTRIBUTES.items()}
         strict = {**loose, "img": loose["img"] - {"src"}}
-        with_images = functools.partial(nh3.clean, **{**options, "attributes": loose})
-        without = functools.partial(nh3.clean, **{**options, "attributes": strict})
-        return lambda html: (with_images if _remote_images else without)(html)
+        with_images: dict[str, Any] = {**options, "attributes": loose}
+        without: dict[str, Any] = {**options, "attributes": strict}
+        clean_html = nh3.clean
+
+        def clean(html: str) -> str:
+            return clean_html(html, **(with_images if _remote_images else without))
+
+        return clean
     return functools.partial(nh3.clean, **options)
 
 

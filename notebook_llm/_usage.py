@@ -18,8 +18,9 @@ import re
 import sqlite3
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from notebook_llm._render import terminal_text
 from notebook_llm.core.money import format_usd
@@ -207,14 +208,16 @@ def _tags(tags_json: str | None) -> Any:
 
 def _tag_lists(column: tuple[Any, ...]) -> list[Any]:
     """``tags_json`` texts as Python lists, each its own list (parsed once per distinct text)."""
-    parsed: dict[Any, Any] = {}
+    # A list of strings is parsed once and copied; anything else (False here)
+    # is parsed again for every row, so no two rows share a mutable object.
+    parsed: dict[Any, list[str] | Literal[False]] = {}
     out = []
     for text in column:
         tags = parsed.get(text)
         if tags is None:
-            tags = _tags(text)
-            simple = type(tags) is list and all(type(t) is str for t in tags)
-            parsed[text] = tags = tags if simple else False
+            value = _tags(text)
+            simple = type(value) is list and all(type(t) is str for t in value)
+            parsed[text] = tags = value if simple else False
         out.append(list(tags) if tags is not False else _tags(text))
     return out
 
@@ -314,9 +317,9 @@ def _messages(log: CallLog, rowids: list[Any]) -> list[str | None]:
     for start in range(0, len(rowids), 500):
         chunk = rowids[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
-        found.update(log.store.tuples(
+        found.update(cast("list[tuple[int, str | None]]", log.store.tuples(
             f"SELECT rowid, messages_json FROM calls WHERE rowid IN ({marks})", tuple(chunk)
-        ))
+        )))
     return [found.get(rowid) for rowid in rowids]
 
 
@@ -367,7 +370,8 @@ def costs(
     where, params = _where(since, until)
     offset = datetime.now().astimezone().utcoffset() or timedelta(0)
     offset_s = int(offset.total_seconds())
-    rows = log.store.tuples(_group_sql(by, where, offset_s), tuple(params))
+    # (group key, first created_at, totals...): text, text, numbers.
+    rows: list[tuple[Any, ...]] = log.store.tuples(_group_sql(by, where, offset_s), tuple(params))
     if by == "day":
         rows.sort(key=lambda row: row[0])
         keys: list[Any] = [date.fromisoformat(row[0]) for row in rows]
@@ -376,8 +380,11 @@ def costs(
             rows = _per_tag(rows)
         rows = _first_seen(log, rows, by, where, params, offset_s)
         keys = [row[0] for row in rows]
-    totals: list[Any] = (list(zip(*rows, strict=True))[2:] if rows
-                         else [[] for _ in _COST_COLUMNS])
+    totals: Sequence[Sequence[Any]]
+    if rows:
+        totals = list(zip(*rows, strict=True))[2:]
+    else:
+        totals = [[] for _ in _COST_COLUMNS]
     # The key's dtype inferred from its values, as pandas' groupby did.
     out = pd.DataFrame({by: pd.Series(keys), **dict(zip(_COST_COLUMNS, totals, strict=True))},
                        columns=[by, *_COST_COLUMNS])
@@ -463,9 +470,9 @@ def _first_seen(
     marks = ", ".join("?" for _ in tied)
     filtered = f" AND {where}" if where else ""
     column = "tags_json" if by == "tag" else _GROUP_KEYS[by].format(offset_s=offset_s)
-    found = log.store.tuples(
+    found = cast("list[tuple[str | None]]", log.store.tuples(  # one text column
         f"SELECT {column} FROM calls WHERE created_at IN ({marks}){filtered}"
-        " ORDER BY created_at, rowid", (*tied, *params))
+        " ORDER BY created_at, rowid", (*tied, *params)))
     order: dict[Any, int] = {}
     for (value,) in found:
         # For tags, in each call's list order, as _per_tag reads them.
@@ -670,6 +677,7 @@ def plot_usage_over_time(
 
 
 # ``nl.usage.plot_costs(...)`` reads as "plot the usage's costs" and was documented
-# before ``nl.plot_costs``: both stay, as attributes of the function.
+# before ``nl.plot_costs``: both stay, as attributes of the function (which mypy
+# cannot declare on a function).
 usage.plot_costs = plot_costs  # type: ignore[attr-defined]
 usage.plot_usage_over_time = plot_usage_over_time  # type: ignore[attr-defined]

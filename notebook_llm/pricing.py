@@ -81,7 +81,7 @@ _PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok
 
 def price(
     provider: str, model: str, usage: Usage, *, free: bool = False, batch: bool = False
-) -> tuple[float | None, str]:
+) -> tuple[float | None, CostStatus]:
     """The cost of one call in US dollars.
 
     Args:

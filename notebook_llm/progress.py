@@ -112,7 +112,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return _loop.run(coro)
     future = _loop.get_loop().submit(coro)
     try:
-        return ui.wait(future)  # type: ignore[no-any-return]
+        result: T = ui.wait(future)
+        return result
     except KeyboardInterrupt:
         future.cancel()
         with contextlib.suppress(BaseException):
@@ -164,7 +165,7 @@ class Progress:
         total: int,
         *,
         title: str = "",
-        on_stop: Callable[[], None] | None = None,
+        on_stop: Callable[[], object] | None = None,
         backend: Backend = "auto",
         stream: TextIO | None = None,
         max_rate_hz: float = 10.0,

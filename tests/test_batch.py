@@ -104,6 +104,16 @@ def test_batch_list_of_prompts(db: str) -> None:
     assert "done" in result._repr_html_() and result.df.equals(frame)
 
 
+def test_batch_runs_with_checkpoints_off(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Benchmarks turn checkpointing off (a writer that keeps nothing): the job
+    # must still run to the end and report its rows as sent.
+    from notebook_llm.batches import _run
+
+    monkeypatch.setattr(_run, "_checkpoints_enabled", False)
+    result = batch(["hello", "world"], "offline:echo", db_path=db, progress=False)
+    assert result.state == "done"
+
+
 def test_checkpointed_text_round_trips_exactly(db: str) -> None:
     # Rows reach SQLite as JSON unpacked by SQLite itself: quotes, backslashes,
     # newlines, non-ASCII and escape-like text must come back unchanged,

@@ -63,6 +63,18 @@ def test_compare_one_failing_model_does_not_stop_others(client: Client) -> None:
     assert result.summary().loc["offline:missing", "errors"] == 1
 
 
+def test_compare_summary_counts_only_answered_cells(client: Client) -> None:
+    result = compare("hello there", models=["offline:echo", "offline:missing"], runs=2,
+                     client=client)
+    summary = result.summary()
+    echo, missing = summary.loc["offline:echo"], summary.loc["offline:missing"]
+    assert echo["calls"] == 2 and echo["errors"] == 0
+    assert echo["output_tokens"] == 4 and echo["cost_usd"] == 0.0
+    assert echo["latency_mean_s"] > 0
+    assert missing["calls"] == 2 and missing["errors"] == 2 and missing["output_tokens"] == 0
+    assert pd.isna(missing["latency_mean_s"]) and pd.isna(missing["cost_usd"])
+
+
 def test_compare_runs_give_percentiles(client: Client) -> None:
     result = compare("a b c", models=["offline:echo"], runs=5, client=client)
     summary = result.summary()

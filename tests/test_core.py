@@ -113,6 +113,35 @@ def test_sync_api_with_nest_asyncio_applied() -> None:
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_iterate_drives_any_async_iterator_on_the_library_loop() -> None:
+    from notebook_llm.core import loop as library_loop
+
+    class Ticks:
+        # __anext__ is a plain method returning a future of the running loop:
+        # it must be called on the library's loop, and its result awaited there.
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __aiter__(self) -> Ticks:
+            return self
+
+        def __anext__(self) -> asyncio.Future[int]:
+            future = asyncio.get_running_loop().create_future()
+            if self.n == 3:
+                future.set_exception(StopAsyncIteration())
+            else:
+                future.set_result(self.n)
+            self.n += 1
+            return future
+
+    async def numbers():
+        for n in range(3):
+            yield n
+
+    assert list(library_loop.iterate(Ticks())) == [0, 1, 2]
+    assert list(library_loop.iterate(numbers())) == [0, 1, 2]
+
+
 def test_module_level_functions_use_default_client() -> None:
     assert nl.complete("hi", model="offline:echo").text == "hi"
     assert [c.text for c in nl.stream("x y", model="offline:echo") if c.text] == ["x", " y"]

@@ -105,3 +105,12 @@ async def test_many_calls_in_flight_fire_in_order_and_finished_ones_are_dropped(
 
 async def test_no_deadline_means_no_timer() -> None:
     assert await within(Deadline(None), asyncio.sleep(0, "ok")) == "ok"
+
+
+async def test_the_plain_timeout_path_returns_and_raises_the_library_timeout() -> None:
+    # The path for a loop without a task or weak references (a timeout_at
+    # block from 3.11, wait_for on 3.10): the same result and the same error.
+    loop = asyncio.get_running_loop()
+    assert await deadline_module._within_timeout(Deadline(5), asyncio.sleep(0, 7), loop) == 7
+    with pytest.raises(errors.TimeoutError, match=r"timeout=0\.05s"):
+        await deadline_module._within_timeout(Deadline(0.05), asyncio.sleep(10), loop)

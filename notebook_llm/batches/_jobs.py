@@ -22,10 +22,10 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from notebook_llm.store.db import Store
 
@@ -262,7 +262,7 @@ class JobStore:
             "SELECT status, COUNT(*) AS n FROM batch_rows WHERE job_id = ? GROUP BY status",
             (job_id,),
         )
-        counts = {str(row["status"]): int(row["n"]) for row in rows}  # type: ignore[call-overload]
+        counts = {str(row["status"]): cast(int, row["n"]) for row in rows}  # COUNT(*)
         for record in self.unsaved(job_id):
             status = str(json.loads(record)[3])
             counts[status] = counts.get(status, 0) + 1
@@ -274,7 +274,7 @@ class JobStore:
             "SELECT COALESCE(SUM(cost_usd), 0) AS c FROM batch_rows WHERE job_id = ?", (job_id,)
         )
         kept = sum(json.loads(record)[8] or 0.0 for record in self.unsaved(job_id))
-        return float(rows[0]["c"]) + kept  # type: ignore[arg-type]
+        return float(cast(float, rows[0]["c"])) + kept  # a SUM or 0
 
     def rows(self, job_id: str) -> list[tuple[Any, ...]]:
         """Every stored row of a job, ordered by input position and model."""
@@ -373,7 +373,7 @@ class CheckpointWriter:
         self.failure: BaseException | None = None
         """The first error that kept rows from being written (their records stay
         in memory, see the module docstring); ``None`` while all went well."""
-        self.on_failure: Any = None
+        self.on_failure: Callable[[BaseException], object] | None = None
         """Called once, from the writer thread, with that first error."""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="notebook-llm-batch", daemon=True)
@@ -450,10 +450,23 @@ def _is_full(exc: BaseException) -> bool:
 
 
 class NullWriter:
-    """A writer that keeps nothing (checkpointing off, for benchmarks)."""
+    """A writer that keeps nothing (checkpointing off, for benchmarks).
+
+    It has the attributes of :class:`CheckpointWriter` that the run reads: it
+    never fails and never holds a row.
+    """
 
     written = 0
     errors = 0
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+        self.on_failure: Callable[[BaseException], object] | None = None
+
+    @property
+    def unsaved(self) -> int:
+        """Always 0: nothing is kept."""
+        return 0
 
     def put(self, record: RowRecord) -> None:
         """Drop the row."""

@@ -210,7 +210,9 @@ class BatchResult:
         attempts: list[Any] = [None] * size
         error: list[Any] = [None] * size
         status: list[str] = ["pending"] * size
-        model_col = [models[i % width] for i in range(size)] if models else [None] * size
+        model_col: list[str | None] = (
+            [models[i % width] for i in range(size)] if models else [None] * size
+        )
         keys: list[Any] = [None] * self.rows
         for key, idx, model, row_status, result_json, error_class, error_message, tries, \
                 row_cost, row_in, row_out in stored:

@@ -350,12 +350,13 @@ async def _run_direct(
         writer.close()
     state = "stopped" if stats.stop else "done"
     for task in workers:
-        if not task.cancelled() and task.exception() is not None and not interrupted:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not interrupted:
             state = "failed"
             _set_state(jobs, job_id, state)
             if progress is not None:
                 progress.close(state)
-            raise task.exception()  # type: ignore[misc]
+            raise error
     counts = jobs.counts(job_id) if _checkpoints_enabled else {}
     if _checkpoints_enabled and counts.get("done", 0) + counts.get("failed", 0) < plan.total:
         state = "stopped"

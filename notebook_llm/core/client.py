@@ -64,6 +64,8 @@ from notebook_llm.core.types import (
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from notebook_llm.providers.base import Provider
+
 __all__ = ["CallContext", "CoreClient", "Middleware"]
 
 T = TypeVar("T")
@@ -195,8 +197,8 @@ class CoreClient:
         self.rate_limits = dict(rate_limits or {})
         self.provider_settings = dict(provider_settings or {})
         self.middlewares: list[Middleware] = list(middlewares)
-        self._providers: dict[tuple[Any, ...], Any] = {}
-        self._resolved: dict[tuple[Any, ...], Any] = {}
+        self._providers: dict[tuple[Any, ...], Provider] = {}
+        self._resolved: dict[tuple[Any, ...], Provider] = {}
         self._refs: dict[str, ModelRef] = {}
         self._refs_aliases: dict[str, str] = dict(self.aliases)
         self._limiters: dict[str, RateLimiter] = {}
@@ -313,7 +315,9 @@ class CoreClient:
 
     # -- providers -------------------------------------------------------
 
-    def _provider(self, spec: ProviderSpec, api_key: str | None, api_base: str | None) -> Any:
+    def _provider(
+        self, spec: ProviderSpec, api_key: str | None, api_base: str | None
+    ) -> Provider:
         info = spec.info
         try:
             loop_id = id(asyncio.get_running_loop())
@@ -385,7 +389,7 @@ class CoreClient:
 
     def _build_provider(
         self, spec: ProviderSpec, api_key: str | None, api_base: str | None, loop_id: int
-    ) -> Any:
+    ) -> Provider:
         info = spec.info
         key, base = self.credentials(info.name, api_key=api_key, api_base=api_base)
         # Providers hold connections bound to one event loop; the key enters the
@@ -414,7 +418,7 @@ class CoreClient:
         model: str | None,
         options: CallOptions,
         provider_kwargs: dict[str, Any],
-    ) -> tuple[Callable[[], Any], CallContext]:
+    ) -> tuple[Callable[[], Provider], CallContext]:
         """The request and its context; the provider is looked up later (``resolve``)."""
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
@@ -575,7 +579,7 @@ class CoreClient:
         return completion
 
     async def _run_once(
-        self, resolve: Callable[[], Any], ctx: CallContext
+        self, resolve: Callable[[], Provider], ctx: CallContext
     ) -> Completion:
         limiter = self.limiter(ctx.ref)
 
@@ -698,7 +702,7 @@ class CoreClient:
         async def finisher(
             completion: Completion | None, error: BaseException | None
         ) -> Completion | None:
-            hit = ctx.metadata.pop("_cache_hit", None)
+            hit: Completion | None = ctx.metadata.pop("_cache_hit", None)
             if hit is not None:
                 await self._after(ctx, hit, None)
                 return hit

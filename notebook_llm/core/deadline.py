@@ -132,7 +132,7 @@ def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines | None:
     """The loop's deadlines (None for a loop that takes no weak reference)."""
     last = _last
     if last[0]() is loop:
-        return last[1]  # type: ignore[no-any-return]
+        return last[1]  # type: ignore[no-any-return]  # its _Deadlines (see _last): no cast per call
     try:
         found = _per_loop.get(loop)
         if found is None:
@@ -191,10 +191,14 @@ async def within(deadline: Deadline, awaitable: Awaitable[T]) -> T:
 async def _within_timeout(
     deadline: Deadline, awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop
 ) -> T:  # pragma: no cover - awaited outside a task
+    remaining = deadline.remaining() or 0.0
     try:
-        async with asyncio.timeout_at(loop.time() + (deadline.remaining() or 0.0)):
-            return await awaitable
-    except TimeoutError as exc:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout_at(loop.time() + remaining):
+                return await awaitable
+        else:  # asyncio.timeout_at is new in 3.11
+            return await asyncio.wait_for(awaitable, remaining)
+    except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from 3.11
         if isinstance(exc, LLMError):
             raise
         raise deadline.error() from None

@@ -79,7 +79,7 @@ def _colab_secret(name: str) -> str | None:
     if "google.colab" not in sys.modules:
         return None
     try:
-        from google.colab import userdata  # type: ignore[import-not-found]
+        from google.colab import userdata
 
         return userdata.get(name) or None
     except Exception:  # noqa: BLE001 - SecretNotFoundError, NotebookAccessError, ...

@@ -105,7 +105,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return get_loop().run(coro)
 
 
-def iterate(agen: AsyncIterator[T], on_interrupt: Any = None) -> Iterator[T]:
+async def _next(agen: AsyncIterator[T]) -> T:
+    # A coroutine around __anext__, which may return any awaitable (a future,
+    # an object with __await__): run_coroutine_threadsafe takes coroutines only.
+    return await agen.__anext__()
+
+
+def iterate(
+    agen: AsyncIterator[T], on_interrupt: Callable[[], object] | None = None
+) -> Iterator[T]:
     """Turn an async iterator into a sync one, driven on the background loop.
 
     Leaving the loop early, ``close()`` on the generator, or Ctrl-C closes the
@@ -113,11 +121,10 @@ def iterate(agen: AsyncIterator[T], on_interrupt: Any = None) -> Iterator[T]:
     ``on_interrupt`` is called (from this thread) before closing on Ctrl-C.
     """
     background = get_loop()
-    anext_ = agen.__anext__
     try:
         while True:
             try:
-                item = background.run(anext_())
+                item = background.run(_next(agen))
             except StopAsyncIteration:
                 return
             yield item

@@ -286,11 +286,15 @@ class RateLimiter:
         got_tokens = self._tokens is None or not tokens
         while True:
             delay = self._paused_until - time.monotonic()
+            # A bucket, once there, stays (adapt() replaces it, never removes it):
+            # got_request / got_tokens start False only when there is one.
             if delay <= 0 and not got_request:
-                delay = self._requests.wait_for(1)  # type: ignore[union-attr]
+                assert self._requests is not None
+                delay = self._requests.wait_for(1)
                 got_request = delay <= 0
             if delay <= 0 and not got_tokens:
-                delay = self._tokens.wait_for(tokens)  # type: ignore[union-attr]
+                assert self._tokens is not None
+                delay = self._tokens.wait_for(tokens)
                 got_tokens = delay <= 0
             if delay <= 0:
                 return

@@ -13,10 +13,13 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notebook_llm.core.errors import UnknownProviderError
 from notebook_llm.core.types import Capabilities, ProviderInfo
+
+if TYPE_CHECKING:
+    from notebook_llm.providers.base import Provider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -35,16 +38,17 @@ class ProviderSpec:
     """A provider's record plus how to build it."""
 
     info: ProviderInfo
-    target: Any
+    target: type[Provider] | str
     """The Provider class, or ``"module:Class"`` to import on first use."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the class (presets of one protocol differ here)."""
 
-    def load(self) -> type:
+    def load(self) -> type[Provider]:
         """The provider class, imported if needed."""
         if isinstance(self.target, str):
             module, _, name = self.target.partition(":")
-            self.target = getattr(importlib.import_module(module), name)
+            loaded: type[Provider] = getattr(importlib.import_module(module), name)
+            self.target = loaded
         return self.target
 
 

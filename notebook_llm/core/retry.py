@@ -56,11 +56,11 @@ class RetryPolicy:
 
     def delay(self, error: BaseException, attempt: int) -> float:
         """Seconds to wait before try ``attempt + 1``."""
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None and retry_after >= 0:
             # The server said when; add a little jitter upward only.
             return min(self.max_delay, retry_after * (1 + random.random() * self.jitter * 0.2))
-        base = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        base = min(self.max_delay, self.initial_delay * 2.0 ** (attempt - 1))
         return base * (1 - self.jitter + 2 * self.jitter * random.random())
 
 

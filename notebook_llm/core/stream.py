@@ -263,7 +263,7 @@ class AsyncStream:
             await self._finish(exc)
             raise
         self._waiter = None
-        self._builder.add(chunk)  # type: ignore[union-attr]
+        self._builder.add(chunk)  # type: ignore[union-attr]  # set with _source; no check per chunk
         return chunk
 
     async def _finish(

@@ -52,8 +52,9 @@ def _schema_for(annotation: Any) -> dict[str, Any]:
         return {"type": "object"}
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_schema_for(arg) for arg in args]}
-    if hasattr(annotation, "model_json_schema"):
-        return annotation.model_json_schema()
+    if hasattr(annotation, "model_json_schema"):  # a pydantic model
+        schema: dict[str, Any] = annotation.model_json_schema()
+        return schema
     return {}
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +89,7 @@ def read_cache(store: Store, model_key: str, texts: list[str]) -> dict[str, np.n
             (model_key, *chunk),
         )
         for row in rows:
-            found[by_hash[str(row["content_hash"])]] = _from_blob(row["vector"])  # type: ignore[arg-type]
+            found[by_hash[str(row["content_hash"])]] = _from_blob(cast(bytes, row["vector"]))
     return found
 
 

@@ -13,10 +13,11 @@ import json
 import math
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
@@ -124,8 +125,7 @@ def _rows(
             raise TypeError(f"row {ids[position]!r}: text is {type(value).__name__} ({value!r})")
     keys = [str(_json_value(value)) for value in ids]
     if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        duplicates = sorted({key for key in keys if key in seen or seen.add(key)})  # type: ignore[func-returns-value]
+        duplicates = sorted(key for key, count in Counter(keys).items() if count > 1)
         raise ValueError(f"duplicate ids: {duplicates[:5]}")
     return list(zip(keys, texts, metas, strict=True))
 
@@ -348,7 +348,7 @@ class Collection:
             (self.name,),
         )
         dims = int(str(self._row().get("dims") or 0))
-        blob = b"".join(row["vector"] for row in rows)  # type: ignore[misc]
+        blob = b"".join(cast("Iterator[bytes]", (row["vector"] for row in rows)))  # BLOBs
         matrix = np.frombuffer(blob, dtype="<f4").astype(np.float32, copy=False)
         matrix = matrix.reshape(len(rows), dims if rows else 0)
         loaded = _Loaded(

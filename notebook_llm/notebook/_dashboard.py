@@ -252,7 +252,7 @@ class Dashboard(_View):
     def _show(self, obj: Any, **kwargs: Any) -> Any:
         if self._display is not None:
             return self._display(obj, **kwargs)
-        from IPython.display import display
+        from notebook_llm.notebook._ipython import display
 
         return display(obj, **kwargs)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from notebook_llm import _render
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.stream import AsyncStream
-from notebook_llm.core.types import Completion
+from notebook_llm.core.types import Completion, FinishReason
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
 from notebook_llm.notebook._widgets import widget_bundle
 
@@ -106,7 +106,7 @@ def consume(
     completion = stream.completion
     stopped = stream.cancelled or interrupted
     if completion is None and (stopped or parts):
-        reason = "cancelled" if stopped else "error"
+        reason: FinishReason = "cancelled" if stopped else "error"
         completion = Completion(text="".join(parts), finish_reason=reason)
     return StreamResult(completion, error, interrupted, stopped)
 
@@ -232,7 +232,7 @@ class CellView(View):
     def _show(self, obj: Any, **kwargs: Any) -> Any:
         if self._display is not None:
             return self._display(obj, **kwargs)
-        from IPython.display import display
+        from notebook_llm.notebook._ipython import display
 
         return display(obj, **kwargs)
 

@@ -71,7 +71,8 @@ class _Formatter(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> str:
         try:
-            return super().format_field(value, format_spec)
+            text: str = super().format_field(value, format_spec)  # format(): always a str
+            return text
         except (ValueError, TypeError) as exc:
             raise InterpolationError(
                 f"cannot format {type(value).__name__} with spec {format_spec!r}: {exc}"

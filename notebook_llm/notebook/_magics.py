@@ -8,14 +8,14 @@ stores it. Library errors become a short :class:`CellError`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, magics_class
 
 from notebook_llm import _render
 from notebook_llm._api import default_client
@@ -33,8 +33,20 @@ from notebook_llm.notebook._display import (
 )
 from notebook_llm.notebook._errors import CellError
 from notebook_llm.notebook._interpolate import format_error, interpolate
+from notebook_llm.notebook._ipython import (
+    argument,
+    cell_magic,
+    line_cell_magic,
+    line_magic,
+    magic_arguments,
+    magic_parser,
+    parse_argstring,
+)
 from notebook_llm.notebook._schema import resolve_schema
 from notebook_llm.notebook._uipoll import UIEvents
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __all__ = ["LLMMagics", "NotebookConfig"]
 
@@ -104,8 +116,10 @@ def _as_cell_error(error: LLMError) -> CellError:
 class LLMMagics(Magics):
     """Magics over the default client (``nl.default_client()``)."""
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
+        self._shell = shell
+        """``self.shell``, which IPython types as optional: these magics always have one."""
         self.settings = NotebookConfig()
         self.errors: dict[int, str] = {}
         """The last error of each cell by execution count, for ``{Err[n]}``."""
@@ -120,7 +134,7 @@ class LLMMagics(Magics):
     def unregister(self) -> None:
         """Stop recording errors (``%unload_ext``)."""
         try:
-            self.shell.events.unregister("post_run_cell", self._record_error)
+            self._shell.events.unregister("post_run_cell", self._record_error)
         except ValueError:
             pass
 
@@ -128,7 +142,8 @@ class LLMMagics(Magics):
 
     @property
     def _ns(self) -> dict[str, Any]:
-        return self.shell.user_ns  # type: ignore[no-any-return]
+        namespace: dict[str, Any] = self._shell.user_ns
+        return namespace
 
     def _prompt(self, text: str) -> str:
         prompt = interpolate(text, self._ns, self.errors).strip()
@@ -158,7 +173,7 @@ class LLMMagics(Magics):
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
-        kernel = getattr(self.shell, "kernel", None)
+        kernel = getattr(self._shell, "kernel", None)
         if kernel is None:  # terminal IPython: plain text on stdout
             return TerminalView(fmt), None
         events = UIEvents.for_kernel(kernel)
@@ -237,7 +252,7 @@ class LLMMagics(Magics):
         code = first_code_block(completion.text)
         if not code or "google.colab" in sys.modules:
             return  # Colab cannot insert a cell: the code block above is copyable
-        self.shell.set_next_input(code, replace=False)
+        self._shell.set_next_input(code, replace=False)
 
     # -- %%llm / %llm ----------------------------------------------------------
 
@@ -281,7 +296,7 @@ class LLMMagics(Magics):
         return None
 
     def _llm_line(self, line: str) -> Completion | None:
-        options_text, prompt_text = _split_options(line, self.llm.parser)
+        options_text, prompt_text = _split_options(line, magic_parser(self.llm))
         args = parse_argstring(self.llm, options_text)
         prompt = self._prompt(prompt_text)
         options = self._call_options(args)
@@ -541,7 +556,7 @@ def _strip_fence(text: str) -> str:
 _OPTION_LIKE = re.compile(r"--?[A-Za-z]")
 
 
-def _split_options(line: str, parser: Any) -> tuple[str, str]:
+def _split_options(line: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
     """Split ``%llm -m x -t 0.2 the prompt`` into the options and the verbatim prompt.
 
     Only leading options are options; the rest of the line is the prompt exactly

@@ -55,7 +55,7 @@ class WidgetView:
 
     def show(self) -> WidgetView:
         """Display the widgets in the current cell."""
-        from IPython.display import display
+        from notebook_llm.notebook._ipython import display
 
         display(self.box)
         return self

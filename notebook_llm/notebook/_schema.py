@@ -9,8 +9,9 @@ Pydantic models defined in the notebook. Nothing is evaluated.
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from notebook_llm.notebook._errors import CellError
 
@@ -20,7 +21,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<punct>[\[\],|:]))")
 _BASIC: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "Any": Any}
 
 
-def _is_model(value: Any) -> bool:
+def _is_model(value: object) -> TypeGuard[type]:
     return isinstance(value, type) and hasattr(value, "model_validate_json")
 
 
@@ -34,7 +35,7 @@ def resolve_schema(spec: str, namespace: Mapping[str, Any]) -> type:
     if spec.isidentifier():
         value = namespace.get(spec)
         if _is_model(value):
-            return value  # type: ignore[no-any-return]
+            return value
         if value is not None:
             raise CellError(f"--schema {spec}: {spec} is not a Pydantic model class",
                             title="SchemaError")
@@ -48,7 +49,8 @@ def resolve_schema(spec: str, namespace: Mapping[str, Any]) -> type:
     import pydantic
 
     definitions: dict[str, Any] = {name: (kind, ...) for name, kind in fields}
-    return pydantic.create_model("Answer", **definitions)  # type: ignore[no-any-return]
+    model: type = pydantic.create_model("Answer", **definitions)
+    return model
 
 
 class _Parser:
@@ -111,14 +113,14 @@ class _Parser:
             self._take("]")
             if name == "Optional":
                 return inner | None
-            return {"list": list, "set": set}[name][inner]
+            return types.GenericAlias(list if name == "list" else set, (inner,))
         if name == "dict":
             self._take("[")
             key = self._type()
             self._take(",")
             value = self._type()
             self._take("]")
-            return dict[key, value]  # type: ignore[valid-type]
+            return types.GenericAlias(dict, (key, value))
         value = self.namespace.get(name)
         if _is_model(value):
             return value

@@ -128,7 +128,8 @@ class UIEvents:
             header = session.deserialize(rest, content=False, copy=False)["header"]
         except Exception:  # noqa: BLE001 - let the kernel deal with (and log) it
             return None
-        return header.get("msg_type")  # type: ignore[no-any-return]
+        msg_type: str | None = header.get("msg_type")
+        return msg_type
 
     def _dispatch_comm(self, frames: list[Any]) -> None:
         kernel = self._kernel

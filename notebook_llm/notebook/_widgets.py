@@ -24,14 +24,14 @@ def widget_bundle(widget: Any) -> dict[str, Any]:
     """The MIME bundle that shows ``widget`` (a view of its model, and a text form)."""
     to_bundle = getattr(widget, "_repr_mimebundle_", None)
     if callable(to_bundle):  # ipywidgets 8
-        bundle = to_bundle()
-        if bundle:
-            return dict(bundle)
+        shown: dict[str, Any] | None = to_bundle()
+        if shown:
+            return dict(shown)
     # ipywidgets 7: what Widget._ipython_display_ sends, kept in one bundle.
     plain = repr(widget)
     if len(plain) > _PLAIN_LIMIT:
         plain = plain[:_PLAIN_LIMIT] + "…"
-    bundle = {"text/plain": plain}
+    bundle: dict[str, Any] = {"text/plain": plain}
     if getattr(widget, "_view_name", None) is not None:
         bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0,
                                "model_id": widget.model_id}

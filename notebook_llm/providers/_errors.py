@@ -205,6 +205,7 @@ def _scrub_exception(exc: BaseException | None) -> None:
         return
     try:
         exc.args = tuple(_scrub(arg) for arg in exc.args)
+        # The SDKs' errors carry these (checked above), BaseException does not:
         if isinstance(getattr(exc, "message", None), str):
             exc.message = redact(exc.message)  # type: ignore[attr-defined]
         if getattr(exc, "body", None) is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from typing import Any
 
@@ -237,10 +237,13 @@ def _json_schema(response_format: dict[str, Any]) -> dict[str, Any] | None:
 
 def _prefers_adaptive(model: str) -> bool:
     try:
-        from anthropic.resources.messages.messages import MODELS_TO_WARN_WITH_THINKING_ENABLED
+        from anthropic.resources.messages import messages
     except ImportError:
         return False
-    return model in MODELS_TO_WARN_WITH_THINKING_ENABLED
+    # The SDK's list of such models: not a public name (newer SDKs import it
+    # into that module from anthropic._data), and absent from older ones.
+    models: Collection[str] = getattr(messages, "MODELS_TO_WARN_WITH_THINKING_ENABLED", ())
+    return model in models
 
 
 def anthropic_params(
@@ -501,7 +504,7 @@ class AnthropicProvider(Provider):
         completion.rate_limits = RateLimitInfo.from_headers(http.headers)
         return completion
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """Stream one message as chunks; closing the generator closes the response.
 
         Raises ``ConnectionError`` when the stream ends without ``message_stop``

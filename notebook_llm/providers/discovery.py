@@ -23,6 +23,7 @@ import contextlib
 import os
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,7 +253,7 @@ def find_local_servers(
     """
     from notebook_llm.core import loop as _loop
 
-    def make() -> Any:
+    def make() -> Coroutine[Any, Any, LocalServers]:
         return afind_local_servers(ports, host, timeout, http_timeout)
 
     try:

@@ -28,6 +28,7 @@ from notebook_llm.core.types import (
     Chunk,
     Completion,
     EmbeddingResponse,
+    FinishReason,
     ModelInfo,
     Request,
     Usage,
@@ -130,7 +131,7 @@ class OfflineProvider(Provider):
             model=request.model,
         )
 
-    def _limit(self, text: str, request: Request) -> tuple[str, str]:
+    def _limit(self, text: str, request: Request) -> tuple[str, FinishReason]:
         # Honour max_tokens the way a real model would: cut and say "length".
         if request.max_tokens is None:
             return text, "stop"
@@ -145,12 +146,12 @@ class OfflineProvider(Provider):
         return Completion(
             text=text,
             response_model=f"offline-{request.model}",
-            finish_reason=reason,  # type: ignore[arg-type]
+            finish_reason=reason,
             usage=Usage(input_tokens=_prompt_tokens(request), output_tokens=count_tokens(text)),
             raw={"model": request.model, "text": text},
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """Yield the answer a word at a time."""
         text, reason = self._limit(self._answer(request), request)
         delay = float(request.extra.get("chunk_delay", 0.0))
@@ -162,7 +163,7 @@ class OfflineProvider(Provider):
                 await asyncio.sleep(0)  # stay cancellable, like a network read
             yield Chunk(text=piece)
         yield Chunk(
-            finish_reason=reason,  # type: ignore[arg-type]
+            finish_reason=reason,
             usage=Usage(input_tokens=_prompt_tokens(request), output_tokens=count_tokens(text)),
         )
 

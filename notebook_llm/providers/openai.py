@@ -37,8 +37,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from notebook_llm.core.errors import (
@@ -81,6 +81,9 @@ from notebook_llm.providers._responses import (
 )
 from notebook_llm.providers.base import Provider
 
+if TYPE_CHECKING:
+    import aiohttp
+
 __all__ = [
     "APIS",
     "OpenAIProvider",
@@ -116,7 +119,7 @@ class _AiohttpResponse:
 
     __slots__ = ("_response", "headers", "status")
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
         # Lower-cased like the fast transport's, so both are read the same way.
@@ -393,7 +396,7 @@ class OpenAIProvider(Provider):
             )
         return ProviderError(str(exc), provider=self.name, original=exc)
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """Stream a completion (any ``api=``); closing the generator closes the response.
 
         A stream that ends before its terminal event (``finish_reason`` in chat
@@ -442,7 +445,7 @@ class OpenAIProvider(Provider):
         path: str = "/chat/completions",
         parse: ChunkParser | None = None,
         headers: dict[str, str] | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         response = await self._send("POST", path, body, timeout, True, headers)
         provider = self.name
         if parse is None:
@@ -499,7 +502,7 @@ class OpenAIProvider(Provider):
         api: str = "chat",
         parse: ChunkParser | None = None,
         headers: dict[str, str] | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         import openai
 
         method = self._sdk_resource(api).create
@@ -596,10 +599,11 @@ class OpenAIProvider(Provider):
             )
         else:
             data = await self._json("POST", "/responses/input_tokens", body, request.timeout)
-        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+        count = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(count, int):
             raise ProviderError("The token count has no input_tokens", provider=self.name,
                                 body=data)
-        return data["input_tokens"]
+        return count
 
     async def retrieve_response(self, response_id: str, timeout: float | None = None) -> Completion:
         """``GET /responses/{id}``: a stored or background response, as a Completion.

@@ -128,7 +128,7 @@ class Context:
                     self.set_abort_callback(False)
                 if job.cancel.is_set():
                     raise Cancelled
-            token = sample(*args, **kwargs)
+            token: int = sample(*args, **kwargs)
             if job is not None:
                 job.tokens_generated += 1
                 job.last_token_eog = bool(is_eog(vocab, token))

@@ -210,15 +210,15 @@ def resolve_model(name_or_path: str) -> ResolvedModel:
             provider=PROVIDER,
             model=name,
         )
-    path = Path(name).expanduser()
-    if not path.is_file():
+    file = Path(name).expanduser()
+    if not file.is_file():
         raise ModelNotFoundError(
-            f"No GGUF file at {str(path)!r}: check the path (a local: path is a file on "
+            f"No GGUF file at {str(file)!r}: check the path (a local: path is a file on "
             "this machine)",
             provider=PROVIDER,
             model=name,
         )
-    resolved = str(path.resolve())
+    resolved = str(file.resolve())
     return ResolvedModel(name, resolved, _is_embedding_file(resolved))
 
 

@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from notebook_llm.core.errors import (
     ContextLengthError,
@@ -57,6 +57,33 @@ from notebook_llm.providers.local._sentence_transformers import SentenceTransfor
 from notebook_llm.providers.local._settings import DEFAULT_MAX_TOKENS, check_settings
 
 __all__ = ["LocalProvider"]
+
+_C = TypeVar("_C")
+
+
+class _Pool(Protocol[_C]):
+    """A loaded model as requests use it: hand out a context, take it back."""
+
+    def acquire(self, job: LocalJob, /) -> _C | None: ...
+
+    def release(self, context: _C, /) -> None: ...
+
+
+def _serve(pool: _Pool[_C], job: LocalJob, work: Callable[[_C], Any]) -> Any:
+    """Run ``work`` on a free context of ``pool``, giving the context back after;
+    ``None`` when ``job`` was cancelled while waiting.
+
+    Raises:
+        Closed: the model was unloaded before a context was free.
+    """
+    context = pool.acquire(job)
+    if context is None:
+        return None
+    try:
+        return work(context)
+    finally:
+        pool.release(context)
+
 
 # Per-request options passed through to Llama.create_chat_completion.
 _SAMPLING_OPTIONS = frozenset(
@@ -187,15 +214,13 @@ class LocalProvider(Provider):
             while True:
                 model = load_resolved(resolved, self.settings)
                 try:
-                    context = model.acquire(job)
+                    # One call per kind of model, so each context goes back to
+                    # the kind of model that handed it out.
+                    if isinstance(model, SentenceTransformerModel):
+                        return _serve(model, job, work)
+                    return _serve(model, job, work)
                 except Closed:
                     continue
-                if context is None:
-                    return None
-                try:
-                    return work(context)
-                finally:
-                    model.release(context)
         finally:
             job.done.set()
 
@@ -227,7 +252,8 @@ class LocalProvider(Provider):
 
         def work(model: Context) -> dict[str, Any]:
             try:
-                return model.llm.create_chat_completion(**kwargs)
+                out: dict[str, Any] = model.llm.create_chat_completion(**kwargs)
+                return out
             except Exception as exc:
                 if job.cancel.is_set() or isinstance(exc, Cancelled):
                     return {}
@@ -267,7 +293,7 @@ class LocalProvider(Provider):
             raw=out,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """Yield text deltas as the worker thread generates them; usage comes last."""
         resolved = self._chat_model(request.model)
         kwargs = _chat_kwargs(request, self.max_tokens)

@@ -55,7 +55,7 @@ def _hub_offline() -> Any:
         saved = os.environ.get("HF_HUB_OFFLINE")
         os.environ["HF_HUB_OFFLINE"] = "1"
         constants = sys.modules.get("huggingface_hub.constants")
-        if constants is not None:
+        if constants is not None:  # a module from sys.modules: mypy knows none of its names
             constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
         try:
             yield
@@ -65,7 +65,7 @@ def _hub_offline() -> Any:
             else:
                 os.environ["HF_HUB_OFFLINE"] = saved
             constants = sys.modules.get("huggingface_hub.constants")
-            if constants is not None:
+            if constants is not None:  # as above
                 constants.HF_HUB_OFFLINE = _is_true(  # type: ignore[attr-defined]
                     os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
                 )
