@@ -299,9 +299,9 @@ def usage(
 
 
 def _warn_if_cut(log: CallLog, where: str, params: list[Any], limit: int) -> None:
-    total = log.store.tuples(
+    total = int(cast(int, log.store.tuples(
         "SELECT COUNT(*) FROM calls" + (f" WHERE {where}" if where else ""), tuple(params)
-    )[0][0]
+    )[0][0]))
     if total > limit:
         warnings.warn(
             f"usage(): the newest {limit:,} of {total:,} logged calls; pass limit=None for "
