@@ -410,10 +410,11 @@ def _log_values(
         reasoning, ttft_s = completion.reasoning, completion.ttft_s
         cost_usd, cost_status = completion.cost_usd, completion.cost_status
         cached = int(completion.cached)
-        tool_calls = json.dumps(
-            [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
-            default=str, ensure_ascii=False,
-        ) if completion.tool_calls else None
+        # Fresh objects that only the writer thread will see: it encodes them.
+        tool_calls = [
+            {"id": c.id, "name": c.name, "arguments": dict(c.arguments)}
+            for c in completion.tool_calls
+        ] if completion.tool_calls else None
     else:
         response_model = response_text = reasoning = ttft_s = cost_usd = cost_status = None
         cached, tool_calls = 0, None
@@ -425,7 +426,7 @@ def _log_values(
         response_model,
         _messages_snapshot(request.messages),
         request.system,
-        json.dumps(params, default=str, ensure_ascii=False) if params else "{}",
+        params if params else "{}",  # a fresh dict: encoded by the writer
         response_text,
         reasoning,
         tool_calls,

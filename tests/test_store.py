@@ -146,11 +146,11 @@ def test_migrate_blank() -> None:
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(calls)")}
     assert {
         "idx_calls_usage",  # m005: covers the totals, replaces idx_calls_created_at
-        "idx_calls_model",
-        "idx_calls_provider",
         "idx_calls_batch",  # m005: only calls that belong to a batch
     } <= indexes
-    assert not {"idx_calls_created_at", "idx_calls_batch_id"} & indexes
+    # m005 and m006 dropped what idx_calls_usage covers.
+    assert not {"idx_calls_created_at", "idx_calls_batch_id", "idx_calls_model",
+                "idx_calls_provider"} & indexes
     usage_index = [row[2] for row in conn.execute("PRAGMA index_info(idx_calls_usage)")]
     assert usage_index[0] == "created_at"
     plan = " ".join(str(row[-1]) for row in conn.execute(
@@ -160,7 +160,7 @@ def test_migrate_blank() -> None:
     assert pk == {"job_id": 1, "row_key": 2, "model": 3}
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
-                       "m005_calls_usage_index"]
+                       "m005_calls_usage_index", "m006_drop_model_provider_indexes"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:
