@@ -69,7 +69,8 @@ def main() -> None:
     def rendered(delay: float = 0.0) -> tuple[float, int, int, float]:
         publisher.calls.clear()
         started = time.perf_counter()
-        stream = client.stream(prompt, "offline:echo", chunk_delay=delay)
+        # The %%llm path: an async stream read on the library loop, rendered here.
+        stream = client.astream(prompt, "offline:echo", chunk_delay=delay)
         view = CellView("markdown", widgets=False)
         view.start(None)
         result = consume(stream, view.update)

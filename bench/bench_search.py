@@ -54,7 +54,7 @@ def _matrix(rows: int, dims: int, seed: int = 0) -> np.ndarray:
 
 def _fill_collection(store: Store, matrix: np.ndarray) -> None:
     """Write the vectors straight into a collection's rows (no embedding model involved)."""
-    coll = collection("bench", "llamacpp:all-minilm-l6-v2", store=store)
+    coll = collection("bench", "llamacpp:all-minilm-l6-v2", db_path=store)
     now = datetime.now(timezone.utc).isoformat()
     with store.transaction() as conn:
         conn.executemany(
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "bench.db") as store:
         _fill_collection(store, matrix)
-        coll = collection("bench", store=store)
+        coll = collection("bench", db_path=store)
         start = time.perf_counter()
         coll.search(queries[0], k=K)
         cold = time.perf_counter() - start

@@ -149,7 +149,7 @@ def test_embed_llamacpp_similar_sentences_score_higher(client: nl.Client, store:
         "Someone is strumming an acoustic guitar.",
         "The central bank raised interest rates again.",
     ]
-    emb = nl.embed(texts, LLAMA, client=client, store=store)
+    emb = nl.embed(texts, LLAMA, client=client, db_path=store)
     assert emb.vectors.shape == (3, 384)
     assert emb.vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-5)
@@ -168,7 +168,7 @@ def test_embed_llamacpp_keeps_a_non_default_index(client: nl.Client, store: Stor
                   "Kittens like to sleep in the sun."]},
         index=[30, 10, 20],
     )
-    emb = nl.embed(df["body"], LLAMA, client=client, store=store)
+    emb = nl.embed(df["body"], LLAMA, client=client, db_path=store)
     frame = emb.to_pandas()
     assert list(frame.index) == [30, 10, 20]
     assert frame.loc[10, "text"] == "The train leaves at nine."
@@ -179,7 +179,7 @@ def test_embed_llamacpp_keeps_a_non_default_index(client: nl.Client, store: Stor
     np.testing.assert_allclose(joined.loc[30, "e0"], emb.vectors[0, 0])
 
     labelled = nl.embed(pd.Series(df["body"].tolist(), index=["a", "b", "c"]), LLAMA,
-                        client=client, store=store)
+                        client=client, db_path=store)
     sim = labelled.similarity()
     assert list(sim.index) == ["a", "b", "c"] and list(sim.columns) == ["a", "b", "c"]
     hits = labelled.search("a sleepy young cat", k=2)
@@ -195,22 +195,22 @@ def test_embed_cache_skips_unchanged_texts(
     client: nl.Client, store: Store, proxy: CountingProxy
 ) -> None:
     texts = ["alpha beta", "gamma delta", "epsilon zeta"]
-    first = nl.embed(texts, LLAMA, client=client, store=store)
+    first = nl.embed(texts, LLAMA, client=client, db_path=store)
     assert proxy.requests == [3] and first.cached == 0 and first.requests == 1
 
     proxy.reset()
-    second = nl.embed([*texts, "eta theta"], LLAMA, client=client, store=store)
+    second = nl.embed([*texts, "eta theta"], LLAMA, client=client, db_path=store)
     assert proxy.requests == [1], "only the new text is sent"
     assert second.cached == 3
     np.testing.assert_allclose(second.vectors[:3], first.vectors, atol=1e-6)
 
     proxy.reset()
-    third = nl.embed(texts[::-1], LLAMA, client=client, store=store)
+    third = nl.embed(texts[::-1], LLAMA, client=client, db_path=store)
     assert proxy.requests == []
     np.testing.assert_allclose(third.vectors, first.vectors[::-1], atol=1e-6)
 
     proxy.reset()
-    nl.embed(texts, LLAMA, client=client, store=store, cache=False)
+    nl.embed(texts, LLAMA, client=client, db_path=store, cache=False)
     assert proxy.requests == [3]
 
     rows = store.execute("SELECT vector FROM embedding_cache WHERE model = ?", (LLAMA,))
@@ -226,12 +226,12 @@ def test_embed_llamacpp_batches_concurrently_in_input_order(
 ) -> None:
     texts = [f"sentence number {i} about {topic}" for i, topic in
              enumerate(["dogs", "taxes", "rain", "chess", "bread"])]
-    batched = nl.embed([*texts, texts[0]], LLAMA, client=client, store=store,
+    batched = nl.embed([*texts, texts[0]], LLAMA, client=client, db_path=store,
                        batch_size=2, concurrency=3, cache=False)
     assert sorted(proxy.requests) == [1, 2, 2], "duplicates are sent once"
     proxy.reset()
     one_by_one = np.vstack([
-        nl.embed([text], LLAMA, client=client, store=store, cache=False).vectors
+        nl.embed([text], LLAMA, client=client, db_path=store, cache=False).vectors
         for text in texts
     ])
     np.testing.assert_allclose(batched.vectors[:5], one_by_one, atol=1e-4)
@@ -250,7 +250,7 @@ def test_collection_llamacpp_add_update_search_round_trip(
                  "Quarterly earnings beat analyst expectations."],
         "topic": ["food", "sport", "garden", "finance"],
     })
-    notes = collection("notes", LLAMA, client=client, store=store)
+    notes = collection("notes", LLAMA, client=client, db_path=store)
     assert notes.add(docs, metadata=["topic"]) == {
         "added": 4, "updated": 0, "metadata_updated": 0, "unchanged": 0}
     assert proxy.inputs == 4
@@ -279,7 +279,7 @@ def test_collection_llamacpp_add_update_search_round_trip(
 
     assert notes.delete(["d2"]) == 1
     assert "d2" not in set(notes.to_pandas()["id"])
-    assert collections(store=store).set_index("name").loc["notes", "items"] == 3
+    assert collections(db_path=store).set_index("name").loc["notes", "items"] == 3
 
 
 # -- offline:hash: everything that needs no server ----------------------------------------
@@ -295,7 +295,7 @@ def mem() -> Iterator[Store]:
 def animals(mem: Store) -> Embeddings:
     texts = ["the cat sat on the mat", "a cat is sitting on a mat",
              "stock markets fell sharply", "bond markets fell sharply today"]
-    return embed(pd.Series(texts, index=["c1", "c2", "m1", "m2"]), "offline:hash", store=mem)
+    return embed(pd.Series(texts, index=["c1", "c2", "m1", "m2"]), "offline:hash", db_path=mem)
 
 
 def test_embed_offline_similarity_is_labelled_and_cosine(animals: Embeddings, mem: Store) -> None:
@@ -304,7 +304,7 @@ def test_embed_offline_similarity_is_labelled_and_cosine(animals: Embeddings, me
     np.testing.assert_allclose(np.diag(sim.to_numpy()), 1.0, atol=1e-5)
     assert sim.loc["c1", "c2"] > sim.loc["c1", "m1"]
     by_text = embed(["a long sentence that goes on and on and on for a while", "short"],
-                    "offline:hash", store=mem).similarity()
+                    "offline:hash", db_path=mem).similarity()
     assert by_text.index[0].endswith("…") and len(by_text.index[0]) == 30
     assert by_text.columns[1] == "short"
 
@@ -320,17 +320,17 @@ def test_embed_offline_search_and_nearest(animals: Embeddings) -> None:
 
 
 def test_embed_offline_accepts_lists_dataframes_and_one_string(mem: Store) -> None:
-    plain = embed(["a", "b"], "offline:hash", store=mem)
+    plain = embed(["a", "b"], "offline:hash", db_path=mem)
     assert list(plain.index) == [0, 1] and len(plain) == 2
-    frame = embed(pd.DataFrame({"t": ["x", "y"]}, index=[5, 6]), "offline:hash", store=mem)
+    frame = embed(pd.DataFrame({"t": ["x", "y"]}, index=[5, 6]), "offline:hash", db_path=mem)
     assert list(frame.index) == [5, 6]
-    single = embed("just one", "offline:hash", store=mem)
+    single = embed("just one", "offline:hash", db_path=mem)
     assert single.vectors.shape == (1, 256)
     with pytest.raises(ValueError, match="one column"):
-        embed(pd.DataFrame({"a": ["x"], "b": ["y"]}), "offline:hash", store=mem)
+        embed(pd.DataFrame({"a": ["x"], "b": ["y"]}), "offline:hash", db_path=mem)
     with pytest.raises(TypeError, match="not a string"):
-        embed(pd.Series(["ok", None]), "offline:hash", store=mem)
-    empty = embed([], "offline:hash", store=mem)
+        embed(pd.Series(["ok", None]), "offline:hash", db_path=mem)
+    empty = embed([], "offline:hash", db_path=mem)
     assert empty.vectors.shape == (0, 0) and len(empty) == 0
 
 
@@ -343,7 +343,7 @@ def test_embed_offline_getitem_and_len(animals: Embeddings) -> None:
 
 
 def test_embed_offline_repr_html_is_escaped(mem: Store) -> None:
-    emb = embed(["<script>alert(1)</script>", "fine"], "offline:hash", store=mem)
+    emb = embed(["<script>alert(1)</script>", "fine"], "offline:hash", db_path=mem)
     page = emb._repr_html_()
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "2 texts × 256 dims" in page and "offline:hash" in page
@@ -353,23 +353,23 @@ def test_embed_offline_repr_html_is_escaped(mem: Store) -> None:
 def test_embed_offline_progress_callback_and_batching(mem: Store) -> None:
     seen: list[tuple[int, int]] = []
     texts = [f"text {i}" for i in range(10)]
-    emb = embed(texts, "offline:hash", store=mem, batch_size=3,
+    emb = embed(texts, "offline:hash", db_path=mem, batch_size=3,
                 progress=lambda done, total: seen.append((done, total)))
     assert emb.requests == 4
     assert sorted(seen)[-1] == (10, 10)
-    again = embed(texts, "offline:hash", store=mem, batch_size=3)
+    again = embed(texts, "offline:hash", db_path=mem, batch_size=3)
     assert again.requests == 0 and again.cached == 10
 
 
 async def test_aembed_offline_runs_on_the_callers_loop(mem: Store) -> None:
-    emb = await aembed(["one", "two"], "offline:hash", store=mem)
+    emb = await aembed(["one", "two"], "offline:hash", db_path=mem)
     hits = await emb.asearch("one", k=1)
     assert hits.iloc[0]["text"] == "one"
 
 
 def test_embed_options_are_part_of_the_cache_key(mem: Store) -> None:
-    small = embed(["hello"], "offline:hash", store=mem, dimensions=16)
-    large = embed(["hello"], "offline:hash", store=mem)
+    small = embed(["hello"], "offline:hash", db_path=mem, dimensions=16)
+    large = embed(["hello"], "offline:hash", db_path=mem)
     assert small.dims == 16 and large.dims == 256 and large.cached == 0
 
 
@@ -412,7 +412,7 @@ def test_top_k_orders_best_first_and_skips_filtered_rows() -> None:
 
 
 def test_collection_offline_lifecycle(mem: Store) -> None:
-    docs = collection("docs", "offline:hash", store=mem)
+    docs = collection("docs", "offline:hash", db_path=mem)
     counts = docs.add(["red apples", "green apples", "blue whales"])
     assert counts["added"] == 3 and len(docs) == 3
     assert docs.add(["red apples"])["unchanged"] == 1, "list ids are text hashes"
@@ -426,10 +426,10 @@ def test_collection_offline_lifecycle(mem: Store) -> None:
 
     assert docs.search(docs.embeddings().vectors[0], k=1)["score"].iloc[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="uses offline:hash"):
-        collection("docs", "llamacpp:other", store=mem)
-    assert list(collections(store=mem)["name"]) == ["docs"]
-    assert delete_collection("docs", store=mem) is True
-    assert collections(store=mem).empty
+        collection("docs", "llamacpp:other", db_path=mem)
+    assert list(collections(db_path=mem)["name"]) == ["docs"]
+    assert delete_collection("docs", db_path=mem) is True
+    assert collections(db_path=mem).empty
 
 
 def test_collection_offline_where_and_metadata(mem: Store) -> None:
@@ -439,7 +439,7 @@ def test_collection_offline_where_and_metadata(mem: Store) -> None:
         "lang": ["en", "de", "en"],
         "year": [2023, 2024, 2024],
     })
-    docs = collection("meta", "offline:hash", store=mem)
+    docs = collection("meta", "offline:hash", db_path=mem)
     docs.add(frame, metadata=["lang", "year"])
     hits = docs.search("python", k=3, where={"lang": "en"})
     assert list(hits["id"]) == ["1", "3"]

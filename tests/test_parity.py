@@ -119,3 +119,17 @@ def test_with_options_shares_connections_and_changes_only_what_it_is_given() -> 
     assert watched.limiter(watched.resolve("offline:echo")) is client.limiter(
         client.resolve("offline:echo"))
     assert "offline:echo" in seen
+
+
+def test_embed_options_are_the_embed_options_record() -> None:
+    from notebook_llm.embeddings._pipeline import EmbedOptions
+
+    record = [f.name for f in dataclasses.fields(EmbedOptions) if f.name != "params"]
+    assert _keyword_only(nl.aembed) == [*record, "store"]  # store: the old name of db_path
+
+
+def test_store_is_the_deprecated_name_of_db_path(tmp_path: Any) -> None:
+    with pytest.warns(DeprecationWarning, match="db_path"):
+        old = nl.embed(["a"], "offline:hash", store=str(tmp_path / "e.db"))
+    new = nl.embed(["a"], "offline:hash", db_path=str(tmp_path / "e.db"))
+    assert old.cached == 0 and new.cached == 1  # the same database, by either name

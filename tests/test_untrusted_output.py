@@ -247,7 +247,7 @@ def test_embeddings_reprs_hostile_labels_texts_and_model(tmp_path: Any) -> None:
     safe(page, "div", "b")
     assert all(label in visible_text(page) for label in HOSTILE[4:8])
     with Store(":memory:") as store:
-        page = collection(HOSTILE[0], "offline:hash", store=store)._repr_html_()
+        page = collection(HOSTILE[0], "offline:hash", db_path=store)._repr_html_()
     safe(page, "div", "b")
 
 

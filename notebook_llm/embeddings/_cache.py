@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +30,18 @@ _TRANSPORT_OPTIONS = frozenset({"api_key", "api_base", "timeout"})
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
+
+
+def db_path_of(db_path: Any, store: Any, function: str) -> Any:
+    """``db_path``, or the deprecated ``store=`` with a DeprecationWarning."""
+    if store is None:
+        return db_path
+    warnings.warn(
+        f"{function}(store=...) is now db_path=...; store= will be removed in a future release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return store if db_path is None else db_path
 
 
 def resolve_store(store: Store | str | None, client: CoreClient | None) -> Store:

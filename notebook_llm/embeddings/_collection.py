@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
-from notebook_llm.embeddings._cache import SQL_CHUNK, resolve_store, to_blob
+from notebook_llm.embeddings._cache import SQL_CHUNK, db_path_of, resolve_store, to_blob
 from notebook_llm.embeddings._fetch import need, resolve_model
 from notebook_llm.embeddings._pipeline import aembed, texts_and_index
 from notebook_llm.embeddings._result import Embeddings, as_vector, top_k
@@ -242,7 +242,7 @@ class Collection:
             found = await aembed(
                 [value for _key, value, _meta in to_embed], self.model,
                 batch_size=batch_size, concurrency=concurrency, progress=progress,
-                client=self._client, store=self.store,
+                client=self._client, db_path=self.store,
             )
             vectors = found.vectors
         now = _now()
@@ -384,7 +384,7 @@ class Collection:
 
         if isinstance(query, str):
             found = await aembed(
-                [query], self.model, client=self._client, store=self.store, progress=False
+                [query], self.model, client=self._client, db_path=self.store, progress=False
             )
             vector = found.vectors[0]
         else:
@@ -479,6 +479,7 @@ def collection(
     model: str | None = None,
     *,
     client: CoreClient | None = None,
+    db_path: Store | str | None = None,
     store: Store | str | None = None,
 ) -> Collection:
     """The collection called ``name``, created on first use.
@@ -490,10 +491,11 @@ def collection(
             model, and naming a different one is an error (its vectors could
             not be compared).
         client: the client used to embed (the default client when omitted).
-        store: the :class:`~notebook_llm.store.Store` or database path.
+        db_path: the database path (or a :class:`~notebook_llm.store.Store`).
+        store: the old name of ``db_path`` (deprecated).
     """
     client = client or default_client()
-    resolved = resolve_store(store, client)
+    resolved = resolve_store(db_path_of(db_path, store, "collection"), client)
     wanted = str(resolve_model(client, model)[0]) if model else None
     rows = resolved.execute("SELECT model FROM collections WHERE name = ?", (name,))
     if not rows:
@@ -515,11 +517,17 @@ def collection(
 
 
 def collections(
-    *, store: Store | str | None = None, client: CoreClient | None = None
+    *,
+    db_path: Store | str | None = None,
+    client: CoreClient | None = None,
+    store: Store | str | None = None,
 ) -> pd.DataFrame:
-    """Every collection: ``name``, ``model``, ``dims``, ``items`` and ``created_at``."""
+    """Every collection: ``name``, ``model``, ``dims``, ``items`` and ``created_at``.
+
+    ``db_path``: the database (default: the client's, else the library's);
+    ``store`` is its old name."""
     pandas = need("pandas")
-    resolved = resolve_store(store, client)
+    resolved = resolve_store(db_path_of(db_path, store, "collections"), client)
     rows = resolved.execute(
         "SELECT c.name, c.model, c.dims, "
         "(SELECT COUNT(*) FROM collection_items i WHERE i.collection = c.name) AS items, "
@@ -529,10 +537,15 @@ def collections(
 
 
 def delete_collection(
-    name: str, *, store: Store | str | None = None, client: CoreClient | None = None
+    name: str,
+    *,
+    db_path: Store | str | None = None,
+    client: CoreClient | None = None,
+    store: Store | str | None = None,
 ) -> bool:
-    """Delete a collection and its rows; returns whether it existed."""
-    resolved = resolve_store(store, client)
+    """Delete a collection and its rows; returns whether it existed (``store`` is
+    the old name of ``db_path``)."""
+    resolved = resolve_store(db_path_of(db_path, store, "delete_collection"), client)
     with resolved.transaction() as conn:
         conn.execute("DELETE FROM collection_items WHERE collection = ?", (name,))
         existed = conn.execute("DELETE FROM collections WHERE name = ?", (name,)).rowcount > 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm._api import default_client
 from notebook_llm.core import loop as _loop
+from notebook_llm.embeddings._cache import db_path_of
 from notebook_llm.embeddings._fetch import embed_texts, need
 from notebook_llm.embeddings._result import Embeddings
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from notebook_llm.core.client import CoreClient
     from notebook_llm.store.db import Store
 
-__all__ = ["aembed", "embed", "texts_and_index"]
+__all__ = ["EmbedOptions", "aembed", "embed", "texts_and_index"]
 
 
 def texts_and_index(texts: Any) -> tuple[list[str], Any]:
@@ -53,6 +55,37 @@ def texts_and_index(texts: Any) -> tuple[list[str], Any]:
     return values, index
 
 
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions:
+    """The options of :func:`embed` and :func:`aembed` (one record for both)."""
+
+    batch_size: int | None = None
+    concurrency: int = 4
+    cache: bool = True
+    progress: bool | Callable[[int, int], None] | None = None
+    client: CoreClient | None = None
+    db_path: Store | str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    """Provider options (``dimensions=256``); part of the cache key."""
+
+
+async def _embed(texts: Any, model: str | None, options: EmbedOptions) -> Embeddings:
+    need("numpy")  # a clear message when numpy is missing
+    client = options.client or default_client()
+    values, index = texts_and_index(texts)
+    found = await embed_texts(
+        values, model,
+        batch_size=options.batch_size, concurrency=options.concurrency, cache=options.cache,
+        progress=options.progress, client=client, store=options.db_path, options=options.params,
+    )  # fmt: skip
+    return Embeddings(
+        found.matrix, values, index=index, model=found.model, usage=found.usage,
+        cost_usd=found.cost_usd, cost_status=found.cost_status, cached=found.cached,
+        requests=found.requests, client=found.client, store=found.store,
+        cache=options.cache, options=options.params,
+    )
+
+
 async def aembed(
     texts: Any,
     model: str | None = None,
@@ -62,6 +95,7 @@ async def aembed(
     cache: bool = True,
     progress: bool | Callable[[int, int], None] | None = None,
     client: CoreClient | None = None,
+    db_path: Store | str | None = None,
     store: Store | str | None = None,
     **kwargs: Any,
 ) -> Embeddings:
@@ -82,28 +116,20 @@ async def aembed(
             ``None`` to show it for 1000 texts or more, or a callable
             ``(done, total)``.
         client: the client to use (the default client when omitted).
-        store: the :class:`~notebook_llm.store.Store` (or a path) holding the
-            cache; the client's store or the default database when omitted.
+        db_path: the database (a path or a :class:`~notebook_llm.store.Store`)
+            holding the cache; the client's, else the default database.
+        store: the old name of ``db_path`` (deprecated).
         **kwargs: passed to the provider (e.g. ``dimensions=256``); they are
             part of the cache key.
 
     Returns:
         The vectors in input order, with the texts, index, model, usage and cost.
     """
-    need("numpy")  # a clear message when numpy is missing
-    client = client or default_client()
-    values, index = texts_and_index(texts)
-    found = await embed_texts(
-        values, model,
-        batch_size=batch_size, concurrency=concurrency, cache=cache,
-        progress=progress, client=client, store=store, options=kwargs,
+    options = EmbedOptions(
+        batch_size=batch_size, concurrency=concurrency, cache=cache, progress=progress,
+        client=client, db_path=db_path_of(db_path, store, "aembed"), params=kwargs,
     )
-    return Embeddings(
-        found.matrix, values, index=index, model=found.model, usage=found.usage,
-        cost_usd=found.cost_usd, cost_status=found.cost_status, cached=found.cached,
-        requests=found.requests, client=found.client, store=found.store,
-        cache=cache, options=kwargs,
-    )
+    return await _embed(texts, model, options)
 
 
 def embed(
@@ -115,17 +141,17 @@ def embed(
     cache: bool = True,
     progress: bool | Callable[[int, int], None] | None = None,
     client: CoreClient | None = None,
+    db_path: Store | str | None = None,
     store: Store | str | None = None,
     **kwargs: Any,
 ) -> Embeddings:
     """Sync version of :func:`aembed` (runs on the library's loop); same arguments."""
     from notebook_llm.progress import run as run_with_ui
 
+    options = EmbedOptions(
+        batch_size=batch_size, concurrency=concurrency, cache=cache, progress=progress,
+        client=client, db_path=db_path_of(db_path, store, "embed"), params=kwargs,
+    )
     # A progress display may be shown: wait so that its Stop button works (in a kernel).
     wait = _loop.run if progress is False or callable(progress) else run_with_ui
-    return wait(
-        aembed(
-            texts, model, batch_size=batch_size, concurrency=concurrency, cache=cache,
-            progress=progress, client=client, store=store, **kwargs,
-        )
-    )
+    return wait(_embed(texts, model, options))
