@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from notebook_llm._api import default_client
+from notebook_llm._judge import ajudge
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.money import format_usd
@@ -401,7 +402,8 @@ async def acompare(
         runs: repeat each cell this many times (the summary gives mean/p50/p95).
         system: a system prompt for every call.
         scorer: ``f(text)`` or ``f(prompt, text)`` returning a number: a score column.
-        judge: a model that scores each answer from 1 to 10 against ``rubric``.
+        judge: a model that scores each answer against ``rubric``, on the
+            library's 0-1 scale (it answers 1-10; see :mod:`notebook_llm._judge`).
         client: the client to use (the default client when omitted).
         on_update: called as cells stream and finish (the notebook dashboard).
         **params: passed to every call (temperature, max_tokens, ...).
@@ -471,20 +473,8 @@ async def _score(
             wants_prompt = len(inspect.signature(scorer).parameters) >= 2
             cell.score = float(scorer(cell.prompt, text) if wants_prompt else scorer(text))
         else:
-            cell.score = await _judge(client, judge or "", rubric, cell.prompt, text)
-
-
-async def _judge(
-    client: Any, judge: str, rubric: str | None, prompt: str, answer: str
-) -> float | None:
-    instruction = (
-        "You grade answers. Reply with only a number from 1 (worst) to 10 (best).\n"
-        f"Rubric: {rubric or 'correct, complete, clear and concise'}\n\n"
-        f"Question:\n{prompt}\n\nAnswer:\n{answer}\n\nScore:"
-    )
-    reply = await client.acomplete(instruction, judge, temperature=0, max_tokens=16, tags=["judge"])
-    match = re.search(r"\d+(?:\.\d+)?", reply.text)
-    return float(match.group()) if match else None
+            verdict = await ajudge(client, judge or "", cell.prompt, text, rubric=rubric)
+            cell.score = verdict.score
 
 
 def compare(

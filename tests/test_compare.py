@@ -128,9 +128,17 @@ def test_compare_scorer_function_adds_column(client: Client) -> None:
 
 
 def test_compare_judge_model_scores(client: Client) -> None:
-    # offline:echo as the judge answers with the instruction, whose first number is "1".
+    # offline:echo as the judge answers with the instruction, whose first number is
+    # "1": the bottom of the judge's 1-10 scale, 0 on the library's 0-1 scale.
     result = compare("q", models=["offline:echo"], judge="offline:echo", client=client)
-    assert result.to_pandas()["score"].iloc[0] == 1.0
+    assert result.to_pandas()["score"].iloc[0] == 0.0
+
+
+def test_judge_scores_are_on_a_zero_to_one_scale() -> None:
+    from notebook_llm._judge import normalise
+
+    assert [normalise(n) for n in (1, 5.5, 10)] == [0.0, 0.5, 1.0]
+    assert normalise(42) == 1.0 and normalise(-3) == 0.0
 
 
 def test_compare_stop_all_keeps_partial_text(client: Client) -> None:
