@@ -42,6 +42,16 @@ def test_complete_max_tokens_cuts_with_length(client: CoreClient) -> None:
     completion = client.complete("one two three four five", max_tokens=2)
     assert completion.text == "one two"
     assert completion.finish_reason == "length"
+    assert completion.footer().endswith("cut off at max_tokens")
+
+
+@pytest.mark.parametrize("limit", [1, 5, 17, 40])
+def test_offline_story_never_writes_more_than_max_tokens(client: CoreClient, limit: int) -> None:
+    completion = client.complete("A lighthouse by the sea", "offline:story", max_tokens=limit)
+    assert 0 < completion.usage.output_tokens <= limit
+    assert completion.finish_reason == "length"
+    streamed = client.stream("A lighthouse by the sea", "offline:story", max_tokens=limit)
+    assert "".join(chunk.text for chunk in streamed) == completion.text
 
 
 def test_stream_sync_yields_chunks_and_completion(client: CoreClient) -> None:

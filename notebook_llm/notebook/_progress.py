@@ -83,11 +83,14 @@ class WidgetView:
         )
 
     def stopping(self) -> None:
-        self.stop.description = "Stopping..."
+        # The job stops within moments; "Stopping..." would not fit the button.
+        self.stop.description = "Stopped"
         self.stop.disabled = True
 
     def close(self) -> None:
+        """The job has ended: Stop has nothing left to stop, so it goes away."""
         self.stop.disabled = True
+        self.stop.layout.display = "none"
 
 
 def view(progress: Progress) -> WidgetView | None:

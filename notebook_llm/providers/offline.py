@@ -135,10 +135,21 @@ class OfflineProvider(Provider):
         # Honour max_tokens the way a real model would: cut and say "length".
         if request.max_tokens is None:
             return text, "stop"
-        pieces = _CHUNK.findall(text)
-        if len(pieces) <= request.max_tokens:
+        limit = request.max_tokens
+        if count_tokens(text) <= limit:
             return text, "stop"
-        return "".join(pieces[: request.max_tokens]), "length"
+        # The longest run of whole pieces whose token count fits (a binary search).
+        pieces = _CHUNK.findall(text)
+        low, high = 0, min(len(pieces), limit)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if count_tokens("".join(pieces[:middle])) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:  # the first word and its punctuation are over the limit already
+            return "".join(_TOKEN.findall(text)[:limit]), "length"
+        return "".join(pieces[:low]), "length"
 
     async def complete(self, request: Request) -> Completion:
         """Answer at once."""
