@@ -343,3 +343,16 @@ def test_import_is_cheap() -> None:
     code = f"import sys, notebook_llm; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_mistyped_names_get_the_closest_suggested(client: CoreClient) -> None:
+    from notebook_llm.core.errors import did_you_mean
+
+    with pytest.raises(errors.ModelNotFoundError, match="Did you mean 'story'"):
+        client.complete("hi", "offline:stroy")
+    with pytest.raises(errors.UnknownProviderError, match="Did you mean 'openai'"):
+        client.complete("hi", "opnai:gpt-4o-mini")
+    assert did_you_mean("smolm2", ["minilm", "smollm2"]) == " Did you mean 'smollm2'?"
+    assert did_you_mean("SMOLLM2", ["smollm2"]) == " Did you mean 'smollm2'?"
+    assert did_you_mean("zzz", ["smollm2"]) == ""
+

@@ -411,6 +411,10 @@ def test_usage_filters(db) -> None:
     _three_calls()
     df = nl.usage()
     assert len(df) == 3
+    # What a person reads first leads; the 32-hex call id comes last.
+    assert list(df.columns[:6]) == ["time", "model", "input_tokens", "output_tokens",
+                                    "total_tokens", "cost_usd"]
+    assert df.columns[-1] == "id"
     assert str(df["time"].dtype).startswith("datetime64")
     assert df["prompt"].tolist() == ["alpha", "beta", "gamma"]
     assert nl.usage(model="offline:story")["prompt"].tolist() == ["beta"]

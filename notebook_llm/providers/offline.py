@@ -23,7 +23,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from notebook_llm.core.errors import ModelNotFoundError, ProviderError
+from notebook_llm.core.errors import ModelNotFoundError, ProviderError, did_you_mean
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -125,7 +125,8 @@ class OfflineProvider(Provider):
         if request.model == "story":
             return _story(_last_user_text(request), request.max_tokens or 60)
         raise ModelNotFoundError(
-            f"No offline model {request.model!r}; offline models are "
+            f"No offline model {request.model!r}."
+            f"{did_you_mean(request.model, CHAT_MODELS + EMBEDDING_MODELS)} Offline models are "
             f"{', '.join(CHAT_MODELS + EMBEDDING_MODELS)}",
             provider=self.name,
             model=request.model,
