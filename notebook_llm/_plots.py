@@ -43,13 +43,14 @@ def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (7.0, 3.5)) 
 
 @functools.cache
 def _quiet_classes() -> tuple[type[Axes], type[Figure]]:
-    """An Axes and a Figure that show as their picture, never as a repr.
+    """An Axes and a Figure that show as their picture, once, never as a repr.
 
-    A notebook displays the value of a cell's last line; for a plain Axes that
-    is ``<Axes: title=...>`` printed above the figure. These subclasses have an
-    ``_ipython_display_`` that leaves a figure pyplot manages to the backend
-    (the inline backend draws it once, at the end of the cell) and displays
-    any other figure itself. Everything else is plain matplotlib.
+    A notebook displays the value of a cell's last line: for a plain Axes
+    that is ``<Axes: title=...>`` printed above the figure, and a returned
+    pyplot Figure is drawn twice (as the value, and again by the inline
+    backend at the end of the cell). These subclasses' ``_ipython_display_``
+    (see `_display_figure`) shows the picture once instead. Everything else
+    is plain matplotlib.
     """
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -68,14 +69,30 @@ def _quiet_classes() -> tuple[type[Axes], type[Figure]]:
 
 
 def _display_figure(figure: Any) -> None:
-    """Show ``figure`` unless pyplot manages it (then the backend shows it)."""
+    """Show ``figure`` once in a notebook.
+
+    With an interactive backend (a window, ipympl) the backend already shows
+    it. With the inline backend it is drawn here and handed back from pyplot,
+    so the end of the cell does not draw it again.
+    """
+    if figure is None:
+        return
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
     from matplotlib import _pylab_helpers
 
     managed = any(m.canvas.figure is figure for m in _pylab_helpers.Gcf.get_all_fig_managers())
-    if figure is not None and not managed:
-        from IPython.display import display
+    if managed:
+        if "inline" not in matplotlib.get_backend().lower():
+            return
+        plt.close(figure)
+    from IPython.display import Image, display
 
-        display(figure)  # type: ignore[no-untyped-call]
+    png = io.BytesIO()
+    figure.savefig(png, format="png", bbox_inches="tight")
+    display(Image(data=png.getvalue(), format="png"))  # type: ignore[no-untyped-call]
 
 
 def _empty(ax: Axes, title: str, message: str = "No calls logged") -> Axes:
