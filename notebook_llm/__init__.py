@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "ProviderInfo": "notebook_llm.core.types",
     "RateLimit": "notebook_llm.core.ratelimit",
     "RateLimitInfo": "notebook_llm.core.ratelimit",
+    "Recommendation": "notebook_llm._decide",
     "RetryPolicy": "notebook_llm.core.retry",
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
@@ -151,6 +152,9 @@ if TYPE_CHECKING:
         Comparison as Comparison,
         acompare as acompare,
         compare as compare,
+    )
+    from notebook_llm._decide import (
+        Recommendation as Recommendation,
     )
     from notebook_llm._middleware import (
         cache as cache,

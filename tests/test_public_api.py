@@ -29,6 +29,7 @@ PUBLIC = [
     "ProviderInfo",
     "RateLimit",
     "RateLimitInfo",
+    "Recommendation",
     "RetryPolicy",
     "Stream",
     "Tool",
