@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "batch": "notebook_llm.batches",
     "batch_jobs": "notebook_llm.batches",
     "cache": "notebook_llm._middleware",
+    "capture": "notebook_llm._capture",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
@@ -111,6 +112,13 @@ def _notebook_progress_ui() -> Any:
 importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_ui)
 
 
+# track(capture=True) reaches the capture switch above it through this loader,
+# called only when such a block is entered.
+importlib.import_module("notebook_llm.core.capture_hooks").register_switch(
+    lambda: importlib.import_module("notebook_llm._capture")
+)
+
+
 def _redact_ipython_tracebacks() -> None:
     """Inside IPython, keep keys out of every traceback it renders (see
     ``notebook_llm.notebook._tracebacks``); costs nothing elsewhere."""
@@ -144,6 +152,9 @@ if TYPE_CHECKING:
         list_providers as list_providers,
         set_default_client as set_default_client,
         stream as stream,
+    )
+    from notebook_llm._capture import (
+        capture as capture,
     )
     from notebook_llm._client import (
         Client as Client,

@@ -46,6 +46,7 @@ PUBLIC = [
     "batch",
     "batch_jobs",
     "cache",
+    "capture",
     "collection",
     "collections",
     "compare",
