@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
+    "Arena": "notebook_llm._arena",
+    "ArenaResults": "notebook_llm._arena",
     "AsyncStream": "notebook_llm.core.stream",
     "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
@@ -37,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Usage": "notebook_llm.core.types",
     "abatch": "notebook_llm.batches",
     "acompare": "notebook_llm._compare",
+    "arena": "notebook_llm._arena",
     "acomplete": "notebook_llm._api",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
@@ -112,6 +115,12 @@ def _notebook_progress_ui() -> Any:
 importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_ui)
 
 
+# The arena's widget view lives in the notebook layer; the arena asks for it
+# through this loader, only when it shows widgets in a kernel.
+importlib.import_module("notebook_llm._views").register(
+    "arena", lambda: importlib.import_module("notebook_llm.notebook._arena_view")
+)
+
 # track(capture=True) reaches the capture switch above it through this loader,
 # called only when such a block is entered.
 importlib.import_module("notebook_llm.core.capture_hooks").register_switch(
@@ -152,6 +161,11 @@ if TYPE_CHECKING:
         list_providers as list_providers,
         set_default_client as set_default_client,
         stream as stream,
+    )
+    from notebook_llm._arena import (
+        Arena as Arena,
+        ArenaResults as ArenaResults,
+        arena as arena,
     )
     from notebook_llm._capture import (
         capture as capture,

@@ -14,6 +14,8 @@ from pathlib import Path
 import notebook_llm as nl
 
 PUBLIC = [
+    "Arena",
+    "ArenaResults",
     "AsyncStream",
     "BatchEstimate",
     "BatchResult",
@@ -42,6 +44,7 @@ PUBLIC = [
     "aembed",
     "afind_local_servers",
     "alist_models",
+    "arena",
     "astream",
     "batch",
     "batch_jobs",
