@@ -284,6 +284,7 @@ def _front_line(ax: Axes, xs: list[float], ys: list[float], on: list[bool]) -> N
     if len(front) > 1:
         ax.plot([x for x, _ in front], [y for _, y in front], color="#dd8452", lw=1.5,
                 zorder=1, label="Pareto front")
+        ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_frontier(frame: pd.DataFrame, *, axes: Sequence[Axes] | None = None) -> list[Axes]:
@@ -332,14 +333,14 @@ def plot_frontier(frame: pd.DataFrame, *, axes: Sequence[Axes] | None = None) ->
             ys.append(y)
             on.append(keep)
         _front_line(ax, xs, ys, on)
+        if xs and min(xs) >= 0:  # dollars and seconds start at 0 (all free: 0 to 1)
+            ax.set_xlim(left=0, right=max(xs) * 1.15 or 1.0)
         ax.set_xlabel(label)
         ax.set_ylabel("quality (0-1)")
         ax.set_ylim(-0.05, 1.05)
         if missing:
             ax.set_title(f"unpriced: {', '.join(missing)}" if column.startswith("cost")
                          else f"no latency: {', '.join(missing)}", fontsize=8)
-        if any(on):
-            ax.legend(fontsize=8, loc="lower right")
     return list(axes)
 
 
