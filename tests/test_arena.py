@@ -239,3 +239,12 @@ def test_llm_arena_magic(kernel: KernelSession) -> None:
     assert bad.status == "error" and "two or more different models" in bad.text
     assert "Traceback" not in bad.text
     assert nl.arena is not None
+
+
+def test_stream_and_astream_take_the_same_arguments() -> None:
+    import inspect
+
+    sync = list(inspect.signature(Arena.stream).parameters.values())
+    asynchronous = list(inspect.signature(Arena.astream).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in sync] == [
+        (p.name, p.kind, p.default) for p in asynchronous]

@@ -121,3 +121,28 @@ def test_deadlines_parse_or_fail_clearly() -> None:
         parse_deadline("tomorrow")
     with pytest.raises(errors.InvalidRequestError, match="positive"):
         parse_deadline(0)
+
+
+def test_the_budget_holds_while_the_rows_run(db: str) -> None:
+    # The projection (5 output tokens a row) fits the budget; the server then reports
+    # far more tokens per answer, so the real spend reaches the budget mid-job.
+    reply = {"id": "x", "object": "chat.completion", "model": "gpt-4o",
+             "choices": [{"index": 0, "finish_reason": "stop",
+                          "message": {"role": "assistant", "content": "ok"}}],
+             "usage": {"prompt_tokens": 20, "completion_tokens": 20_000,
+                       "total_tokens": 20_020}}
+    from tests.support.replay import Reply
+
+    with ReplayServer(handler=lambda request: Reply.from_json(reply)) as server:
+        client = Client(api_keys={"openai": "test-key"}, api_bases={"openai": server.url + "/v1"},
+                        db_path=db)
+        try:
+            result = batch([f"row {i}" for i in range(40)], "openai:gpt-4o", client=client,
+                           db_path=db, progress=False, budget_usd=1.0, max_tokens=5,
+                           concurrency=1)
+        finally:
+            client.close()
+        sent = len(server.requests)
+    assert result.state == "stopped" and 0 < result.done < 40
+    assert sent == result.done  # the refused rows were never sent
+    assert result.cost_usd <= 1.0 + 0.2 + 1e-9  # at most one answer past the line

@@ -196,3 +196,22 @@ def test_judge_sends_a_seed_and_its_cost_is_reported_apart(tmp_path) -> None:
     assert result.judge_cost_usd is not None and result.judge_cost_usd > 0
     assert result.judge_cost_usd == pytest.approx(sum(c.cost_usd for c in result.judge_calls))
     assert result.models_cost_usd == 0.0
+
+
+def test_the_judge_sends_no_seed_where_the_provider_takes_none(tmp_path) -> None:
+    from tests.support.replay import load_fixture
+
+    fixture = load_fixture("anthropic__messages__38e4ca6b3a7d")
+    with ReplayServer(handler=lambda request: Reply.from_fixture(fixture)) as server:
+        client = Client(
+            api_keys={"anthropic": "sk-ant-test-judge-000"}, api_bases={"anthropic": server.url},
+            db_path=tmp_path / "log.db", retry=RetryPolicy(max_attempts=1),
+        )
+        try:
+            result = compare("a", models=["offline:echo"], client=client,
+                             judge="anthropic:" + fixture.request_json["model"])
+        finally:
+            client.close()
+        body = server.requests[0].json()
+    assert "seed" not in body and body["temperature"] == 0
+    assert len(result.judge_calls) == 1
