@@ -243,3 +243,35 @@ def test_the_librarys_own_sdk_client_is_not_captured_twice(
         client.close()
     frame = logged(db)
     assert len(frame) == 1 and "captured" not in frame["tags"].iloc[0]
+
+
+def test_responses_api_embeddings_and_an_error_status(server: ReplayServer, db: Path) -> None:
+    whole = load_fixture("openai__responses__5d8722ea358c")
+    streamed = load_fixture("openai__responses__ffafedcfc50f")
+    embedded = load_fixture("openai__embeddings__f1d2e569a3d2")
+    missing = load_fixture("openai__embeddings__51b3fb35ebed")  # a recorded 404
+    server.enqueue(*(Reply.from_fixture(fx) for fx in (whole, streamed, embedded, missing)))
+    client = openai_sdk(server, max_retries=0)
+    with nl.capture(db_path=db):
+        client.responses.create(model=whole.request_json["model"],
+                                input=whole.request_json["input"])
+        for _event in client.responses.create(model=streamed.request_json["model"],
+                                              input=streamed.request_json["input"],
+                                              stream=True):
+            pass
+        client.embeddings.create(model=embedded.request_json["model"],
+                                 input=embedded.request_json["input"])
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="nonexistent", input=["x"])
+    frame = logged(db)
+    done = json.loads(whole.response_body)["usage"]
+    events = [json.loads(line[5:]) for e in split_sse(streamed.response_body)
+              for line in e.splitlines() if line.startswith("data:")]
+    final = next(e for e in events if e.get("type") == "response.completed")["response"]["usage"]
+    embedding = json.loads(embedded.response_body)["usage"]
+    assert [(r["input_tokens"], r["output_tokens"]) for _, r in frame.iloc[:3].iterrows()] == [
+        (done["input_tokens"], done["output_tokens"]),
+        (final["input_tokens"], final["output_tokens"]),
+        (embedding["prompt_tokens"], 0)]
+    assert frame["error_class"].iloc[3] == "ModelNotFoundError"
+    assert frame["model"].tolist()[2:] == ["openai:text-embedding-3-small", "openai:nonexistent"]
