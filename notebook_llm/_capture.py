@@ -523,8 +523,15 @@ class _Reader:
             error = error_from_status(call.ctx.ref.provider, self.status, payload, self.headers)
             _record(call, None, error, [])
             return
-        event_stream = "text/event-stream" in self.headers.get("content-type", "")
-        completion, tags = (_from_sse(call, body) if event_stream else _from_json(call, body))
+        # Some servers send a stream labelled application/json: the body decides too.
+        event_stream = ("text/event-stream" in self.headers.get("content-type", "")
+                        or body.lstrip().startswith(("data:", "event:")))
+        try:
+            completion, tags = (_from_sse(call, body) if event_stream
+                                else _from_json(call, body))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+            # An answer of an unexpected shape: logged all the same, without tokens.
+            completion, tags = Completion(text=""), ["unparsed-usage"]
         completion.latency_s = ended - self.started
         if call.stream and self.first is not None:
             completion.ttft_s = self.first - self.started

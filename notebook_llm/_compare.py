@@ -175,9 +175,12 @@ class Comparison:
 
     def __repr__(self) -> str:
         done = sum(c.status == "done" for c in self.cells)
+        judge = ""
+        if self.judge_calls:
+            judge = f", judge {self.judge} cost {format_usd(self.judge_cost_usd)}"
         return (
             f"Comparison({len(self.prompts)} prompts x {self.models}, "
-            f"runs={self.runs}, done={done})"
+            f"runs={self.runs}, done={done}{judge})"
         )
 
     @property

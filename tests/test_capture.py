@@ -275,3 +275,19 @@ def test_responses_api_embeddings_and_an_error_status(server: ReplayServer, db: 
         (embedding["prompt_tokens"], 0)]
     assert frame["error_class"].iloc[3] == "ModelNotFoundError"
     assert frame["model"].tolist()[2:] == ["openai:text-embedding-3-small", "openai:nonexistent"]
+
+
+def test_a_stream_without_usage_is_estimated_and_says_so(server: ReplayServer, db: Path) -> None:
+    fx = load_fixture("openai__chat_completions__05ca9ac589d2")  # no include_usage
+    server.enqueue(Reply.from_fixture(fx))
+    with nl.capture(db_path=db):
+        for _chunk in openai_sdk(server).chat.completions.create(**args_of(fx)):
+            pass
+    text = "".join(
+        (choice.get("delta") or {}).get("content") or ""
+        for e in split_sse(fx.response_body) if "data:" in e and "[DONE]" not in e
+        for choice in json.loads(e.split("data:", 1)[1])["choices"]
+    )
+    row = logged(db).iloc[0]
+    assert "estimated-usage" in row["tags"]
+    assert row["output_tokens"] == -(-len(text) // 4) and row["response"] == text

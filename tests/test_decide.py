@@ -196,6 +196,7 @@ def test_judge_sends_a_seed_and_its_cost_is_reported_apart(tmp_path) -> None:
     assert result.judge_cost_usd is not None and result.judge_cost_usd > 0
     assert result.judge_cost_usd == pytest.approx(sum(c.cost_usd for c in result.judge_calls))
     assert result.models_cost_usd == 0.0
+    assert "judge openai:gpt-4o-mini cost $" in repr(result)
 
 
 def test_the_judge_sends_no_seed_where_the_provider_takes_none(tmp_path) -> None:
