@@ -10,17 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
-from scipy.optimize import minimize
 
 import notebook_llm as nl
 from notebook_llm._arena import Arena
 from notebook_llm._ratings import bootstrap_ratings, bradley_terry
 from tests.support.kernel import KernelSession, buttons, ok, run_notebook, value
-
-matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["m:strong", "m:middle", "m:weak"]
@@ -37,6 +33,7 @@ VOTES = (
 def scipy_fit(votes: list[tuple[str, str, float]], models: list[str]) -> dict[str, float]:
     """Bradley-Terry by direct maximisation of the log-likelihood (ties as half a
     win each), independent of the library's MM iteration."""
+    minimize = pytest.importorskip("scipy.optimize").minimize
     index = {m: i for i, m in enumerate(models)}
 
     def negative_log_likelihood(free: np.ndarray) -> float:
@@ -120,7 +117,12 @@ def test_votes_are_stored_and_an_arena_resumes(db: str) -> None:
         again.vote(nxt, "maybe")
 
 
+# Colab's pinned matplotlib calls pyparsing names that its pyparsing deprecates.
+@pytest.mark.filterwarnings("ignore:.* deprecated - use .*:Warning")
 def test_results_table_and_plot(db: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
     models = ["offline:echo", "offline:story"]
     arena = Arena(["p1", "p2", "p3", "p4"], models, db_path=db, name="table", max_tokens=4)
     for m, choice in zip(arena.matchups, ["a", "b", "tie", "both_bad"], strict=True):
