@@ -250,3 +250,24 @@ def test_stream_and_astream_take_the_same_arguments() -> None:
     asynchronous = list(inspect.signature(Arena.astream).parameters.values())
     assert [(p.name, p.kind, p.default) for p in sync] == [
         (p.name, p.kind, p.default) for p in asynchronous]
+
+
+def test_three_models_take_turns_in_a_repeatable_shuffled_order(db: str) -> None:
+    models = ["offline:echo", "offline:story", "offline:echo-2"]
+    arena = Arena([f"p{i}" for i in range(6)], models, db_path=db, name="three")
+    pairs = [frozenset((m.model_a, m.model_b)) for m in arena.matchups]
+    assert len(set(pairs)) == 3 and all(pairs.count(p) == 2 for p in set(pairs))
+    again = Arena([f"p{i}" for i in range(6)], models, db_path=db, name="three")
+    assert [(m.model_a, m.model_b) for m in again.matchups] == [
+        (m.model_a, m.model_b) for m in arena.matchups]
+
+
+def test_hostile_answers_and_prompts_are_sanitised_in_the_widgets(
+    kernel: KernelSession,
+) -> None:
+    ok(kernel, "x = nl.arena(['<script>alert(1)</script> <img src=x onerror=alert(1)> **b**'],"
+               " models=['offline:echo', 'offline:story'], name='xss', max_tokens=40)")
+    ok(kernel, "x.wait(30)")
+    shown = value(kernel, "x.view.header.value + x.view.answer_a.value + x.view.answer_b.value")
+    assert "<script" not in shown and "<img" not in shown
+    assert "&lt;script&gt;" in shown
