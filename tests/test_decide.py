@@ -216,3 +216,26 @@ def test_the_judge_sends_no_seed_where_the_provider_takes_none(tmp_path) -> None
         body = server.requests[0].json()
     assert "seed" not in body and body["temperature"] == 0
     assert len(result.judge_calls) == 1
+
+
+def test_an_unpriced_model_is_never_shown_as_free() -> None:
+    import matplotlib.pyplot as plt
+
+    comparison = constructed()
+    for cell in comparison.cells:
+        if cell.model == "p:cheap" and cell.completion is not None:
+            cell.completion.cost_usd, cell.completion.cost_status = None, "unpriced"
+    table = comparison.frontier()
+    assert math.isnan(table.loc["p:cheap", "cost_per_1k_rows_usd"])
+    assert not table.loc["p:cheap", "pareto"]
+    assert "unpriced: p:cheap" in plt.gcf().axes[0].get_title()
+    plt.close("all")
+    # A priced model that passes wins over an unpriced one...
+    assert comparison.recommend(min_quality=0.9).model == "p:fast"
+    # ...and an unpriced one is chosen only when no priced model passes, saying so.
+    for cell in comparison.cells:
+        if cell.model != "p:cheap" and cell.completion is not None:
+            cell.score = 0.0
+    rec = comparison.recommend(min_quality=0.9)
+    assert rec.model == "p:cheap" and rec.cost_per_1k_rows_usd is None
+    assert "No model that passes is priced" in rec.reason and "unpriced" in str(rec)
