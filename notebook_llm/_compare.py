@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from notebook_llm._api import default_client
-from notebook_llm._judge import ajudge
+from notebook_llm._judge import Verdict, ajudge
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.money import format_usd
@@ -46,6 +46,9 @@ class Cell:
     completion: Completion | None = None
     error: BaseException | None = None
     score: float | None = None
+    """0 (worst) to 1 (best), from ``scorer=`` or the judge."""
+    verdict: Verdict | None = None
+    """The judge's verdict (its reply and its own call), when ``judge=`` scored it."""
     stream: AsyncStream | None = field(default=None, repr=False)
 
     @property
@@ -109,12 +112,75 @@ class Comparison:
             for run in range(runs)
         ]
         self.scored = False
+        self.judge: str | None = None
+        """The judge model, when ``judge=`` scored the answers."""
+        self.rubric: str | None = None
+        """What the judge graded against (``None``: the default rubric)."""
+
+    @property
+    def judge_calls(self) -> list[Completion]:
+        """The judge's own calls, one per scored answer."""
+        return [
+            c.verdict.completion
+            for c in self.cells
+            if c.verdict is not None and c.verdict.completion is not None
+        ]
+
+    @property
+    def judge_cost_usd(self) -> float | None:
+        """Dollars the judge cost (0 without a judge; ``None`` when a judge call is unpriced).
+
+        Kept apart from :attr:`models_cost_usd`: the judge is the price of
+        measuring, not of running a model."""
+        return _total([c.cost_usd for c in self.judge_calls]) if self.judge_calls else 0.0
+
+    @property
+    def models_cost_usd(self) -> float | None:
+        """Dollars the compared models cost (``None`` when one call is unpriced)."""
+        return _total([c.completion.cost_usd if c.completion else None
+                       for c in self.cells if c.completion is not None])
+
+    def frontier(self, *, plot: bool = True, ax: Any = None) -> Any:
+        """Quality against dollars per 1,000 rows and against p50 latency, per model.
+
+        Returns a DataFrame (one row per model; ``pareto`` marks the models no
+        other model beats on both quality and cost) and, with ``plot=True``,
+        draws it (the Pareto front joined by a line). See
+        :func:`notebook_llm._decide.frontier`.
+        """
+        from notebook_llm._decide import frontier
+
+        return frontier(self, plot=plot, ax=ax)
+
+    def recommend(
+        self,
+        min_quality: float = 0.9,
+        max_latency_s: float | None = None,
+        *,
+        rows: Any = None,
+        strict: bool = False,
+    ) -> Any:
+        """The cheapest model whose score meets ``min_quality`` (and latency bar).
+
+        Returns a :class:`~notebook_llm.Recommendation` (``.model`` is usable
+        as ``model=``); raises :class:`~notebook_llm.errors.NoModelQualifiesError`,
+        naming the closest model, when none does. See
+        :func:`notebook_llm._decide.recommend` for ``rows=`` and ``strict=``.
+        """
+        from notebook_llm._decide import recommend
+
+        return recommend(
+            self, min_quality=min_quality, max_latency_s=max_latency_s, rows=rows, strict=strict
+        )
 
     def __repr__(self) -> str:
         done = sum(c.status == "done" for c in self.cells)
+        judge = ""
+        if self.judge_calls:
+            judge = f", judge {self.judge} cost {format_usd(self.judge_cost_usd)}"
         return (
             f"Comparison({len(self.prompts)} prompts x {self.models}, "
-            f"runs={self.runs}, done={done})"
+            f"runs={self.runs}, done={done}{judge})"
         )
 
     @property
@@ -465,16 +531,23 @@ async def _score(
     client: Any,
 ) -> None:
     comparison.scored = True
+    comparison.judge, comparison.rubric = (judge, rubric) if scorer is None else (None, None)
     for cell in comparison.cells:
         text = cell.row()["text"]
         if cell.error is not None or not text:
             continue
         if scorer is not None:
             wants_prompt = len(inspect.signature(scorer).parameters) >= 2
-            cell.score = float(scorer(cell.prompt, text) if wants_prompt else scorer(text))
+            score = float(scorer(cell.prompt, text) if wants_prompt else scorer(text))
+            if not 0.0 <= score <= 1.0:
+                raise ValueError(
+                    f"scorer returned {score!r}; scores are on a 0-1 scale (1 is best). "
+                    "Return a fraction, e.g. points / max_points"
+                )
+            cell.score = score
         else:
             verdict = await ajudge(client, judge or "", cell.prompt, text, rubric=rubric)
-            cell.score = verdict.score
+            cell.score, cell.verdict = verdict.score, verdict
 
 
 def compare(

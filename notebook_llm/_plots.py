@@ -24,6 +24,8 @@ __all__ = [
     "new_axes",
     "plot_costs",
     "plot_embeddings",
+    "plot_frontier",
+    "plot_ratings",
     "plot_similarity",
     "plot_usage_over_time",
 ]
@@ -337,4 +339,92 @@ def plot_similarity(matrix: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
         ax.tick_params(axis="x", labelrotation=90)
     else:
         ax.set_xticks([])
+    return ax
+
+
+def _front_line(ax: Axes, xs: list[float], ys: list[float], on: list[bool]) -> None:
+    front = sorted((x, y) for x, y, keep in zip(xs, ys, on, strict=True) if keep)
+    if len(front) > 1:
+        ax.plot([x for x, _ in front], [y for _, y in front], color="#dd8452", lw=1.5,
+                zorder=1, label="Pareto front")
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_frontier(frame: pd.DataFrame, *, axes: Sequence[Axes] | None = None) -> list[Axes]:
+    """Quality against dollars per 1,000 rows (left) and p50 latency (right).
+
+    Args:
+        frame: indexed by model, with ``quality``, ``quality_low``,
+            ``quality_high``, ``cost_per_1k_rows_usd``, ``latency_p50_s``,
+            ``pareto`` and ``pareto_latency`` (``Comparison.frontier()``'s table).
+        axes: two Axes to draw into, else a new figure.
+
+    Models on a Pareto front are filled and joined by a line; the others are
+    hollow. A model with no price has no point on the left panel and is
+    listed as unpriced under it, so unknown never looks free. The error bars
+    are the quality intervals.
+
+    Returns:
+        The two Axes.
+    """
+    import math
+
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _figure, grid = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+        axes = list(grid)
+    panels = [
+        ("cost_per_1k_rows_usd", "pareto", "$ per 1,000 rows"),
+        ("latency_p50_s", "pareto_latency", "p50 latency (s)"),
+    ]
+    for ax, (column, front, label) in zip(axes, panels, strict=False):
+        xs, ys, on, missing = [], [], [], []
+        for model, row in frame.iterrows():
+            x, y = float(row[column]), float(row["quality"])
+            if math.isnan(x) or math.isnan(y):
+                missing.append(_short(str(model)))
+                continue
+            low, high = float(row["quality_low"]), float(row["quality_high"])
+            keep = bool(row[front])
+            ax.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], fmt="o",
+                        color="#4c72b0", mfc="#4c72b0" if keep else "white", ms=7, capsize=3,
+                        zorder=2)
+            ax.annotate(_short(str(model)), (x, y), xytext=(5, 4), textcoords="offset points",
+                        fontsize=8)
+            xs.append(x)
+            ys.append(y)
+            on.append(keep)
+        _front_line(ax, xs, ys, on)
+        if xs and min(xs) >= 0:  # dollars and seconds start at 0 (all free: 0 to 1)
+            ax.set_xlim(left=0, right=max(xs) * 1.15 or 1.0)
+        ax.set_xlabel(label)
+        ax.set_ylabel("quality (0-1)")
+        ax.set_ylim(-0.05, 1.05)
+        if missing:
+            ax.set_title(f"unpriced: {', '.join(missing)}" if column.startswith("cost")
+                         else f"no latency: {', '.join(missing)}", fontsize=8)
+    return list(axes)
+
+
+def plot_ratings(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+    """Horizontal bars of ratings with their intervals, best on top.
+
+    Args:
+        frame: indexed by model, with ``rating``, ``rating_low`` and ``rating_high``.
+        ax: draw into these Axes instead of a new figure.
+    """
+    ax = new_axes(ax)
+    if frame.empty:
+        ax.set_title("Arena ratings")
+        ax.text(0.5, 0.5, "No votes yet", ha="center", va="center", transform=ax.transAxes)
+        return ax
+    ordered = frame.sort_values("rating")
+    ratings = ordered["rating"].astype(float).tolist()
+    lows = [r - float(low) for r, low in zip(ratings, ordered["rating_low"], strict=True)]
+    highs = [float(high) - r for r, high in zip(ratings, ordered["rating_high"], strict=True)]
+    labels = [_short(str(model)) for model in ordered.index]
+    ax.barh(labels, ratings, xerr=[lows, highs], color="#4c72b0", capsize=3)
+    ax.set_xlabel("rating (Elo scale, 95% interval)")
+    ax.set_title("Arena ratings")
     return ax

@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from notebook_llm import pricing
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import capture_hooks, loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, CancelledError
 from notebook_llm.core.money import format_usd
@@ -210,6 +210,9 @@ class Tracker:
         budget_usd: refuse calls that could take :attr:`cost_usd` over this.
         name: a label for messages and displays.
         max_records: how many recent call records to keep (``None``: all).
+        capture: while active, also record calls made through ``openai`` /
+            ``anthropic`` SDK clients that other code created (see
+            :mod:`notebook_llm._capture`).
     """
 
     def __init__(
@@ -218,9 +221,11 @@ class Tracker:
         name: str | None = None,
         *,
         max_records: int | None = None,
+        capture: bool = False,
     ) -> None:
         self.budget_usd = budget_usd
         self.name = name
+        self.capture = capture
         self._lock = threading.Lock()
         self._recent: deque[tuple[Any, ...]] = deque(maxlen=max_records)
         self._reserved = 0.0
@@ -368,6 +373,8 @@ class Tracker:
     # -- context management -------------------------------------------------------------
 
     def __enter__(self) -> Tracker:
+        if self.capture:
+            capture_hooks.switch().acquire()
         self._tokens.append(_active.set((*_active.get(), self)))
         with _everywhere_lock:
             _everywhere.append(self)
@@ -384,6 +391,8 @@ class Tracker:
         with _everywhere_lock:
             if self in _everywhere:
                 _everywhere.remove(self)
+        if self.capture and token is not None:
+            capture_hooks.switch().release()
 
     async def __aenter__(self) -> Tracker:
         return self.__enter__()
@@ -426,7 +435,11 @@ class Tracker:
 
 
 def track(
-    budget_usd: float | None = None, name: str | None = None, *, max_records: int | None = None
+    budget_usd: float | None = None,
+    name: str | None = None,
+    *,
+    max_records: int | None = None,
+    capture: bool = False,
 ) -> Tracker:
     """Gather the calls made inside a ``with`` (or ``async with``) block.
 
@@ -447,8 +460,11 @@ def track(
         max_records: keep only this many recent call records for ``t.df``
             (``None``, the default: every call of the block). Totals and the
             budget are exact either way.
+        capture: also record, count and budget calls made in the block through
+            ``openai`` / ``anthropic`` SDK clients that other code created
+            (LangChain, LlamaIndex, ...): see :mod:`notebook_llm._capture`.
     """
-    return Tracker(budget_usd=budget_usd, name=name, max_records=max_records)
+    return Tracker(budget_usd=budget_usd, name=name, max_records=max_records, capture=capture)
 
 
 # -- middlewares --------------------------------------------------------------------------

@@ -17,7 +17,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from tests.support.kernel import Execution, KernelSession, ok, run_notebook, strip_ansi, value
+from tests.support.kernel import (
+    Execution,
+    KernelSession,
+    buttons,
+    ok,
+    run_notebook,
+    strip_ansi,
+    value,
+)
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -63,17 +71,6 @@ def all_html(done: Execution) -> str:
         for m in done.messages
         if m["msg_type"] in ("display_data", "update_display_data", "execute_result")
     )
-
-
-def buttons(done: Execution) -> dict[str, str]:
-    """The Button widgets the cell opened: description -> comm id."""
-    found = {}
-    for msg in done.messages:
-        content = msg["content"]
-        if msg["msg_type"] == "comm_open" and content["data"]["state"].get(
-                "_model_name") == "ButtonModel":
-            found[content["data"]["state"]["description"]] = content["comm_id"]
-    return found
 
 
 def click_after(kernel: KernelSession, description: str, seconds: float,

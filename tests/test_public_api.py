@@ -14,6 +14,8 @@ from pathlib import Path
 import notebook_llm as nl
 
 PUBLIC = [
+    "Arena",
+    "ArenaResults",
     "AsyncStream",
     "BatchEstimate",
     "BatchResult",
@@ -29,6 +31,7 @@ PUBLIC = [
     "ProviderInfo",
     "RateLimit",
     "RateLimitInfo",
+    "Recommendation",
     "RetryPolicy",
     "Stream",
     "Tool",
@@ -41,10 +44,12 @@ PUBLIC = [
     "aembed",
     "afind_local_servers",
     "alist_models",
+    "arena",
     "astream",
     "batch",
     "batch_jobs",
     "cache",
+    "capture",
     "collection",
     "collections",
     "compare",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm.batches._inputs import Inputs
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
     from notebook_llm.progress import Progress
 
 __all__ = [
+    "BATCH_PROVIDERS",
     "DEFAULT_OUTPUT_TOKENS",
+    "PROVIDER_BATCH_WINDOW_S",
     "BatchModel",
     "BatchOptions",
     "Plan",
@@ -37,12 +41,23 @@ __all__ = [
     "estimate_plan",
     "failed_record",
     "make_plan",
+    "parse_deadline",
+    "provider_batch_capable",
     "resolve_models",
     "row_cost",
 ]
 
 DEFAULT_OUTPUT_TOKENS = 256
 """Output tokens assumed per request by estimates when ``max_tokens`` is not set."""
+
+PROVIDER_BATCH_WINDOW_S = 24 * 3600.0
+"""How long the providers' batch APIs may take: both promise results within 24 hours."""
+
+BATCH_PROVIDERS = ("openai", "anthropic")
+"""Providers whose batch API ``mode="provider"`` uses (about half price)."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|hours?|d|days?)\s*$", re.I)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # Keys never stored in the job record (a key must not reach the SQLite file).
 _SECRET_PARAMS = frozenset({"api_key"})
@@ -65,11 +80,16 @@ class BatchOptions:
     job: str | None = None
     resume: bool = True
     dry_run: bool = False
-    mode: str = "direct"
+    mode: str | None = None
+    """``"direct"``, ``"provider"``, or ``None``: chosen from ``deadline`` (:func:`make_plan`)."""
     client: CoreClient | None = None
     progress: bool | Progress = True
     db_path: Any = None
     poll_interval: float | None = None
+    budget_usd: float | None = None
+    """Refuse the job, before sending, when its projected cost is over this."""
+    deadline: str | float | timedelta | None = None
+    """When the results are needed (``"6h"``, seconds, a timedelta): picks the mode."""
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Passed to each call: ``temperature``, ``max_tokens``, provider options."""
 
@@ -112,6 +132,8 @@ class Plan:
     name: str | None
     digest: str
     prompt_chars: int
+    mode_reason: str = ""
+    """Why the job runs in :attr:`mode`: one sentence, shown when the mode was chosen."""
 
     @property
     def rows(self) -> int:
@@ -168,14 +190,78 @@ def resolve_models(client: CoreClient, model: str | Sequence[str] | None) -> lis
     return resolved
 
 
+def parse_deadline(deadline: str | float | timedelta | None) -> float | None:
+    """``deadline=`` in seconds: ``"6h"``, ``"30m"``, ``"2d"``, ``"90s"``, a number, a timedelta."""
+    if deadline is None:
+        return None
+    if isinstance(deadline, timedelta):
+        seconds = deadline.total_seconds()
+    elif isinstance(deadline, (int, float)) and not isinstance(deadline, bool):
+        seconds = float(deadline)
+    elif isinstance(deadline, str) and (match := _DURATION.match(deadline)):
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)[0].lower()]
+    else:
+        raise InvalidRequestError(
+            f"deadline={deadline!r} is not a duration: pass e.g. '6h', '30m', '2d', "
+            "a number of seconds or a timedelta"
+        )
+    if seconds <= 0:
+        raise InvalidRequestError("deadline= must be a positive duration")
+    return seconds
+
+
+def provider_batch_capable(model: BatchModel) -> bool:
+    """Whether ``model``'s provider has a batch API that ``mode="provider"`` can use."""
+    return model.provider in BATCH_PROVIDERS and get_spec(model.provider).info.protocol in (
+        "openai", "anthropic"
+    )
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds / 60:g}min"
+
+
+def _choose_mode(models: list[BatchModel], deadline_s: float | None) -> tuple[str, str]:
+    """The mode for ``mode=None`` and why, from the deadline and the providers."""
+    if deadline_s is None:
+        return "direct", "Direct mode: no deadline= was given, so the rows are sent now."
+    incapable = [m.name for m in models if not provider_batch_capable(m)]
+    if incapable:
+        return "direct", (
+            f"Direct mode: {', '.join(incapable)} has no batch API "
+            f"(only {' and '.join(BATCH_PROVIDERS)} do)."
+        )
+    if deadline_s < PROVIDER_BATCH_WINDOW_S:
+        return "direct", (
+            f"Direct mode: the deadline ({_hours(deadline_s)}) is shorter than the batch "
+            "API's 24-hour window, so the rows are sent now at full price."
+        )
+    return "provider", (
+        f"Provider batch mode: the deadline ({_hours(deadline_s)}) allows the batch API's "
+        "24-hour window, at about half the direct price."
+    )
+
+
 def make_plan(
     client: CoreClient, inputs: Any, model: str | Sequence[str] | None, options: BatchOptions
 ) -> Plan:
-    """The job's plan: its rows, models, format and identity (a hash of all of them)."""
-    if options.mode not in ("direct", "provider"):
+    """The job's plan: its rows, models, format and identity (a hash of all of them).
+
+    ``options.mode=None`` chooses: the providers' batch API (about half price,
+    results within 24 hours) when ``deadline=`` is at least 24 hours and every
+    model's provider has one; direct mode otherwise. ``plan.mode_reason`` says why.
+    """
+    if options.mode not in (None, "direct", "provider"):
         raise InvalidRequestError(f"mode must be 'direct' or 'provider', not {options.mode!r}")
+    if options.budget_usd is not None and options.budget_usd < 0:
+        raise InvalidRequestError("budget_usd= must be 0 or more dollars")
+    deadline_s = parse_deadline(options.deadline)
     rows = Inputs(inputs, options.template)
     models = resolve_models(client, model)
+    if options.mode is None:
+        mode, reason = _choose_mode(models, deadline_s)
+    else:
+        mode, reason = options.mode, f"{options.mode.capitalize()} mode: as mode= asked."
     format_dict, format_model = normalise_response_format(options.response_format)
     digest, chars = rows.digest()
     params = options.params
@@ -191,7 +277,7 @@ def make_plan(
             "system": options.system,
             "format": format_dict,
             "params": hashed_params,
-            "mode": options.mode,
+            "mode": mode,
         },
         sort_keys=True,
         default=repr,
@@ -201,8 +287,8 @@ def make_plan(
     return Plan(
         inputs=rows, models=models, template=options.template, system=options.system,
         response_format=options.response_format, format_dict=format_dict,
-        format_model=format_model, params=params, mode=options.mode, job_id=job_id,
-        name=options.job, digest=job_hash, prompt_chars=chars,
+        format_model=format_model, params=params, mode=mode, job_id=job_id,
+        name=options.job, digest=job_hash, prompt_chars=chars, mode_reason=reason,
     )
 
 

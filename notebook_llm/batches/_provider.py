@@ -38,6 +38,7 @@ from notebook_llm.batches._plan import (
 )
 from notebook_llm.batches._result import BatchResult
 from notebook_llm.core import loop as _loop
+from notebook_llm.core.capture_hooks import mark_own
 from notebook_llm.core.errors import InvalidRequestError, LLMError, UnsupportedError
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Request
@@ -76,10 +77,10 @@ def _sdk(provider: str, key: str, base: str | None) -> Any:
     if provider == "openai":
         import openai
 
-        return openai.AsyncOpenAI(api_key=key, base_url=base, max_retries=3)
+        return mark_own(openai.AsyncOpenAI(api_key=key, base_url=base, max_retries=3))
     import anthropic
 
-    return anthropic.AsyncAnthropic(api_key=key, base_url=base, max_retries=3)
+    return mark_own(anthropic.AsyncAnthropic(api_key=key, base_url=base, max_retries=3))
 
 
 def _request(plan: Plan, m: BatchModel, payload: Any) -> Request:

@@ -131,6 +131,10 @@ class BatchResult:
         self.estimate = estimate
         self.provider_batches = dict(provider_batches or {})
         """Provider batch ids by model (``mode="provider"``)."""
+        self.mode_reason = ""
+        """Why the job ran in :attr:`mode` (chosen from ``deadline=``, or as asked)."""
+        self.budget_usd: float | None = None
+        """The job's ``budget_usd=``, when one was given."""
         self.done = self.failed = 0
         self.cost_usd = 0.0
         self._db = db

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from notebook_llm._api import default_client
+from notebook_llm._tracking import Tracker
 from notebook_llm.batches._inputs import Payload
 from notebook_llm.batches._jobs import (
     CheckpointWriter,
@@ -29,6 +33,7 @@ from notebook_llm.batches._plan import (
     estimate_plan,
     failed_record,
     make_plan,
+    provider_batch_capable,
     row_cost,
 )
 from notebook_llm.batches._provider import run_provider
@@ -41,6 +46,7 @@ from notebook_llm.core.errors import (
     LLMError,
     StorageError,
 )
+from notebook_llm.core.money import format_usd
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter, RateLimitInfo
 from notebook_llm.progress import Progress, run as _run_with_ui
 
@@ -392,6 +398,14 @@ def _make_progress(progress: bool | Progress, plan: Plan) -> Progress | None:
 async def _execute(
     plan: Plan, client: CoreClient, options: BatchOptions, progress: Progress | None
 ) -> BatchResult:
+    result = await _execute_job(plan, client, options, progress)
+    result.mode_reason, result.budget_usd = plan.mode_reason, options.budget_usd
+    return result
+
+
+async def _execute_job(
+    plan: Plan, client: CoreClient, options: BatchOptions, progress: Progress | None
+) -> BatchResult:
     jobs = JobStore(options.db_path)
     try:
         try:
@@ -422,16 +436,21 @@ async def _execute(
                 plan, client, jobs, db=options.db_path, poll_interval=options.poll_interval,
                 progress=progress, timeout=options.timeout,
             )
-        return await _run_direct(
-            plan, client, jobs, concurrency=options.concurrency, rpm=options.rpm,
-            tpm=options.tpm, max_retries=options.max_retries, timeout=options.timeout,
-            progress=progress, rerun=rerun,
-        )
+        # budget_usd= also holds while the rows run: the projection is an estimate.
+        budget = (contextlib.nullcontext() if options.budget_usd is None
+                  else Tracker(budget_usd=options.budget_usd, name="batch budget_usd"))
+        with budget:
+            return await _run_direct(
+                plan, client, jobs, concurrency=options.concurrency, rpm=options.rpm,
+                tpm=options.tpm, max_retries=options.max_retries, timeout=options.timeout,
+                progress=progress, rerun=rerun,
+            )
     finally:
         jobs.close()
 
 
-def _dry_run(plan: Plan, db: Any) -> BatchResult:
+def _finished_rows(plan: Plan, db: Any) -> int:
+    """Rows of this very job already finished (an earlier run), 0 for a new job."""
     jobs = JobStore(db)
     try:
         finished = len(jobs.finished(plan.job_id))
@@ -440,18 +459,72 @@ def _dry_run(plan: Plan, db: Any) -> BatchResult:
             finished = 0
     finally:
         jobs.close()
-    return BatchResult(
+    return finished
+
+
+def _dry_run(plan: Plan, options: BatchOptions) -> BatchResult:
+    finished = _finished_rows(plan, options.db_path)
+    result = BatchResult(
         plan.job_id, name=plan.name, state="dry_run", mode=plan.mode,
-        models=[m.name for m in plan.models], rows=plan.rows, db=db, index=plan.inputs.index,
-        format_model=plan.format_model, cached=finished, estimate=estimate_plan(plan, finished),
+        models=[m.name for m in plan.models], rows=plan.rows, db=options.db_path,
+        index=plan.inputs.index, format_model=plan.format_model, cached=finished,
+        estimate=estimate_plan(plan, finished),
     )
+    result.mode_reason, result.budget_usd = plan.mode_reason, options.budget_usd
+    return result
 
 
 def _start(
     inputs: Any, model: str | Sequence[str] | None, options: BatchOptions
 ) -> tuple[Plan, CoreClient]:
     client = options.client or default_client()
-    return make_plan(client, inputs, model, options), client
+    plan = make_plan(client, inputs, model, options)
+    if not options.dry_run:
+        _check_budget(plan, options)
+    return plan, client
+
+
+def _check_budget(plan: Plan, options: BatchOptions) -> BatchEstimate | None:
+    """Project the job's cost first; refuse it, nothing sent, when over ``budget_usd``.
+
+    Prints which mode was picked and why, and the projection, when the mode
+    was chosen (``deadline=``) or a budget was given.
+    """
+    if options.budget_usd is None and options.deadline is None:
+        return None
+    finished = _finished_rows(plan, options.db_path)
+    projected = estimate_plan(plan, finished)
+    budget = options.budget_usd
+    line = f"{plan.mode_reason} Projected cost {format_usd(projected.cost_usd)} for " \
+           f"{projected.requests:,} requests"
+    if budget is not None:
+        line += f" (budget {format_usd(budget)})"
+    print(line + ".")
+    if budget is None:
+        return projected
+    if projected.cost_usd is None:
+        warnings.warn(
+            "No price is known for " + ", ".join(
+                str(item["model"]) for item in projected.by_model if not item["priced"]
+            ) + ", so budget_usd= cannot count it; the job runs.",
+            RuntimeWarning, stacklevel=4,
+        )
+        return projected
+    if projected.cost_usd > budget:
+        cheaper = ""
+        if plan.mode == "direct" and all(provider_batch_capable(m) for m in plan.models):
+            half = estimate_plan(dataclasses.replace(plan, mode="provider"), finished).cost_usd
+            cheaper = (f" The providers' batch API would cost about {format_usd(half)}, with "
+                       "results within 24 hours: pass deadline='24h' or more.")
+        raise BudgetExceededError(
+            f"Not sent: the job's projected cost is {format_usd(projected.cost_usd)} for "
+            f"{projected.requests:,} requests ({projected.input_tokens:,} input tokens, up to "
+            f"{projected.output_tokens:,} output tokens), over budget_usd="
+            f"{format_usd(budget)}.{cheaper} Raise budget_usd, set a lower max_tokens, use "
+            "a cheaper model, or run fewer rows",
+            spent_usd=0.0, budget_usd=budget, estimate_usd=projected.cost_usd,
+        )
+    return projected
 
 
 async def abatch(
@@ -469,11 +542,13 @@ async def abatch(
     job: str | None = None,
     resume: bool = True,
     dry_run: bool = False,
-    mode: str = "direct",
+    mode: str | None = None,
     client: CoreClient | None = None,
     progress: bool | Progress = True,
     db_path: Any = None,
     poll_interval: float | None = None,
+    budget_usd: float | None = None,
+    deadline: str | float | timedelta | None = None,
     db: Any = None,
     **params: Any,
 ) -> BatchResult:
@@ -487,11 +562,12 @@ async def abatch(
         template=template, system=system, response_format=response_format,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
         job=job, resume=resume, dry_run=dry_run, mode=mode, client=client, progress=progress,
-        db_path=db_path, poll_interval=poll_interval, db=db, params=params,
+        db_path=db_path, poll_interval=poll_interval, budget_usd=budget_usd,
+        deadline=deadline, db=db, params=params,
     )  # fmt: skip
     plan, client = _start(inputs, model, options)
     if options.dry_run:
-        return _dry_run(plan, options.db_path)
+        return _dry_run(plan, options)
     return await _execute(plan, client, options, _make_progress(options.progress, plan))
 
 
@@ -510,11 +586,13 @@ def batch(
     job: str | None = None,
     resume: bool = True,
     dry_run: bool = False,
-    mode: str = "direct",
+    mode: str | None = None,
     client: CoreClient | None = None,
     progress: bool | Progress = True,
     db_path: Any = None,
     poll_interval: float | None = None,
+    budget_usd: float | None = None,
+    deadline: str | float | timedelta | None = None,
     db: Any = None,
     **params: Any,
 ) -> BatchResult:
@@ -543,7 +621,10 @@ def batch(
         resume: reuse finished rows of the same job (``False``: start over).
         dry_run: only estimate tokens and cost (``result.estimate``); nothing is sent.
         mode: ``"direct"`` (requests now) or ``"provider"`` (the OpenAI or Anthropic
-            batch API: half price, results within 24 hours).
+            batch API: half price, results within 24 hours). Left out, it is
+            chosen from ``deadline``: the batch API when the deadline is 24
+            hours or more and every model's provider has one, else direct;
+            ``result.mode_reason`` says why (and a line is printed).
         client: the client to use (default: :func:`notebook_llm.default_client`); in
             ``mode="provider"`` its keys and base URLs are used too.
         progress: show a progress display (widgets in a kernel, text otherwise),
@@ -551,6 +632,14 @@ def batch(
         db_path: the SQLite database for checkpoints (a path or a ``Store``;
             default: the library's database).
         poll_interval: seconds between status checks in ``mode="provider"`` (default 30).
+        budget_usd: project the job's cost first (:func:`estimate`) and refuse it
+            with :class:`~notebook_llm.errors.BudgetExceededError`, nothing sent,
+            when the projection is over this; in direct mode the rows' real
+            costs are held to it too (the job stops when the next call could go
+            over). Never sent to the provider.
+        deadline: when the results are needed (``"6h"``, ``"2d"``, seconds or a
+            ``timedelta``): picks ``mode`` when it is left out. Never sent to the
+            provider.
         db: the old name of ``db_path`` (deprecated).
         **params: passed to each call (``temperature``, ``max_tokens``, provider options).
 
@@ -586,11 +675,12 @@ def batch(
         template=template, system=system, response_format=response_format,
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
         job=job, resume=resume, dry_run=dry_run, mode=mode, client=client, progress=progress,
-        db_path=db_path, poll_interval=poll_interval, db=db, params=params,
+        db_path=db_path, poll_interval=poll_interval, budget_usd=budget_usd,
+        deadline=deadline, db=db, params=params,
     )  # fmt: skip
     plan, client = _start(inputs, model, options)
     if options.dry_run:
-        return _dry_run(plan, options.db_path)
+        return _dry_run(plan, options)
     shown = _make_progress(options.progress, plan)
     # With a display, wait so that its Stop button's clicks get through (in a kernel).
     wait = _loop.run if shown is None else _run_with_ui

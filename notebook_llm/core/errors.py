@@ -50,6 +50,7 @@ __all__ = [
     "LLMError",
     "MissingKeyError",
     "ModelNotFoundError",
+    "NoModelQualifiesError",
     "ProviderError",
     "RateLimitError",
     "StorageError",
@@ -232,10 +233,32 @@ class UnsupportedError(LLMError):
 class BudgetExceededError(LLMError):
     """The call would take spending over the budget; it was not sent."""
 
-    def __init__(self, message: str, *, spent_usd: float, budget_usd: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        spent_usd: float,
+        budget_usd: float,
+        estimate_usd: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
+        self.estimate_usd = estimate_usd
+        """What the refused call or job was projected to cost, when known."""
+
+
+class NoModelQualifiesError(ValueError):
+    """No compared model meets the quality (and latency) bar of a recommendation.
+
+    Nothing is chosen silently: :attr:`closest` names the model nearest the bar.
+    """
+
+    def __init__(self, message: str, *, closest: str | None, min_quality: float) -> None:
+        super().__init__(message)
+        self.closest = closest
+        """The model whose score came nearest the bar (``None``: none was scored)."""
+        self.min_quality = min_quality
 
 
 class StorageError(LLMError):

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from typing import Any
 
+from notebook_llm.core.capture_hooks import mark_own
 from notebook_llm.core.errors import (
     ConnectionError as LLMConnectionError,
     InvalidRequestError,
@@ -424,13 +425,13 @@ class AnthropicProvider(Provider):
         if self._sdk is None:
             import anthropic
 
-            self._sdk = anthropic.AsyncAnthropic(
+            self._sdk = mark_own(anthropic.AsyncAnthropic(
                 api_key=self._api_key,
                 base_url=self.api_base,
                 max_retries=0,  # the core's retry policy retries
                 timeout=self.timeout,
                 **self._client_options,
-            )
+            ))
         return self._sdk
 
     def _split(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from notebook_llm.core.capture_hooks import mark_own
 from notebook_llm.core.errors import (
     ConnectionError as LLMConnectionError,
     InvalidRequestError,
@@ -190,11 +191,11 @@ class OpenAIProvider(Provider):
         if self._sdk is None:
             import openai
 
-            self._sdk = openai.AsyncOpenAI(
+            self._sdk = mark_own(openai.AsyncOpenAI(
                 api_key=self._api_key or "not-needed",
                 base_url=self._base,
                 max_retries=0,
-            )
+            ))
         return self._sdk
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None,

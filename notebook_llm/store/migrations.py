@@ -263,3 +263,29 @@ def m006_drop_model_provider_indexes(conn: sqlite3.Connection) -> None:
     # indexes cost every logged call two index entries and buy nothing.
     conn.execute("DROP INDEX IF EXISTS idx_calls_model")
     conn.execute("DROP INDEX IF EXISTS idx_calls_provider")
+
+
+@migration
+def m012_arena_votes(conn: sqlite3.Connection) -> None:
+    # One row per voted matchup of a blind arena (nl.arena): who was A and B,
+    # the vote, and what each answer cost. A re-vote replaces the row.
+    conn.execute(
+        """
+        CREATE TABLE arena_votes (
+            arena TEXT NOT NULL,
+            matchup INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            prompt TEXT,
+            model_a TEXT NOT NULL,
+            model_b TEXT NOT NULL,
+            winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
+            answer_a TEXT,
+            answer_b TEXT,
+            cost_a REAL,
+            cost_b REAL,
+            latency_a REAL,
+            latency_b REAL,
+            PRIMARY KEY (arena, matchup)
+        )
+        """
+    )

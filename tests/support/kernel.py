@@ -30,7 +30,7 @@ from jupyter_client.manager import KernelManager
 from jupyter_core.utils import ensure_event_loop
 from nbclient import NotebookClient
 
-__all__ = ["Execution", "KernelSession", "ok", "run_notebook", "strip_ansi", "value"]
+__all__ = ["Execution", "KernelSession", "buttons", "ok", "run_notebook", "strip_ansi", "value"]
 
 
 def strip_ansi(text: str) -> str:
@@ -218,3 +218,14 @@ def ok(kernel: KernelSession, code: str, **kwargs: Any) -> Execution:
     done = kernel.execute(code, **kwargs)
     assert done.status == "ok", done.text
     return done
+
+
+def buttons(done: Execution) -> dict[str, str]:
+    """The Button widgets the cell opened: description -> comm id."""
+    found = {}
+    for msg in done.messages:
+        content = msg["content"]
+        if msg["msg_type"] == "comm_open" and content["data"]["state"].get(
+                "_model_name") == "ButtonModel":
+            found[content["data"]["state"]["description"]] = content["comm_id"]
+    return found
