@@ -54,6 +54,11 @@ def test_migrate_blank() -> None:
         "collections",
         "collection_items",
         "embedding_cache",
+        "fragments",
+        "fragment_aliases",
+        "call_fragments",
+        "schemas",
+        "call_schemas",
     }
     assert columns(conn, "_migrations") == {"name": "TEXT", "applied_at": "TEXT"}
     assert columns(conn, "calls") == {
@@ -160,7 +165,8 @@ def test_migrate_blank() -> None:
     assert pk == {"job_id": 1, "row_key": 2, "model": 3}
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
-                       "m005_calls_usage_index", "m006_drop_model_provider_indexes"]
+                       "m005_calls_usage_index", "m006_drop_model_provider_indexes",
+                       "m007_fragments", "m008_schemas"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -90,6 +90,12 @@ class CallContext:
     """Tries so far (retries included); ends up on the completion or the error."""
     format_model: Any = None
     """The Pydantic model ``response_format`` named, which parses the answer."""
+    fragment_ids: tuple[int, ...] = ()
+    """The stored fragments that went before the prompt, in order (the call log links them)."""
+    system_fragment_ids: tuple[int, ...] = ()
+    """The stored fragments that went before the system prompt."""
+    schema_id: str | None = None
+    """The id of the JSON schema the call asked for, once stored."""
     trackers: tuple[Any, ...] | None = None
     """The ``nl.track()`` blocks open where the call was made (``None``: not looked
     up yet; ``notebook_llm.Client`` does it where the call is made)."""
@@ -197,6 +203,9 @@ class CoreClient:
         self.rate_limits = dict(rate_limits or {})
         self.provider_settings = dict(provider_settings or {})
         self.middlewares: list[Middleware] = list(middlewares)
+        self.embedding_model: str | None = None
+        """The default embedding model (``None``: ``$NOTEBOOK_LLM_EMBEDDING_MODEL``,
+        else ``offline:hash``)."""
         self._providers: dict[tuple[Any, ...], Provider] = {}
         self._resolved: dict[tuple[Any, ...], Provider] = {}
         self._refs: dict[str, ModelRef] = {}
@@ -414,12 +423,20 @@ class CoreClient:
     def _prepare(
         self,
         kind: Literal["complete", "stream"],
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None,
         model: str | None,
         options: CallOptions,
         provider_kwargs: dict[str, Any],
     ) -> tuple[Callable[[], Provider], CallContext]:
         """The request and its context; the provider is looked up later (``resolve``)."""
+        if (options.template is not None or options.params is not None or options.fragments
+                or options.system_fragments):
+            raise InvalidRequestError(
+                "template=, params= and fragments= are read by notebook_llm.Client "
+                "(nl.complete uses one), not by the bare CoreClient"
+            )
+        if prompt_or_messages is None:
+            raise InvalidRequestError("pass a prompt or messages")
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
         if isinstance(prompt_or_messages, str):
@@ -509,7 +526,7 @@ class CoreClient:
 
     async def acomplete(
         self,
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None = None,
         model: str | None = None,
         *,
         system: str | None = None,
@@ -527,6 +544,10 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        template: Any = None,
+        params: Mapping[str, Any] | None = None,
+        fragments: Sequence[Any] | None = None,
+        system_fragments: Sequence[Any] | None = None,
         **provider_kwargs: Any,
     ) -> Completion:
         """Send a prompt (or a list of messages) and return the completion.
@@ -550,6 +571,11 @@ class CoreClient:
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
             metadata: extra fields for middlewares (conversation id, batch id).
+            template: a saved template or its name (``nl.templates``); the prompt,
+                when given, is its ``$input``.
+            params: values for the template's ``$names``.
+            fragments: files, URLs or fragment aliases whose text goes before the prompt.
+            system_fragments: the same, before the system prompt.
             **provider_kwargs: passed to the provider untouched.
 
         Returns:
@@ -563,6 +589,8 @@ class CoreClient:
             tool_choice=tool_choice, response_format=response_format,
             reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
             timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            template=template, params=params, fragments=fragments,
+            system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
@@ -627,7 +655,7 @@ class CoreClient:
 
     def astream(
         self,
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None = None,
         model: str | None = None,
         *,
         system: str | None = None,
@@ -644,6 +672,10 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        template: Any = None,
+        params: Mapping[str, Any] | None = None,
+        fragments: Sequence[Any] | None = None,
+        system_fragments: Sequence[Any] | None = None,
         **provider_kwargs: Any,
     ) -> AsyncStream:
         """Stream a completion: ``async for chunk in client.astream(...)``.
@@ -657,6 +689,8 @@ class CoreClient:
             tool_choice=tool_choice, response_format=response_format,
             reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
             timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            template=template, params=params, fragments=fragments,
+            system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
 
@@ -766,8 +800,9 @@ class CoreClient:
         return response
 
     def default_embedding_model(self) -> str:
-        """``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
-        return os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL") or "offline:hash"
+        """:attr:`embedding_model`, ``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
+        return (self.embedding_model or os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL")
+                or "offline:hash")
 
     async def alist_models(
         self, provider: str | None = None, *, api_base: str | None = None
