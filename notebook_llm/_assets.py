@@ -32,7 +32,6 @@ __all__ = [
     "expand",
     "record_schema",
     "store_call_fragments",
-    "wants_expansion",
     "with_schema",
 ]
 
@@ -47,12 +46,6 @@ class Expanded:
     provider_kwargs: dict[str, Any]
     fragments: list[Fragment] = dataclasses.field(default_factory=list)
     system_fragments: list[Fragment] = dataclasses.field(default_factory=list)
-
-
-def wants_expansion(options: CallOptions) -> bool:
-    """True when the call names a template, parameters or fragments."""
-    return (options.template is not None or options.params is not None
-            or bool(options.fragments) or bool(options.system_fragments))
 
 
 def as_template(value: Any) -> Template:

@@ -11,7 +11,6 @@ from notebook_llm._assets import (
     expand,
     record_schema,
     store_call_fragments,
-    wants_expansion,
     with_schema,
 )
 from notebook_llm._middleware import (
@@ -84,6 +83,13 @@ class Client(CoreClient):
             *standard_middlewares(db_path=db_path, tracker=self.tracker),
             *extra,
         ]
+        self.embedding_model: str | None = None
+        """The default embedding model (``None``: ``$NOTEBOOK_LLM_EMBEDDING_MODEL``,
+        else ``offline:hash``); ``%llm_config embedding_model M`` sets it."""
+
+    def default_embedding_model(self) -> str:
+        """:attr:`embedding_model`, ``$NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
+        return self.embedding_model or super().default_embedding_model()
 
     @property
     def budget_usd(self) -> float | None:
@@ -149,7 +155,7 @@ class Client(CoreClient):
         provider_kwargs: dict[str, Any],
     ) -> tuple[Any, CallContext]:
         expanded = None
-        if wants_expansion(options):
+        if options.uses_assets():
             # Templates, parameters and fragments: resolved (and refused) before sending.
             expanded = expand(prompt_or_messages, model, options, provider_kwargs,
                               resolve_model=self.resolve, db_path=self.db_path)

@@ -334,7 +334,23 @@ def response_format(
     )
 
 
+def _inline(value: Any, definitions: Mapping[str, Any], depth: int = 0) -> Any:
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and depth < 20:
+            return _inline(definitions.get(ref[len("#/$defs/"):], {}), definitions, depth + 1)
+        # additionalProperties: false is what strict mode adds on the way out.
+        return {k: _inline(v, definitions, depth) for k, v in value.items()
+                if k != "$defs" and not (k == "additionalProperties" and v is False)}
+    if isinstance(value, list):
+        return [_inline(v, definitions, depth) for v in value]
+    return value
+
+
 def schema_id(schema: Mapping[str, Any]) -> str:
-    """A stable id for a JSON schema: 32 hex digits of its canonical JSON."""
-    text = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str)
+    """A stable id for a JSON schema: 32 hex digits of its canonical JSON (references
+    inlined, titles and strict mode's ``additionalProperties: false`` dropped), so a
+    Pydantic model, DSL text and llm's JSON for the same fields share one id."""
+    canonical = _without_titles(_inline(dict(schema), schema.get("$defs") or {}))
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -74,10 +74,24 @@ def test_schemas_are_accepted_everywhere_and_logged(llm_home: Path) -> None:
         age: int
 
     nl.complete('{"name": "E", "age": 5}', model="offline:echo", response_format=Person)
+    # The same fields are one schema, whichever way they were given.
     single = nl.logs(10, schema="name, age int")
-    assert len(single) == 1 and list(single.parsed()["name"]) == ["Ada"]
-    assert list(nl.logs(10, schema=nl.schema_dsl("name, age int")).parsed()["name"]) == ["Bo"]
+    assert len(single) == 3 and list(single.parsed()["name"]) == ["Ada", "Bo", "E"]
+    assert list(nl.logs(2, schema=Person).parsed()["age"]) == [4, 5]
     flattened = nl.logs(10, schema=multi).parsed()
     assert list(flattened["name"]) == ["C", "D"] and flattened["call_id"].nunique() == 1
-    assert list(nl.logs(10, schema=Person).parsed()["age"]) == [5]
     assert len(nl.logs(10, schema="other, fields int")) == 0
+
+
+def test_one_id_for_the_same_fields_however_given() -> None:
+    from notebook_llm._schema_log import schema_key
+
+    class Answer(BaseModel):
+        name: str
+        age: int
+
+    dsl = schema_key("name, age int")
+    assert dsl == schema_key(nl.schema_dsl("name, age int")) == schema_key(Answer)
+    assert schema_key("name, age int") != schema_key(nl.schema_dsl("name, age int", multi=True))
+    assert schema_key(schema_model("name, age int", multi=True)) == schema_key(
+        nl.schema_dsl("name, age int", multi=True))

@@ -91,11 +91,10 @@ class CallContext:
     format_model: Any = None
     """The Pydantic model ``response_format`` named, which parses the answer."""
     fragment_ids: tuple[int, ...] = ()
-    """The stored fragments that went before the prompt, in order (the call log links them)."""
+    """Stored fragments before the prompt, then the system prompt (the log links them)."""
     system_fragment_ids: tuple[int, ...] = ()
-    """The stored fragments that went before the system prompt."""
     schema_id: str | None = None
-    """The id of the JSON schema the call asked for, once stored."""
+    """The stored JSON schema the call asked for (the log links it)."""
     trackers: tuple[Any, ...] | None = None
     """The ``nl.track()`` blocks open where the call was made (``None``: not looked
     up yet; ``notebook_llm.Client`` does it where the call is made)."""
@@ -203,9 +202,6 @@ class CoreClient:
         self.rate_limits = dict(rate_limits or {})
         self.provider_settings = dict(provider_settings or {})
         self.middlewares: list[Middleware] = list(middlewares)
-        self.embedding_model: str | None = None
-        """The default embedding model (``None``: ``$NOTEBOOK_LLM_EMBEDDING_MODEL``,
-        else ``offline:hash``)."""
         self._providers: dict[tuple[Any, ...], Provider] = {}
         self._resolved: dict[tuple[Any, ...], Provider] = {}
         self._refs: dict[str, ModelRef] = {}
@@ -429,14 +425,9 @@ class CoreClient:
         provider_kwargs: dict[str, Any],
     ) -> tuple[Callable[[], Provider], CallContext]:
         """The request and its context; the provider is looked up later (``resolve``)."""
-        if (options.template is not None or options.params is not None or options.fragments
-                or options.system_fragments):
-            raise InvalidRequestError(
-                "template=, params= and fragments= are read by notebook_llm.Client "
-                "(nl.complete uses one), not by the bare CoreClient"
-            )
-        if prompt_or_messages is None:
-            raise InvalidRequestError("pass a prompt or messages")
+        if options.uses_assets() or prompt_or_messages is None:
+            raise InvalidRequestError("pass a prompt or messages (template=, params= and "
+                                      "fragments= need notebook_llm.Client, as nl.complete's)")
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
         if isinstance(prompt_or_messages, str):
@@ -571,11 +562,8 @@ class CoreClient:
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
             metadata: extra fields for middlewares (conversation id, batch id).
-            template: a saved template or its name (``nl.templates``); the prompt,
-                when given, is its ``$input``.
-            params: values for the template's ``$names``.
-            fragments: files, URLs or fragment aliases whose text goes before the prompt.
-            system_fragments: the same, before the system prompt.
+            template, params: a saved template (or its name) and its ``$names``' values.
+            fragments, system_fragments: files, URLs or aliases before the (system) prompt.
             **provider_kwargs: passed to the provider untouched.
 
         Returns:
@@ -586,11 +574,10 @@ class CoreClient:
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
-            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
-            template=template, params=params, fragments=fragments,
-            system_fragments=system_fragments,
+            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
+            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
+            fragments=fragments, system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
@@ -686,11 +673,10 @@ class CoreClient:
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
-            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
-            template=template, params=params, fragments=fragments,
-            system_fragments=system_fragments,
+            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
+            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
+            fragments=fragments, system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
 
@@ -800,9 +786,8 @@ class CoreClient:
         return response
 
     def default_embedding_model(self) -> str:
-        """:attr:`embedding_model`, ``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
-        return (self.embedding_model or os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL")
-                or "offline:hash")
+        """``NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
+        return os.environ.get("NOTEBOOK_LLM_EMBEDDING_MODEL") or "offline:hash"
 
     async def alist_models(
         self, provider: str | None = None, *, api_base: str | None = None

@@ -57,6 +57,12 @@ class CallOptions:
     system_fragments: Sequence[Any] | None = None
     """Files, URLs or fragment aliases whose text goes before the system prompt."""
 
+    def uses_assets(self) -> bool:
+        """True when a template, parameters or fragments are named (resolved by
+        ``notebook_llm.Client`` before the request is built)."""
+        return (self.template is not None or self.params is not None
+                or bool(self.fragments) or bool(self.system_fragments))
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """The option names, in order."""
