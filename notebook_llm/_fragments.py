@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from notebook_llm.core.errors import InvalidRequestError
-from notebook_llm.core.tokens import estimate_tokens
+from notebook_llm.core.tokens import CHARS_PER_TOKEN, estimate_tokens
 from notebook_llm.store.db import PathLike
 from notebook_llm.store.log import call_log
 
@@ -164,22 +164,29 @@ def check_size(fragment: Fragment, *, limit: int | None, context: int | None,
             f"context window of {context:,}; nothing was sent")
 
 
+_known: dict[tuple[str, str], int] = {}
+"""Row ids of fragments this process has stored, by (database, hash): a fragment
+used again costs no write."""
+
+
 def store_fragments(items: Sequence[Fragment], db_path: PathLike | None = None) -> list[int]:
     """Store each fragment once (by hash); their row ids, in order."""
     if not items:
         return []
-    now = datetime.now(timezone.utc).isoformat()
     store = _store(db_path)
-    ids: list[int] = []
-    with store.transaction() as conn:
-        for fragment in items:
-            digest = fragment.hash
-            conn.execute(
-                "INSERT OR IGNORE INTO fragments (hash, content, source, created_at) "
-                "VALUES (?, ?, ?, ?)", (digest, fragment.content, fragment.source, now))
-            ids.append(int(conn.execute("SELECT id FROM fragments WHERE hash = ?",
-                                        (digest,)).fetchone()[0]))
-    return ids
+    keys = [(store.path, fragment.hash) for fragment in items]
+    missing = [(key, fragment) for key, fragment in zip(keys, items, strict=True)
+               if key not in _known]
+    if missing:
+        now = datetime.now(timezone.utc).isoformat()
+        with store.transaction() as conn:
+            for key, fragment in missing:
+                conn.execute(
+                    "INSERT OR IGNORE INTO fragments (hash, content, source, created_at) "
+                    "VALUES (?, ?, ?, ?)", (key[1], fragment.content, fragment.source, now))
+                row = conn.execute("SELECT id FROM fragments WHERE hash = ?", (key[1],))
+                _known[key] = int(row.fetchone()[0])
+    return [_known[key] for key in keys]
 
 
 def set_alias(alias: str, ref: Any, namespace: Mapping[str, Any] | None = None, *,
@@ -219,5 +226,5 @@ def fragments(*, db_path: PathLike | None = None) -> Any:
         " AS calls FROM fragments f ORDER BY f.id")
     columns = ["hash", "aliases", "source", "chars", "tokens", "calls", "created_at", "preview"]
     for row in rows:
-        row["tokens"] = -(-int(row["chars"] or 0) // 4)
+        row["tokens"] = -(-int(row["chars"] or 0) // CHARS_PER_TOKEN)
     return pd.DataFrame(rows, columns=columns)

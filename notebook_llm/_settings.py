@@ -190,16 +190,24 @@ def load_settings(*, reload: bool = False) -> SavedSettings:
             except FileNotFoundError:
                 text = ""
             cached = _cache[path] = _parse(path, text)
+            _by_home.clear()
         return cached.copy()
+
+
+_by_home: dict[str | None, SavedSettings] = {}
 
 
 def cached_settings() -> SavedSettings:
     """The saved settings as last read (not a copy: do not change it). Cheap after
-    the first call; a broken file reads as no settings here (``%llm_config``
-    and :func:`load_settings` report it)."""
-    path = settings_path()
-    cached = _cache.get(path)
-    return cached if cached is not None else _load_quietly(path)
+    the first call (every call asks): a dict lookup by ``$NOTEBOOK_LLM_HOME``. A
+    broken file reads as no settings here (:func:`load_settings` reports it)."""
+    home = os.environ.get("NOTEBOOK_LLM_HOME")
+    found = _by_home.get(home)
+    if found is None:
+        path = settings_path()
+        cached = _cache.get(path)
+        found = _by_home[home] = cached if cached is not None else _load_quietly(path)
+    return found
 
 
 def option_defaults(model: str) -> dict[str, Any]:
@@ -215,6 +223,7 @@ def _load_quietly(path: Path) -> SavedSettings:
         # A broken settings file must not break every call; %llm_config shows the error.
         with _lock:
             _cache[path] = SavedSettings()
+            _by_home.clear()
     return _cache[path]
 
 
@@ -234,6 +243,7 @@ def save_settings(settings: SavedSettings) -> Path:
     with _lock:
         atomic_write(path, "" if text.strip() == "{}" else text, private=True)
         _cache[path] = settings.copy()
+        _by_home.clear()
     return path
 
 

@@ -54,6 +54,10 @@ def test_template_cell_magic_list_show_edit_delete(kernel: KernelSession) -> Non
     assert "haiku" in listed.text
     shown = ok(kernel, "%llm_template show haiku")
     assert "A haiku about $input" in shown.text
+    edit = ok(kernel, "%llm_template edit haiku")
+    payload = edit.reply["content"]["payload"]  # type: ignore[index]
+    assert payload[0]["source"] == "set_next_input" and payload[0]["text"].startswith(
+        "%%llm_template save haiku\nprompt: A haiku about $input")
     ok(kernel, "%llm_template delete haiku")
     assert "haiku" not in value(kernel, "nl.templates.names()")
     broken = kernel.execute("%%llm_template save bad\nprompt: [unclosed\n")
