@@ -307,6 +307,14 @@ def response_format(
     """
     if schema is None:
         return None
+    if isinstance(schema, str) and schema.strip().startswith("{"):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            raise SchemaError(f"the schema is not valid JSON: {exc}") from None
+    elif isinstance(schema, str) and schema.strip().isidentifier() and namespace and isinstance(
+            namespace.get(schema.strip()), dict):
+        schema = namespace[schema.strip()]  # a notebook variable holding a JSON schema
     if isinstance(schema, str) and schema != "json":
         return schema_model(schema, namespace, multi=multi)
     if is_model(schema):

@@ -94,6 +94,13 @@ class Template:
         Raises:
             TemplateError: a parameter is missing (named), before anything is sent.
         """
+        unused = [key for key in ("attachments", "attachment_types", "tools", "functions")
+                  if getattr(self, key)]
+        if unused:
+            raise TemplateError(
+                f"template {self.name!r} uses llm's {unused[0]!r}, which notebook-llm does not "
+                "apply (it never runs a template's code): remove it to use the template here"
+            )
         values: dict[str, Any] = {**(self.defaults or {}), **(params or {})}
         if input is not None:
             values["input"] = input
@@ -186,8 +193,12 @@ class Template:
     def _repr_markdown_(self) -> str:
         from notebook_llm import _render
 
-        body = self.to_yaml().replace("```", "`\u200b``")
-        return f"**Template {_render.markdown_text(self.name)}**\n\n```yaml\n{body}```"
+        body = self.to_yaml()
+        # A fence longer than any run of backticks in the text, which cannot end it.
+        longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+        fence = "`" * max(3, longest + 1)
+        code = _render.escape_markdown(f"{fence}yaml\n{body}{fence}")
+        return f"**Template {_render.markdown_text(self.name)}**\n\n{code}"
 
 
 def _names(text: str | None) -> list[str]:

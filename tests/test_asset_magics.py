@@ -91,6 +91,13 @@ def test_schema_forms_and_multi(kernel: KernelSession) -> None:
     assert value(kernel, "[p.name for p in _llm.parsed.items]") == ["A", "B"]
     assert value(kernel, "list(nl.logs(5, schema=nl.schema_dsl('name, age int', multi=True))"
                          ".parsed()['name'])") == ["A", "B"]
+    ok(kernel, "%%llm -m offline:echo --schema '{\"type\": \"object\", \"properties\": "
+               "{\"a\": {\"type\": \"integer\"}}}'\n{{\"a\": 1}}")
+    assert value(kernel, "_llm.parsed") == {"a": 1}
+    ok(kernel, "shape = {'type': 'object', 'properties': {'b': {'type': 'string'}}}")
+    ok(kernel, '%%llm -m offline:echo --schema shape\n{{"b": "x"}}')
+    assert value(kernel, "_llm.parsed") == {"b": "x"}
+    assert len(value(kernel, "list(nl.logs(5, schema=shape).df['id'])")) == 1
     typo = kernel.execute("%%llm -m offline:echo --schema 'name, age integr'\nx")
     assert typo.status == "error" and "unknown type 'integr'" in typo.text
 

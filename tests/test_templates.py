@@ -167,3 +167,18 @@ def test_files_are_written_atomically(llm_home: Path, monkeypatch: pytest.Monkey
             nl.templates.save("keep", prompt="new text")
     assert nl.templates.get("keep").prompt == "old text"
     assert sorted(p.name for p in (llm_home / "templates").iterdir()) == ["keep.yaml"]
+
+
+def test_a_hostile_template_cannot_escape_its_code_block() -> None:
+    t = nl.Template(name="x<b>", prompt="```` <img src=x onerror=alert(1)> ```\n~~~")
+    markdown = t._repr_markdown_()
+    assert markdown.startswith("**Template x&lt;b&gt;**\n\n`````yaml\n")
+    assert markdown.rstrip().endswith("`````") and markdown.count("`````") == 2
+    assert "\x1b" not in repr(nl.Template(name="t", prompt="\x1b[31mred"))
+
+
+def test_llm_only_keys_load_but_are_refused_on_use(llm_home: Path) -> None:
+    t = nl.Template.from_yaml("prompt: hi\nfunctions: |\n  def f(): pass\n", "code")
+    assert t.functions is not None  # kept, so the file round-trips
+    with pytest.raises(InvalidRequestError, match=r"uses llm's 'functions'.*never runs"):
+        nl.complete(template=t, model="offline:echo")

@@ -550,7 +550,7 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
 
 def _parse(completion: Completion, fmt: Format, schema: Any) -> str:
     """Fill ``parsed`` for ``-f json`` / ``--schema``; returns a problem or ''."""
-    if schema is not None:
+    if schema is not None and hasattr(schema, "model_validate_json"):
         if completion.parsed is None:
             try:
                 completion.parsed = schema.model_validate_json(_strip_fence(completion.text))

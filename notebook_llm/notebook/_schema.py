@@ -9,20 +9,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from notebook_llm._schemas import SchemaError, schema_model
+from notebook_llm._schemas import SchemaError, response_format
 from notebook_llm.notebook._errors import CellError
 
 __all__ = ["resolve_schema"]
 
 
-def resolve_schema(spec: str, namespace: Mapping[str, Any], *, multi: bool = False) -> type:
-    """The Pydantic model class that ``--schema spec`` (``--schema-multi``) means.
+def resolve_schema(spec: str, namespace: Mapping[str, Any], *, multi: bool = False) -> Any:
+    """What ``--schema spec`` (``--schema-multi``) means: a Pydantic model class (a
+    model's name, or DSL text), or a response-format dict (JSON schema text, or a
+    variable holding a JSON schema).
 
     Raises:
         CellError: the name is not a model, or the DSL does not parse.
     """
     try:
-        return schema_model(spec, namespace, multi=multi)
+        return response_format(spec.strip().strip("'\""), namespace, multi=multi)
     except SchemaError as exc:
         raise CellError(f"--schema: {exc}", title="SchemaError",
                         hint="Example: 'name, age int, bio: a description' or "
