@@ -1,7 +1,8 @@
 """Fragments: reusable context from a file, a URL, a notebook variable or an alias.
 
 A fragment's text is stored once in the SQLite log, keyed by its sha256 (llm's
-``fragments`` table design), with any number of aliases
+``fragments`` table design; key-looking strings redacted, as in every column of
+the log), with any number of aliases
 (``fragment_aliases``); ``call_fragments`` links each logged call to the
 fragments it used, in order, as prompt or system fragments.
 
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from notebook_llm.core.errors import InvalidRequestError
+from notebook_llm.core.errors import InvalidRequestError, redact
 from notebook_llm.core.tokens import CHARS_PER_TOKEN, estimate_tokens
 from notebook_llm.store.db import PathLike
 from notebook_llm.store.log import call_log
@@ -181,9 +182,11 @@ def store_fragments(items: Sequence[Fragment], db_path: PathLike | None = None) 
         now = datetime.now(timezone.utc).isoformat()
         with store.transaction() as conn:
             for key, fragment in missing:
+                # Like every text in the log: key-looking strings never reach the file.
                 conn.execute(
                     "INSERT OR IGNORE INTO fragments (hash, content, source, created_at) "
-                    "VALUES (?, ?, ?, ?)", (key[1], fragment.content, fragment.source, now))
+                    "VALUES (?, ?, ?, ?)",
+                    (key[1], redact(fragment.content), redact(fragment.source), now))
                 row = conn.execute("SELECT id FROM fragments WHERE hash = ?", (key[1],))
                 _known[key] = int(row.fetchone()[0])
     return [_known[key] for key in keys]

@@ -79,3 +79,12 @@ def test_too_large_fragments_are_refused_with_their_token_count(llm_home: Path) 
     with pytest.raises(InvalidRequestError, match="1,000,000 tokens, more than "
                                                   "openai:gpt-4o-mini's context window"):
         nl.complete("q", model="openai:gpt-4o-mini", fragments=[huge])
+
+
+def test_keys_in_a_fragment_never_reach_the_log(llm_home: Path) -> None:
+    key = "sk-" + "proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+    nl.complete("q", model="offline:echo", log=True,
+                fragments=[Fragment(f"OPENAI_API_KEY={key}\nother", ".env")])
+    stored = call_log().store.execute("SELECT content FROM fragments")
+    assert len(stored) == 1 and key not in str(stored[0]["content"])
+    assert "other" in str(stored[0]["content"])
