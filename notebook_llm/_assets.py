@@ -139,14 +139,18 @@ def _prepend(prompt: str | list[Message], parts: list[str]) -> str | list[Messag
     raise InvalidRequestError("fragments= needs a user message with text to go before")
 
 
-def apply_option_defaults(model: str, options: CallOptions,
+def apply_option_defaults(resolve_model: Any, model: str | None, options: CallOptions,
                           provider_kwargs: dict[str, Any]) -> CallOptions:
-    """Saved defaults for ``model`` (``nl.options.set``) where the call sets none."""
-    saved = option_defaults(model)
+    """Saved defaults for the call's model (``nl.options.set``) where the call sets
+    none. Costs a dict lookup when nothing is saved (every call comes here)."""
+    if not cached_settings().options:
+        return options
+    target = str(resolve_model(model))
+    saved = option_defaults(target)
     if not saved:
         return options
     try:
-        call, extra = split_options(model, saved)
+        call, extra = split_options(target, saved)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"a saved option default is not valid: {exc}; change it with "
                                   "nl.options.set or nl.options.unset") from None

@@ -161,7 +161,7 @@ class Client(CoreClient):
                               resolve_model=self.resolve, db_path=self.db_path)
             prompt_or_messages, model = expanded.prompt, expanded.model
             options, provider_kwargs = expanded.options, expanded.provider_kwargs
-        options = apply_option_defaults(str(self.resolve(model)), with_schema(options),
+        options = apply_option_defaults(self.resolve, model, with_schema(options),
                                         provider_kwargs)
         resolve, ctx = super()._prepare(kind, prompt_or_messages, model, options, provider_kwargs)
         if ctx.log and logging_enabled():
