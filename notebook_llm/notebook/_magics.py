@@ -292,8 +292,10 @@ class LLMMagics(Magics):
         if args.output and not args.output.isidentifier():
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
         if args.model and "," in args.model:  # -m a,b: compare side by side
-            if args.schema or args.no_stream or args.format != "markdown" or args.template:
-                raise CellError("-f, --schema and --no-stream do not apply to a comparison",
+            if (args.schema or args.schema_multi or args.no_stream or args.template
+                    or args.format != "markdown"):
+                raise CellError("-f, --schema, --template and --no-stream do not apply to a "
+                                "comparison",
                                 title="UsageError", hint="Use %%llm_compare -m a -m b.")
             self._compare(self._prompt(cell), _models([args.model]), args)
             return None
@@ -477,6 +479,7 @@ class LLMMagics(Magics):
             self.settings.client_snapshot = {"default": client.default,
                                            "aliases": dict(client.aliases),
                                            "log": client.log, "cache": client.cache,
+                                           "embedding_model": client.embedding_model,
                                            "images": _render.remote_images()}
         key, values = words[0].replace("-", "_"), words[1:]
         try:
