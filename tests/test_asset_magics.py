@@ -60,6 +60,10 @@ def test_template_cell_magic_list_show_edit_delete(kernel: KernelSession) -> Non
         "%%llm_template save haiku\nprompt: A haiku about $input")
     ok(kernel, "%llm_template delete haiku")
     assert "haiku" not in value(kernel, "nl.templates.names()")
+    ok(kernel, "open('shared.yaml', 'w').write('prompt: Shared $input\\nmodel: offline:echo\\n')")
+    ok(kernel, "%llm_template load shared.yaml team")
+    ok(kernel, "%%llm --template team\nidea")
+    assert value(kernel, "_llm.text") == "Shared idea"
     broken = kernel.execute("%%llm_template save bad\nprompt: [unclosed\n")
     assert broken.status == "error" and "line 2" in broken.text and "not valid YAML" in broken.text
 

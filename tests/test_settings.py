@@ -67,3 +67,22 @@ def test_a_broken_settings_file_is_named_with_its_line(llm_home: Path) -> None:
         load_settings(reload=True)
     # Calls still work: a broken file counts as nothing saved.
     assert nl.complete("ok", model="offline:echo").text == "ok"
+
+
+def test_options_reach_the_openai_wire_body(llm_home: Path) -> None:
+    from tests.support.replay import ReplayServer, Reply, load_fixture
+
+    fixture = load_fixture("openai__chat_completions__05ca9ac589d2")
+    with ReplayServer() as server:
+        server.enqueue(Reply.from_fixture(fixture), Reply.from_fixture(fixture))
+        client = nl.Client(api_keys={"openai": "sk-test"},
+                           api_bases={"openai": server.url + "/v1"}, log=False)
+        nl.options.set("openai:gpt-4o-mini", "seed", 7)
+        t = nl.templates.save("wire", prompt="Say $word", model="openai:gpt-4o-mini",
+                              options={"top_p": 0.5, "temperature": 0.1})
+        client.complete(template=t, params={"word": "hi"})
+        client.complete("plain", model="openai:gpt-4o-mini", seed=8)
+        first, second = (request.json() for request in server.requests)
+    assert first["messages"] == [{"role": "user", "content": "Say hi"}]
+    assert (first["top_p"], first["temperature"], first["seed"]) == (0.5, 0.1, 7)
+    assert second["seed"] == 8 and "top_p" not in second  # the call's own value wins
