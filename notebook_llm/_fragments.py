@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -90,6 +91,22 @@ def fetch_url(url: str, *, what: str = "fragment") -> str:
     return response.text
 
 
+_URL_TTL_S = 300.0
+_fetched: dict[str, tuple[float, str]] = {}
+
+
+def _fetch_cached(url: str) -> str:
+    """A URL's text, fetched at most once per :data:`_URL_TTL_S` seconds: the cells of
+    a comparison (or repeated calls) that share a fragment do not each wait for it."""
+    now = time.monotonic()
+    found = _fetched.get(url)
+    if found is not None and now - found[0] < _URL_TTL_S:
+        return found[1]
+    text = fetch_url(url)
+    _fetched[url] = (now, text)
+    return text
+
+
 def _store(db_path: PathLike | None) -> Any:
     return call_log(db_path).store
 
@@ -112,7 +129,7 @@ def resolve(
         raise FragmentError(f"a fragment is a path, URL, alias or variable name, not {ref!r}")
     text = ref.strip().strip("'\"")
     if text.startswith(("http://", "https://")):
-        return Fragment(fetch_url(text), text)
+        return Fragment(_fetch_cached(text), text)
     if namespace is not None and text.isidentifier() and text in namespace:
         value = namespace[text]
         if isinstance(value, Fragment):

@@ -17,7 +17,10 @@ from tests.support.loopback import LoopbackServer
 
 
 class _Pages(LoopbackServer):
+    hits = 0
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        type(self).hits += 1
         if request.path == "/notes.txt":
             return web.Response(text="NOTES FROM THE WEB")
         return web.Response(status=500, text="broken")
@@ -49,6 +52,9 @@ def test_aliases_urls_and_variables(llm_home: Path) -> None:
     with _Pages().start() as server:
         fragment = set_alias("web", f"{server.url}/notes.txt")
         assert fragment.content == "NOTES FROM THE WEB"
+        # Fetched once for a while: calls that share a URL fragment do not each wait.
+        nl.complete("a", model="offline:echo", fragments=[f"{server.url}/notes.txt"])
+        assert _Pages.hits == 1
         with pytest.raises(InvalidRequestError, match=r"/fail: the server answered HTTP 500"):
             nl.complete("x", model="offline:echo", fragments=[f"{server.url}/fail"])
     # The alias works without the server: its text is in the log.
