@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Recommendation": "notebook_llm._decide",
     "RetryPolicy": "notebook_llm.core.retry",
     "Stream": "notebook_llm.core.stream",
+    "Template": "notebook_llm._templates",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
     "Tracker": "notebook_llm._tracking",
@@ -59,15 +60,19 @@ _EXPORTS: dict[str, str] = {
     "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm.embeddings",
     "estimate": "notebook_llm.batches",
+    "fragments": "notebook_llm._fragments",
     "list_models": "notebook_llm._api",
     "list_providers": "notebook_llm._api",
     "logs": "notebook_llm._usage",
+    "options": "notebook_llm._options",
     "plot_costs": "notebook_llm._usage",
     "resume_provider_batch": "notebook_llm.batches",
+    "schema_dsl": "notebook_llm._schemas",
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
     "set_logging": "notebook_llm._middleware",
     "stream": "notebook_llm._api",
+    "templates": "notebook_llm._templates",
     "track": "notebook_llm._tracking",
     "usage": "notebook_llm._usage",
 }
@@ -181,10 +186,23 @@ if TYPE_CHECKING:
     from notebook_llm._decide import (
         Recommendation as Recommendation,
     )
+    from notebook_llm._fragments import (
+        fragments as fragments,
+    )
     from notebook_llm._middleware import (
         cache as cache,
         set_cache as set_cache,
         set_logging as set_logging,
+    )
+    from notebook_llm._options import (
+        options as options,
+    )
+    from notebook_llm._schemas import (
+        schema_dsl as schema_dsl,
+    )
+    from notebook_llm._templates import (
+        Template as Template,
+        templates as templates,
     )
     from notebook_llm._tracking import (
         Tracker as Tracker,

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from notebook_llm._client import Client
+from notebook_llm._settings import apply_saved
 
 __all__ = [
     "acomplete",
@@ -32,7 +33,9 @@ def default_client() -> Client:
     if _default is None:
         with _lock:
             if _default is None:
-                _default = Client()
+                client = Client()
+                apply_saved(client)  # aliases and defaults saved with %llm_config --save
+                _default = client
     return _default
 
 

@@ -6,11 +6,24 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm._middleware import attach, cache_default, standard_middlewares
+from notebook_llm._assets import (
+    apply_option_defaults,
+    expand,
+    record_schema,
+    store_call_fragments,
+    with_schema,
+)
+from notebook_llm._middleware import (
+    attach,
+    cache_default,
+    logging_enabled,
+    standard_middlewares,
+)
 from notebook_llm._tracking import DEFAULT_MAX_RECORDS, Tracker, carry_trackers
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
 from notebook_llm.core.models import DefaultModel
+from notebook_llm.core.options import CallOptions
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.types import Completion
 
@@ -70,6 +83,13 @@ class Client(CoreClient):
             *standard_middlewares(db_path=db_path, tracker=self.tracker),
             *extra,
         ]
+        self.embedding_model: str | None = None
+        """The default embedding model (``None``: ``$NOTEBOOK_LLM_EMBEDDING_MODEL``,
+        else ``offline:hash``); ``%llm_config embedding_model M`` sets it."""
+
+    def default_embedding_model(self) -> str:
+        """:attr:`embedding_model`, ``$NOTEBOOK_LLM_EMBEDDING_MODEL``, or ``offline:hash``."""
+        return self.embedding_model or super().default_embedding_model()
 
     @property
     def budget_usd(self) -> float | None:
@@ -126,8 +146,30 @@ class Client(CoreClient):
     def _cache_default(self) -> bool:
         return cache_default() if self.cache is None else self.cache
 
-    def _prepare(self, *args: Any, **kwargs: Any) -> tuple[Any, CallContext]:
-        resolve, ctx = super()._prepare(*args, **kwargs)
+    def _prepare(
+        self,
+        kind: Any,
+        prompt_or_messages: Any,
+        model: str | None,
+        options: CallOptions,
+        provider_kwargs: dict[str, Any],
+    ) -> tuple[Any, CallContext]:
+        expanded = None
+        if options.uses_assets():
+            # Templates, parameters and fragments: resolved (and refused) before sending.
+            expanded = expand(prompt_or_messages, model, options, provider_kwargs,
+                              resolve_model=self.resolve, db_path=self.db_path)
+            prompt_or_messages, model = expanded.prompt, expanded.model
+            options, provider_kwargs = expanded.options, expanded.provider_kwargs
+        options = apply_option_defaults(self.resolve, model, with_schema(options),
+                                        provider_kwargs)
+        resolve, ctx = super()._prepare(kind, prompt_or_messages, model, options, provider_kwargs)
+        if ctx.log and logging_enabled():
+            if expanded is not None:
+                ctx.fragment_ids, ctx.system_fragment_ids = store_call_fragments(
+                    expanded, self.db_path)
+            if ctx.request.response_format:
+                ctx.schema_id = record_schema(ctx.request.response_format, self.db_path)
         # Runs in the caller's context for astream/stream/acomplete (and, via
         # carry_trackers, for complete): the moment to see its trackers.
         attach(ctx)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from notebook_llm._api import default_client
 from notebook_llm._judge import Verdict, ajudge
+from notebook_llm._templates import Template
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.money import format_usd
@@ -105,6 +106,8 @@ class Comparison:
         self.models = models
         self.runs = runs
         self.variables = variables
+        self.template: Template | None = None
+        """The saved template the prompts come from (its calls get it and ``params=``)."""
         self.cells = [
             Cell(p, prompt, model, run)
             for p, prompt in enumerate(prompts)
@@ -419,8 +422,15 @@ class Diff:
 
 
 def prompts_from(
-    prompt: str | None, prompts: Sequence[str] | None, template: str | None, data: Any
+    prompt: str | None, prompts: Sequence[str] | None, template: str | Template | None,
+    data: Any,
 ) -> tuple[list[str], list[dict[str, Any]] | None]:
+    if isinstance(template, Template):
+        # A saved template: each row's values fill its $names; the calls get the
+        # template itself (system, options, schema, fragments), these texts show.
+        rows = [{}] if data is None else (
+            data.to_dict("records") if hasattr(data, "to_dict") else list(data))
+        return [template.fill(record).prompt for record in rows], rows
     if template is not None:
         if data is None:
             raise ValueError("template= needs data= (a DataFrame or a list of dicts of variables)")
@@ -447,7 +457,7 @@ async def acompare(
     models: Sequence[str] = (),
     *,
     prompts: Sequence[str] | None = None,
-    template: str | None = None,
+    template: str | Template | None = None,
     data: Any = None,
     runs: int = 1,
     system: str | None = None,
@@ -463,7 +473,9 @@ async def acompare(
 
     Args:
         prompt: one prompt; or ``prompts=[...]``; or ``template=`` filled from
-            each row of ``data=`` (a DataFrame or list of dicts).
+            each row of ``data=`` (a DataFrame or list of dicts): a ``str.format``
+            string, or a saved :class:`~notebook_llm.Template` (``$names`` from the
+            columns; its system, options, schema and fragments apply).
         models: model strings; a model that fails shows its error in its cell.
         runs: repeat each cell this many times (the summary gives mean/p50/p95).
         system: a system prompt for every call.
@@ -484,6 +496,8 @@ async def acompare(
     if comparison is None:
         prompt_list, variables = prompts_from(prompt, prompts, template, data)
         comparison = Comparison(prompt_list, list(models), runs, variables)
+        if isinstance(template, Template):
+            comparison.template = template
 
     async def run_cell(cell: Cell) -> None:
         cell.status = "running"
@@ -491,7 +505,8 @@ async def acompare(
             on_update(comparison, cell)
         try:
             stream: AsyncStream = client.astream(
-                cell.prompt, cell.model, system=system, tags=["compare"], **params
+                None if comparison.template else cell.prompt, cell.model, system=system,
+                tags=["compare"], **_template_arguments(comparison, cell), **params
             )
             cell.stream = stream
             async for chunk in stream:
@@ -521,6 +536,15 @@ async def acompare(
     if scorer is not None or judge is not None:
         await _score(comparison, scorer, judge, rubric, client)
     return comparison
+
+
+def _template_arguments(comparison: Comparison, cell: Cell) -> dict[str, Any]:
+    """With a saved template, the cell's call gets it and its row's values (the
+    client fills them in, with the template's system, options and fragments)."""
+    if comparison.template is None:
+        return {}
+    variables = comparison.variables or [{}]
+    return {"template": comparison.template, "params": variables[cell.prompt_index]}
 
 
 async def _score(
@@ -555,7 +579,7 @@ def compare(
     models: Sequence[str] = (),
     *,
     prompts: Sequence[str] | None = None,
-    template: str | None = None,
+    template: str | Template | None = None,
     data: Any = None,
     runs: int = 1,
     system: str | None = None,
@@ -572,6 +596,8 @@ def compare(
     if comparison is None:
         prompt_list, variables = prompts_from(prompt, prompts, template, data)
         comparison = Comparison(prompt_list, list(models), runs, variables)
+        if isinstance(template, Template):
+            comparison.template = template
     try:
         return _loop.run(
             acompare(

@@ -33,7 +33,7 @@ from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import redact
 from notebook_llm.core.shell import ipython_shell
 from notebook_llm.core.types import Completion, Message, Request, Usage
-from notebook_llm.store.log import call_log, utc_iso
+from notebook_llm.store.log import call_log, new_call_id, utc_iso
 
 if TYPE_CHECKING:
     from notebook_llm.store.db import PathLike
@@ -378,7 +378,27 @@ class LogMiddleware(Middleware):
         except Exception as exc:  # noqa: BLE001 - logging must never break a call
             logger.warning("could not log a call: %s", redact(f"{type(exc).__name__}: {exc}"))
             return
-        call_log(self.db_path).record_values(values)
+        log = call_log(self.db_path)
+        if ctx.fragment_ids or ctx.system_fragment_ids or ctx.schema_id:
+            _record_with_links(log, ctx, values)
+        else:
+            log.record_values(values)
+
+
+def _record_with_links(log: Any, ctx: CallContext, values: tuple[Any, ...]) -> None:
+    """The call's row with an id made now, then the rows that link its fragments
+    and schema to it (written after it, by the log's thread)."""
+    call_id = new_call_id()
+    log.record_values((call_id, *values[1:]))
+    links = [(call_id, fragment_id, kind, position)
+             for kind, ids in (("prompt", ctx.fragment_ids), ("system", ctx.system_fragment_ids))
+             for position, fragment_id in enumerate(ids)]
+    if links:
+        log.record_related("INSERT OR IGNORE INTO call_fragments (call_id, fragment_id, kind,"
+                           " position) VALUES (?, ?, ?, ?)", links)
+    if ctx.schema_id:
+        log.record_related("INSERT OR IGNORE INTO call_schemas (call_id, schema_id) VALUES (?, ?)",
+                           [(call_id, ctx.schema_id)])
 
 
 _NO_USAGE = Usage()

@@ -518,6 +518,14 @@ class Logs:
         """Same as :attr:`df`."""
         return self.df
 
+    def parsed(self) -> pd.DataFrame:
+        """The structured answers as a DataFrame: one row per object (``call_id``,
+        then its fields; a ``--schema-multi`` answer's items each a row)."""
+        from notebook_llm._schema_log import parsed_frame
+
+        result: pd.DataFrame = parsed_frame(self.df)
+        return result
+
     def _lines(self) -> list[tuple[str, str, str, str]]:
         out = []
         for row in self.df.iloc[::-1].itertuples(index=False):
@@ -562,14 +570,25 @@ class Logs:
         return terminal_text("\n\n".join(blocks))
 
 
-def logs(n: int = 3, *, model: str | None = None, db_path: PathLike | None = None) -> Logs:
+def logs(n: int = 3, *, model: str | None = None, schema: Any = None,
+         db_path: PathLike | None = None) -> Logs:
     """The last ``n`` calls, newest first when shown.
+
+    ``schema=`` (DSL text, a Pydantic model, a JSON schema or a schema id) keeps
+    the calls that asked for that schema; ``.parsed()`` gives their objects.
 
     Example::
 
         nl.logs(5)                              # readable in a cell
         nl.logs(1000).df.to_parquet("calls.parquet")
+        nl.logs(50, schema="name, age int").parsed()
     """
+    if schema is not None:
+        from notebook_llm._schema_log import schema_calls
+
+        ids, oldest = schema_calls(schema, n, db_path)
+        frame = usage(since=oldest, model=model, limit=None if ids else 0, db_path=db_path)
+        return Logs(frame[frame["id"].isin(ids)].reset_index(drop=True))
     return Logs(usage(model=model, limit=n, db_path=db_path))
 
 

@@ -24,7 +24,8 @@ from notebook_llm.core.types import Usage
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, Provider
 
-__all__ = ["FREE_PROVIDERS", "PROVIDER_IDS", "CostStatus", "estimate", "model_prices", "price"]
+__all__ = ["FREE_PROVIDERS", "PROVIDER_IDS", "CostStatus", "context_window", "estimate",
+           "model_prices", "price"]
 
 logger = logging.getLogger("notebook_llm.pricing")
 
@@ -287,6 +288,15 @@ def _usage_counts(usage: Usage) -> dict[str, int]:
     if 0 < usage.reasoning_tokens <= output_tokens:
         counts["output_reasoning_tokens"] = usage.reasoning_tokens
     return counts
+
+
+def context_window(provider: str, model: str) -> int | None:
+    """The model's context window in tokens, when the price data knows it."""
+    if provider in FREE_PROVIDERS:
+        return None
+    found = _lookup(provider, _strip_prefix(provider, model))
+    window = getattr(found[1], "context_window", None) if found is not None else None
+    return int(window) if window else None
 
 
 def _strip_prefix(provider: str, model: str) -> str:

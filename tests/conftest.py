@@ -19,8 +19,11 @@ from tests.support.llama_server import (
 @pytest.fixture(scope="session", autouse=True)
 def _private_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # Tests must never write to the user's own call log, or wait at a key prompt.
-    saved = {name: os.environ.get(name) for name in ("NOTEBOOK_LLM_DB", "NOTEBOOK_LLM_NO_PROMPT")}
+    # Nor read or write the user's saved settings and templates.
+    names = ("NOTEBOOK_LLM_DB", "NOTEBOOK_LLM_NO_PROMPT", "NOTEBOOK_LLM_HOME")
+    saved = {name: os.environ.get(name) for name in names}
     os.environ["NOTEBOOK_LLM_DB"] = str(tmp_path_factory.mktemp("store") / "notebook_llm.db")
+    os.environ["NOTEBOOK_LLM_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ["NOTEBOOK_LLM_NO_PROMPT"] = "1"
     yield
     for name, value in saved.items():
@@ -40,6 +43,19 @@ def _server(model: str, alias: str, **kwargs: object) -> Iterator[str]:
         yield base_url
     finally:
         stop_llama_server(process)
+
+
+@pytest.fixture
+def llm_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh config directory and call log for one test, and a fresh default client
+    (which reads the saved settings when it is made)."""
+    import notebook_llm as nl
+
+    monkeypatch.setenv("NOTEBOOK_LLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NOTEBOOK_LLM_DB", str(tmp_path / "log.db"))
+    nl.set_default_client(None)
+    yield tmp_path / "home"
+    nl.set_default_client(None)
 
 
 @pytest.fixture(scope="module")

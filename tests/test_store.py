@@ -55,6 +55,11 @@ def test_migrate_blank() -> None:
         "collection_items",
         "embedding_cache",
         "arena_votes",
+        "fragments",
+        "fragment_aliases",
+        "call_fragments",
+        "schemas",
+        "call_schemas",
     }
     assert columns(conn, "_migrations") == {"name": "TEXT", "applied_at": "TEXT"}
     assert columns(conn, "calls") == {
@@ -162,7 +167,7 @@ def test_migrate_blank() -> None:
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
                        "m005_calls_usage_index", "m006_drop_model_provider_indexes",
-                       "m012_arena_votes"]
+                       "m007_fragments", "m008_schemas", "m012_arena_votes"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:

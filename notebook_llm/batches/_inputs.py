@@ -11,15 +11,27 @@ import hashlib
 import json
 import string
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from notebook_llm.core.errors import InvalidRequestError
 from notebook_llm.core.types import Message
 
-__all__ = ["Inputs", "Payload", "template_fields"]
+__all__ = ["Inputs", "Payload", "RowTemplate", "template_fields"]
 
 Payload = str | list[Message]
 """What one row sends: a prompt, or a list of messages."""
+
+
+class RowTemplate(Protocol):
+    """A template other than a ``str.format`` string (a saved template): the names
+    it needs from each row, and the row's prompt or messages."""
+
+    @property
+    def fields(self) -> list[str]:
+        """The row values it needs (columns or dict keys)."""
+
+    def render(self, values: Mapping[str, Any]) -> Payload:
+        """The row's prompt or messages."""
 
 
 def template_fields(template: str) -> list[str]:
@@ -62,12 +74,20 @@ class Inputs:
     list positions.
     """
 
-    def __init__(self, inputs: Any, template: str | None = None) -> None:
+    def __init__(self, inputs: Any, template: str | RowTemplate | None = None) -> None:
         self.template = template
         self.frame: Any = None
         self.items: Sequence[Any] | None = None
         self.column: str | None = None
-        self.fields: list[str] = template_fields(template) if template else []
+        self.fields: list[str]
+        if isinstance(template, str):
+            self.fields = template_fields(template)
+            self._render: Any = template.format_map
+        elif template is not None:
+            self.fields = list(template.fields)
+            self._render = template.render
+        else:
+            self.fields = []
         if _is_dataframe(inputs):
             self._init_frame(inputs)
         elif isinstance(inputs, (str, bytes)) or (_is_messages(inputs) and inputs):
@@ -147,7 +167,7 @@ class Inputs:
         for position, item in enumerate(self.items or ()):
             if template is not None:
                 mapping = item if isinstance(item, Mapping) else {"input": item}
-                yield str(position), position, template.format_map(mapping)
+                yield str(position), position, self._render(mapping)
             elif isinstance(item, str):
                 yield str(position), position, item
             elif _is_messages(item):
@@ -168,17 +188,18 @@ class Inputs:
                 payload: Payload = [dict(m) for m in value] if messages else str(value)
                 yield str(label), position, payload
             return
-        template = self.template
-        assert template is not None
+        assert self.template is not None
+        render = self._render
         names = self.fields
         by_name = {str(column): column for column in frame.columns}
         if not names:
+            fixed = render({})
             for position, label in enumerate(frame.index):
-                yield str(label), position, template
+                yield str(label), position, fixed
             return
         sub = frame[[by_name[name] for name in names]]
         for position, (label, *values) in enumerate(sub.itertuples(index=True, name=None)):
-            yield str(label), position, template.format_map(dict(zip(names, values, strict=True)))
+            yield str(label), position, render(dict(zip(names, values, strict=True)))
 
     def digest(self) -> tuple[str, int]:
         """A sha256 of every row's key and payload, and the prompt characters in all."""

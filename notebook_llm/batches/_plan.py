@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.batches._inputs import Inputs
+from notebook_llm._fragments import resolve
+from notebook_llm._options import split_options
+from notebook_llm._schemas import response_format
+from notebook_llm._templates import Template, TemplateError
+from notebook_llm.batches._inputs import Inputs, Payload
 from notebook_llm.batches._jobs import RowRecord, db_path_of
 from notebook_llm.batches._result import BatchEstimate
 from notebook_llm.core.errors import InvalidRequestError, redact
@@ -69,7 +73,7 @@ class BatchOptions:
     :func:`~notebook_llm.abatch` and :func:`~notebook_llm.estimate` (see
     :func:`~notebook_llm.batch` for what each one means)."""
 
-    template: str | None = None
+    template: str | Template | None = None
     system: str | None = None
     response_format: Any = None
     concurrency: int | None = None
@@ -256,8 +260,15 @@ def make_plan(
     if options.budget_usd is not None and options.budget_usd < 0:
         raise InvalidRequestError("budget_usd= must be 0 or more dollars")
     deadline_s = parse_deadline(options.deadline)
-    rows = Inputs(inputs, options.template)
+    row_template: Any = options.template
+    if isinstance(options.template, Template):
+        model = model or options.template.model
+        row_template, options = _saved_template(options.template, inputs, model, client, options)
+    rows = Inputs(inputs, row_template)
     models = resolve_models(client, model)
+    # DSL text and bare JSON schemas too, as everywhere.
+    options = dataclasses.replace(options,
+                                  response_format=response_format(options.response_format))
     if options.mode is None:
         mode, reason = _choose_mode(models, deadline_s)
     else:
@@ -284,12 +295,74 @@ def make_plan(
     )
     job_hash = hashlib.sha256(identity.encode()).hexdigest()
     job_id = options.job if options.job else f"batch-{job_hash[:16]}"
+    stored = options.template if isinstance(options.template, str) else None
     return Plan(
-        inputs=rows, models=models, template=options.template, system=options.system,
+        inputs=rows, models=models, template=stored, system=options.system,
         response_format=options.response_format, format_dict=format_dict,
         format_model=format_model, params=params, mode=mode, job_id=job_id,
         name=options.job, digest=job_hash, prompt_chars=chars, mode_reason=reason,
     )
+
+
+class _TemplateRows:
+    """A saved template as a batch's row template: the columns fill its ``$names``;
+    each row is its prompt (the fragments' text first), or a system and a user
+    message when the template has a system prompt."""
+
+    def __init__(self, template: Template, fields: list[str], prefix: list[str],
+                 system_prefix: list[str], system: str | None) -> None:
+        self.template = template
+        self._fields = fields
+        self.prefix = prefix
+        self.system_prefix = system_prefix
+        self.system = system
+
+    @property
+    def fields(self) -> list[str]:
+        return self._fields
+
+    def render(self, values: Any) -> Payload:
+        filled = self.template.fill(dict(values))
+        prompt = "\n".join([*self.prefix, filled.prompt])
+        system = self.system if self.system is not None else filled.system
+        if self.system_prefix:
+            system = "\n".join([*self.system_prefix, *([system] if system else [])])
+        if not system:
+            return prompt
+        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+
+
+def _saved_template(
+    template: Template, inputs: Any, model: str | Sequence[str] | None, client: CoreClient,
+    options: BatchOptions,
+) -> tuple[_TemplateRows, BatchOptions]:
+    """The row template and the job's options with the template's model options and
+    schema (the call's own arguments win); its fragments are read once, here."""
+    columns = [str(c) for c in inputs.columns] if hasattr(inputs, "columns") else []
+    names = template.params()
+    defaults = template.defaults or {}
+    fields = [n for n in names if n not in defaults or n in columns]
+    if hasattr(inputs, "columns"):
+        missing = [n for n in fields if n not in columns]
+        if missing:
+            raise TemplateError(
+                f"template {template.name!r} needs ${missing[0]}: the DataFrame has no column "
+                f"{missing[0]!r} (columns: {', '.join(columns) or 'none'})")
+    db_path = options.db_path
+    prefix = [resolve(ref, db_path=db_path).content for ref in template.fragments or ()]
+    system_prefix = [resolve(ref, db_path=db_path).content
+                     for ref in template.system_fragments or ()]
+    params = dict(options.params)
+    names_of = [model] if isinstance(model, str) or model is None else list(model)
+    for name in names_of:
+        call, extra = split_options(str(client.resolve(name)), template.options or {})
+        for key, value in {**call, **extra}.items():
+            params.setdefault(key, value)
+    changes: dict[str, Any] = {"params": params, "template": template.to_yaml()}
+    if options.response_format is None and template.schema_object:
+        changes["response_format"] = response_format(template.schema_object)
+    rows = _TemplateRows(template, fields, prefix, system_prefix, options.system)
+    return rows, dataclasses.replace(options, **changes)
 
 
 def estimate_plan(plan: Plan, skip: int = 0) -> BatchEstimate:

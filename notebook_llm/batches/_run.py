@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from notebook_llm._api import default_client
+from notebook_llm._templates import Template
 from notebook_llm._tracking import Tracker
 from notebook_llm.batches._inputs import Payload
 from notebook_llm.batches._jobs import (
@@ -531,7 +532,7 @@ async def abatch(
     inputs: Any,
     model: str | Sequence[str] | None = None,
     *,
-    template: str | None = None,
+    template: str | Template | None = None,
     system: str | None = None,
     response_format: Any = None,
     concurrency: int | None = None,
@@ -575,7 +576,7 @@ def batch(
     inputs: Any,
     model: str | Sequence[str] | None = None,
     *,
-    template: str | None = None,
+    template: str | Template | None = None,
     system: str | None = None,
     response_format: Any = None,
     concurrency: int | None = None,
@@ -606,7 +607,10 @@ def batch(
         model: ``provider:model`` (or an alias), or a list of them: each row goes
             to every model and the result is long (one row per input row and model).
         template: a ``str.format`` template filled from each row's columns
-            (``"Classify this review: {review}"``). A column the DataFrame lacks
+            (``"Classify this review: {review}"``), or a saved
+            :class:`~notebook_llm.Template` (the columns fill its ``$names``; its
+            system, model, options, schema and fragments apply; the job's hash
+            covers each row's resolved text). A column the DataFrame lacks
             fails before any request is sent.
         system: a system prompt for every row.
         response_format: a Pydantic model (its fields become columns), ``"json"`` or a dict.
@@ -691,7 +695,7 @@ def estimate(
     inputs: Any,
     model: str | Sequence[str] | None = None,
     *,
-    template: str | None = None,
+    template: str | Template | None = None,
     system: str | None = None,
     response_format: Any = None,
     mode: str = "direct",

@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -90,6 +90,11 @@ class CallContext:
     """Tries so far (retries included); ends up on the completion or the error."""
     format_model: Any = None
     """The Pydantic model ``response_format`` named, which parses the answer."""
+    fragment_ids: tuple[int, ...] = ()
+    """Stored fragments before the prompt, then the system prompt (the log links them)."""
+    system_fragment_ids: tuple[int, ...] = ()
+    schema_id: str | None = None
+    """The stored JSON schema the call asked for (the log links it)."""
     trackers: tuple[Any, ...] | None = None
     """The ``nl.track()`` blocks open where the call was made (``None``: not looked
     up yet; ``notebook_llm.Client`` does it where the call is made)."""
@@ -420,12 +425,15 @@ class CoreClient:
     def _prepare(
         self,
         kind: Literal["complete", "stream"],
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None,
         model: str | None,
         options: CallOptions,
         provider_kwargs: dict[str, Any],
     ) -> tuple[Callable[[], Provider], CallContext]:
         """The request and its context; the provider is looked up later (``resolve``)."""
+        if options.uses_assets() or prompt_or_messages is None:
+            raise InvalidRequestError("pass a prompt or messages (template=, params= and "
+                                      "fragments= need notebook_llm.Client, as nl.complete's)")
         ref = self.resolve(model)
         spec = get_spec(ref.provider)
         if isinstance(prompt_or_messages, str):
@@ -515,7 +523,7 @@ class CoreClient:
 
     async def acomplete(
         self,
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None = None,
         model: str | None = None,
         *,
         system: str | None = None,
@@ -533,6 +541,10 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        template: Any = None,
+        params: Mapping[str, Any] | None = None,
+        fragments: Sequence[Any] | None = None,
+        system_fragments: Sequence[Any] | None = None,
         **provider_kwargs: Any,
     ) -> Completion:
         """Send a prompt (or a list of messages) and return the completion.
@@ -556,6 +568,8 @@ class CoreClient:
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
             metadata: extra fields for middlewares (conversation id, batch id).
+            template, params: a saved template (or its name) and its ``$names``' values.
+            fragments, system_fragments: files, URLs or aliases before the (system) prompt.
             **provider_kwargs: passed to the provider untouched.
 
         Returns:
@@ -566,9 +580,10 @@ class CoreClient:
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
-            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
+            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
+            fragments=fragments, system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
@@ -633,7 +648,7 @@ class CoreClient:
 
     def astream(
         self,
-        prompt_or_messages: str | Sequence[Message],
+        prompt_or_messages: str | Sequence[Message] | None = None,
         model: str | None = None,
         *,
         system: str | None = None,
@@ -650,6 +665,10 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        template: Any = None,
+        params: Mapping[str, Any] | None = None,
+        fragments: Sequence[Any] | None = None,
+        system_fragments: Sequence[Any] | None = None,
         **provider_kwargs: Any,
     ) -> AsyncStream:
         """Stream a completion: ``async for chunk in client.astream(...)``.
@@ -660,9 +679,10 @@ class CoreClient:
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
-            timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
+            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
+            fragments=fragments, system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
 

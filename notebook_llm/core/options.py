@@ -8,7 +8,7 @@ on. ``tests/test_parity.py`` checks that every twin takes exactly these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -47,6 +47,21 @@ class CallOptions:
     """Labels stored with the call in the log."""
     metadata: dict[str, Any] | None = None
     """Extra fields for middlewares (a conversation id, a batch row)."""
+    template: Any = None
+    """A saved template (``nl.templates.get(name)``) or its name: fills the prompt,
+    system, model, options and schema (``notebook_llm.Client`` only)."""
+    params: Mapping[str, Any] | None = None
+    """Values for the template's ``$names``."""
+    fragments: Sequence[Any] | None = None
+    """Files, URLs or fragment aliases whose text goes before the prompt."""
+    system_fragments: Sequence[Any] | None = None
+    """Files, URLs or fragment aliases whose text goes before the system prompt."""
+
+    def uses_assets(self) -> bool:
+        """True when a template, parameters or fragments are named (resolved by
+        ``notebook_llm.Client`` before the request is built)."""
+        return (self.template is not None or self.params is not None
+                or bool(self.fragments) or bool(self.system_fragments))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -14,12 +14,14 @@ __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
     from notebook_llm.notebook._arena_magics import ArenaMagics
+    from notebook_llm.notebook._asset_magics import AssetMagics
     from notebook_llm.notebook._magics import LLMMagics
     from notebook_llm.notebook._tracebacks import install
 
     install(ipython)
     ipython.register_magics(LLMMagics)
     ipython.register_magics(ArenaMagics)
+    ipython.register_magics(AssetMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

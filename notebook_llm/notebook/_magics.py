@@ -21,6 +21,7 @@ from notebook_llm import _render
 from notebook_llm._api import default_client
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Completion, Message
+from notebook_llm.notebook._asset_magics import call_assets, model_options, save_config
 from notebook_llm.notebook._display import (
     CellView,
     Format,
@@ -145,11 +146,11 @@ class LLMMagics(Magics):
         namespace: dict[str, Any] = self._shell.user_ns
         return namespace
 
-    def _prompt(self, text: str) -> str:
+    def _prompt(self, text: str, empty_ok: bool = False) -> Any:
         prompt = interpolate(text, self._ns, self.errors).strip()
-        if not prompt:
+        if not prompt and not empty_ok:
             raise CellError("the prompt is empty", title="UsageError")
-        return prompt
+        return prompt or None  # a template's own prompt needs no $input
 
     def _store(self, completion: Completion | None, out: str | None) -> None:
         if completion is None:
@@ -170,6 +171,7 @@ class LLMMagics(Magics):
             options["log"] = False
         if getattr(args, "schema", None):
             options["response_format"] = resolve_schema(args.schema, self._ns)
+        options.update(call_assets(args, self._ns))  # --template, -p, -F, --sf, -O, ...
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
@@ -269,6 +271,14 @@ class LLMMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--schema", help="a Pydantic model name, or fields: 'name: str, age: int'")
     @argument("--no-log", action="store_true", help="do not write this call to the log")
+    @argument("--template", help="a saved template (nl.templates); the cell is its $input")
+    @argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+              help="a template parameter: -p topic cats")
+    @argument("-F", "--fragment", action="append", help="a file, URL, variable or alias")
+    @argument("--sf", action="append", help="a system fragment (as -F)")
+    @argument("--schema-multi", help="as --schema, for a list of such objects")
+    @argument("-O", "--option", nargs=2, action="append", metavar=("KEY", "VALUE"),
+              help="a model option, checked against the provider: -O top_p 0.9")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -284,14 +294,16 @@ class LLMMagics(Magics):
         if args.output and not args.output.isidentifier():
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
         if len(models := _models(args.model, required=False)) > 1:  # compare side by side
-            if args.schema or args.no_stream or args.format != "markdown":
-                raise CellError("-f, --schema and --no-stream do not apply to a comparison",
+            if (args.schema or args.schema_multi or args.no_stream or args.template
+                    or args.format != "markdown"):
+                raise CellError("-f, --schema, --template and --no-stream do not apply to a "
+                                "comparison",
                                 title="UsageError", hint="Use %%llm_compare -m a -m b.")
             self._compare(self._prompt(cell), models, args)
             return None
         args.model = models[0] if models else None
-        prompt = self._prompt(cell)
         options = self._call_options(args)
+        prompt = self._prompt(cell, empty_ok="template" in options)
         fmt: Format = args.format
         run = self._complete if args.no_stream else self._stream
         result = run(prompt, args.model, fmt, options)
@@ -305,8 +317,8 @@ class LLMMagics(Magics):
             raise CellError("x = %llm takes one model", title="UsageError",
                             hint="Compare models in a cell: %%llm -m a -m b, or nl.compare().")
         args.model = models[0] if models else None
-        prompt = self._prompt(prompt_text)
         options = self._call_options(args)
+        prompt = self._prompt(prompt_text, empty_ok="template" in options)
         try:
             completion = default_client().complete(prompt, _unquote(args.model), **options)
         except LLMError as exc:
@@ -414,10 +426,12 @@ class LLMMagics(Magics):
     # -- models, config, keys -----------------------------------------------
 
     @line_magic
-    def llm_models(self, line: str) -> Table:
+    def llm_models(self, line: str) -> Any:
         """``%llm_models``: providers and capabilities; ``%llm_models PROVIDER``: its models."""
         client = default_client()
         name = line.strip().rstrip(":")
+        if name.startswith("--options"):  # %llm_models --options MODEL
+            return model_options(name[len("--options"):])
         if not name:
             capabilities = ["streaming", "tools", "structured_output", "reasoning",
                             "image_input", "embeddings", "list_models", "batch"]
@@ -435,12 +449,17 @@ class LLMMagics(Magics):
                      [[m.model_string, m.owned_by] for m in models], title=name)
 
     @line_magic
-    def llm_config(self, line: str) -> Table | None:
+    def llm_config(self, line: str) -> Table | MarkdownText | None:
         """``%llm_config``: show settings. ``%llm_config model M``, ``alias NAME M``,
         ``temperature T``, ``max_tokens N``, ``log on|off``, ``cache on|off``,
-        ``images on|off`` (let images from other hosts load in answers), ``--reset``."""
+        ``images on|off`` (let images from other hosts load in answers),
+        ``embedding_model M``, ``--reset``; ``--save`` keeps aliases and default
+        models for later kernels, ``--unsave [alias NAME|model|embedding_model]``."""
         client = default_client()
         words = line.split()
+        if words and words[0] in ("--save", "--unsave"):
+            saved = save_config(client, words)
+            return MarkdownText(_render.escape_markdown(saved), saved)
         if not words:
             default = client.default_model()
             rows: list[list[Any]] = [
@@ -467,6 +486,7 @@ class LLMMagics(Magics):
             self.settings.client_snapshot = {"default": client.default,
                                            "aliases": dict(client.aliases),
                                            "log": client.log, "cache": client.cache,
+                                           "embedding_model": client.embedding_model,
                                            "images": _render.remote_images()}
         key, values = words[0].replace("-", "_"), words[1:]
         try:
@@ -528,6 +548,8 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
         config.temperature = None if values[0] == "none" else float(values[0])
     elif key == "max_tokens" and len(values) == 1:
         config.max_tokens = None if values[0] == "none" else int(values[0])
+    elif key == "embedding_model" and len(values) == 1:
+        client.embedding_model = None if values[0] == "none" else values[0]
     elif key in ("log", "cache") and len(values) == 1:
         setattr(client, key, _ON[values[0].lower()])
     elif key == "images" and len(values) == 1:
@@ -538,7 +560,7 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
 
 def _parse(completion: Completion, fmt: Format, schema: Any) -> str:
     """Fill ``parsed`` for ``-f json`` / ``--schema``; returns a problem or ''."""
-    if schema is not None:
+    if schema is not None and hasattr(schema, "model_validate_json"):
         if completion.parsed is None:
             try:
                 completion.parsed = schema.model_validate_json(_strip_fence(completion.text))
@@ -592,7 +614,8 @@ def _split_options(line: str, parser: argparse.ArgumentParser) -> tuple[str, str
         if action is None:
             return line[:position], line[match.start(1) :]
         position = match.end()
-        if action.nargs != 0 and "=" not in token:
+        values = action.nargs if isinstance(action.nargs, int) else 1  # -p KEY VALUE: 2
+        for _ in range(values if "=" not in token else 0):
             value = pattern.match(line, position)
             if value is None:
                 return line, ""

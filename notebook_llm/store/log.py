@@ -49,7 +49,7 @@ from typing import Any
 
 from notebook_llm.core.errors import redact
 from notebook_llm.store.db import PathLike, Store, default_db_path
-from notebook_llm.store.migrations import _is_locked
+from notebook_llm.store.migrations import _is_locked, _retry_locked
 
 __all__ = [
     "CALL_COLUMNS",
@@ -202,6 +202,16 @@ class _Flush:
 _STOP = object()
 
 
+class _Related:
+    """Rows of another table that refer to a queued call (its fragments, its schema)."""
+
+    __slots__ = ("rows", "sql")
+
+    def __init__(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.sql = sql
+        self.rows = rows
+
+
 class CallLog:
     """Background, batched writer for the ``calls`` table.
 
@@ -301,6 +311,16 @@ class CallLog:
         except Exception as exc:  # noqa: BLE001 - logging must never break a call
             self._note_error(f"record failed: {type(exc).__name__}: {exc}")
             self.dropped += 1
+
+    def record_related(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue rows of another table that refer to a call queued before (by the id
+        given to :meth:`record_values`): written after the calls of the same batch,
+        in a transaction of their own. Never raises."""
+        try:
+            if not self._closed and rows:
+                self._put(_Related(sql, rows))
+        except Exception as exc:  # noqa: BLE001 - logging must never break a call
+            self._note_error(f"record failed: {type(exc).__name__}: {exc}")
 
     def _put(self, item: Any) -> None:
         if self._thread is None or self._pid != os.getpid():
@@ -413,6 +433,7 @@ class CallLog:
             hurry.clear()
             rows: list[Sequence[Any]] = []
             markers: list[_Flush] = []
+            related: list[_Related] = []
             stop = False
             for _ in range(len(pending)):
                 item = pending.popleft()
@@ -420,11 +441,15 @@ class CallLog:
                     stop = True
                 elif isinstance(item, _Flush):
                     markers.append(item)
+                elif isinstance(item, _Related):
+                    related.append(item)
                 else:
                     rows.append(item)
             size = self.batch_size
             for start in range(0, len(rows), size):
                 self._write(rows[start : start + size])
+            if related:
+                self._write_related(related)
             for marker in markers:
                 marker.done.set()
             if stop:
@@ -504,6 +529,17 @@ class CallLog:
                 break
         prepared += self._prepare(batch[start:])  # counted, like every row given up on
         self.dropped += len(prepared)
+
+    def _write_related(self, items: list[_Related]) -> None:
+        def write() -> None:
+            with self.store.transaction() as conn:
+                for item in items:
+                    conn.executemany(item.sql, item.rows)
+
+        try:
+            _retry_locked(write, attempts=10)
+        except Exception as exc:  # noqa: BLE001 - never raised into a call
+            self._note_error(f"could not write links: {type(exc).__name__}: {exc}")
 
     def _write_one_by_one(self, rows: list[tuple[Any, ...]]) -> None:
         for row in rows:

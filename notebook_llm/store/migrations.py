@@ -266,6 +266,50 @@ def m006_drop_model_provider_indexes(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m007_fragments(conn: sqlite3.Connection) -> None:
+    # llm's design: each fragment's text once, by hash; aliases name them;
+    # call_fragments links a call to the fragments it used, in order.
+    conn.execute(
+        """
+        CREATE TABLE fragments (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            content TEXT,
+            source TEXT,
+            created_at TEXT
+        )
+        """
+    )
+    conn.execute(
+        "CREATE TABLE fragment_aliases (alias TEXT PRIMARY KEY,"
+        " fragment_id INTEGER NOT NULL REFERENCES fragments (id))"
+    )
+    conn.execute(
+        """
+        CREATE TABLE call_fragments (
+            call_id TEXT NOT NULL,
+            fragment_id INTEGER NOT NULL REFERENCES fragments (id),
+            kind TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (call_id, kind, position)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX idx_call_fragments_fragment ON call_fragments (fragment_id)")
+
+
+@migration
+def m008_schemas(conn: sqlite3.Connection) -> None:
+    # Each JSON schema used once, by its id (a hash of its canonical JSON);
+    # call_schemas links a call to the schema it asked for.
+    conn.execute("CREATE TABLE schemas (id TEXT PRIMARY KEY, content TEXT, created_at TEXT)")
+    conn.execute(
+        "CREATE TABLE call_schemas (call_id TEXT PRIMARY KEY, schema_id TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX idx_call_schemas_schema ON call_schemas (schema_id)")
+
+
+@migration
 def m012_arena_votes(conn: sqlite3.Connection) -> None:
     # One row per voted matchup of a blind arena (nl.arena): who was A and B,
     # the vote, and what each answer cost. A re-vote replaces the row.
