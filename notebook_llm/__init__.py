@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimit": "notebook_llm.core.ratelimit",
     "RateLimitInfo": "notebook_llm.core.ratelimit",
     "RetryPolicy": "notebook_llm.core.retry",
+    "Server": "notebook_llm._serve",
     "Stream": "notebook_llm.core.stream",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "logs": "notebook_llm._usage",
     "plot_costs": "notebook_llm._usage",
     "resume_provider_batch": "notebook_llm.batches",
+    "serve": "notebook_llm._serve",
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
     "set_logging": "notebook_llm._middleware",
@@ -156,6 +158,10 @@ if TYPE_CHECKING:
         cache as cache,
         set_cache as set_cache,
         set_logging as set_logging,
+    )
+    from notebook_llm._serve import (
+        Server as Server,
+        serve as serve,
     )
     from notebook_llm._tracking import (
         Tracker as Tracker,
