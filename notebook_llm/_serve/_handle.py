@@ -204,7 +204,7 @@ async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=_SHUTDOWN_GRACE_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=_SHUTDOWN_GRACE_S)
+    site = web.TCPSite(runner, host, port, backlog=1024)
     try:
         await site.start()
     except BaseException:
