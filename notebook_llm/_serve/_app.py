@@ -71,6 +71,10 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+def _json_response(data: Any) -> web.Response:
+    return web.Response(body=_dumps(data).encode(), content_type=_JSON)
+
+
 @dataclass
 class Traffic:
     """What the server has done so far (shown by the handle's repr and ``/health``)."""
@@ -181,9 +185,7 @@ class _Routes:
         if call.stream:
             return await self._stream_chat(request, call)
         completion = await self._complete(request, call)
-        return web.Response(text=_dumps(completion_json(completion, call.model,
-                                                        new_id("chatcmpl-"))),
-                            content_type=_JSON)
+        return _json_response(completion_json(completion, call.model, new_id("chatcmpl-")))
 
     async def _complete(self, request: web.Request, call: ChatCall) -> Completion:
         try:
@@ -247,9 +249,9 @@ class _Routes:
         created = int(time.time())
         if not call.stream:
             completion = await self._complete(request, call)
-            return web.Response(text=_dumps(responses_json(
+            return _json_response(responses_json(
                 completion.text, call.model, response_id, message_id, created, completion.usage
-            )), content_type=_JSON)
+            ))
         stream = self.client.astream(call.messages, call.model, tags=_tags(request),
                                      **call.options)
         try:
@@ -314,16 +316,13 @@ class _Routes:
 
         result = await aembed(texts, model, client=self.client, progress=False, **options)
         self.s.traffic.add(model, result.usage, result.cost_usd)
-        return web.Response(text=_dumps(embeddings_json(result.vectors, model, result.usage,
-                                                        encoding)),
-                            content_type=_JSON)
+        return _json_response(embeddings_json(result.vectors, model, result.usage, encoding))
 
     async def models(self, request: web.Request) -> web.Response:
         now = time.monotonic()
         if self._listing is None or now - self._listing[0] > _MODELS_TTL_S:
             self._listing = (now, await self._list_models())
-        return web.Response(text=_dumps({"object": "list", "data": self._listing[1]}),
-                            content_type=_JSON)
+        return _json_response({"object": "list", "data": self._listing[1]})
 
     async def _list_models(self) -> list[dict[str, Any]]:
         created = int(self.s.started_at)
@@ -380,7 +379,7 @@ class _Routes:
         return names
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text=_dumps(health(self.s)), content_type=_JSON)
+        return _json_response(health(self.s))
 
 
 def health(settings: Settings) -> dict[str, Any]:

@@ -14,10 +14,11 @@ a caller cannot point the server's keys at a host of its choosing.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import secrets
 import struct
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,9 +334,14 @@ def _response_message(item: Any) -> dict[str, Any]:
 # -- responses --------------------------------------------------------------------
 
 
+_ID_STEM = secrets.token_hex(8)
+_ids = itertools.count(1)
+
+
 def new_id(prefix: str) -> str:
-    """An id in OpenAI's style: ``chatcmpl-...``, ``resp_...``."""
-    return f"{prefix}{uuid.uuid4().hex}"
+    """An id in OpenAI's style, unique in this process and unlikely to repeat
+    across processes: ``chatcmpl-<random><counter>`` (a tenth of a uuid4's cost)."""
+    return f"{prefix}{_ID_STEM}{next(_ids):08x}"
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
