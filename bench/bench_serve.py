@@ -18,10 +18,13 @@ Offline part: four servers, each in its own process (pinned to CPU 0 unless
 
 Each round measures each server in turn (interleaved, so a noisy neighbour
 hits them alike): requests/s with 64 clients in flight for ``--duration`` s
-(aiohttp client, 64 worker tasks on one session), then the latency of
-``--seq`` requests one after another on one connection. Reported: the best
-requests/s over the rounds, the median latency over all rounds, the ratio of
-nl.serve's requests/s to each echo server, and nl.serve's median added latency.
+(aiohttp client, 64 worker tasks on one session) and the server process's CPU
+time per request meanwhile; then ``--seq`` sequential requests per server on
+one connection each, interleaved request by request. Reported: the best
+requests/s over the rounds, the median server CPU per request, the median
+latency, the ratio of nl.serve's requests/s to each echo server (and the
+ratio their CPU per request implies), and nl.serve's median added latency
+(the median of the paired differences).
 
 Local part: ``local:smollm2`` answering the same prompt (128 tokens,
 temperature 0) in-process (``Client.acomplete`` here) and through an
@@ -112,6 +115,8 @@ class Target:
     process: subprocess.Popen[str]
     rates: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    """Server CPU time per request in each c64 batch, microseconds."""
 
 
 def _env(db_dir: str) -> dict[str, str]:
@@ -154,8 +159,15 @@ def start_offline(pin: int | None, db_dir: str) -> list[Target]:
 # -- the load ---------------------------------------------------------------------
 
 
-async def c64(session: Any, url: str, duration: float) -> float:
-    """Requests/s with CONCURRENCY workers posting the chat body for ``duration`` s."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def c64(session: Any, url: str, duration: float) -> tuple[float, int]:
+    """(requests/s, requests) with CONCURRENCY workers posting the chat body for ``duration`` s."""
     payload = json.dumps(BODY)
     headers = {"Content-Type": "application/json"}
     done = 0
@@ -172,63 +184,77 @@ async def c64(session: Any, url: str, duration: float) -> float:
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done
 
 
-async def sequential(session: Any, url: str, count: int) -> list[float]:
-    """Milliseconds per request, one after another on one connection."""
-    payload = json.dumps(BODY)
-    headers = {"Content-Type": "application/json"}
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        async with session.post(f"{url}/chat/completions", data=payload,
-                                headers=headers) as response:
-            json.loads(await response.read())
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+async def one_request(session: Any, url: str) -> float:
+    """Milliseconds for one request."""
+    started = time.perf_counter()
+    async with session.post(f"{url}/chat/completions", data=json.dumps(BODY),
+                            headers={"Content-Type": "application/json"}) as response:
+        json.loads(await response.read())
+    return (time.perf_counter() - started) * 1000
 
 
 async def measure_offline(targets: list[Target], rounds: int, duration: float,
                           seq: int) -> None:
+    """Per round: each server's c64 rate (and its server CPU per request), then
+    ``seq`` sequential requests per server, interleaved request by request (so
+    that load from other jobs hits every server alike)."""
     import aiohttp
 
+    def pool(limit: int) -> Any:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+
     for target in targets:  # warm up: connections, imports, the call log's file
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONCURRENCY)
-        ) as session:
+        async with pool(CONCURRENCY) as session:
             await c64(session, target.url, 0.3)
     for round_ in range(rounds):
         for target in targets:
-            async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=CONCURRENCY)
-            ) as session:
-                target.rates.append(await c64(session, target.url, duration))
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-                await sequential(session, target.url, 20)
-                target.latencies_ms += await sequential(session, target.url, seq)
+            async with pool(CONCURRENCY) as session:
+                before = cpu_seconds(target.process.pid)
+                rate, count = await c64(session, target.url, duration)
+                target.cpu_us.append((cpu_seconds(target.process.pid) - before) / count * 1e6)
+                target.rates.append(rate)
+        sessions = [pool(1) for _ in targets]
+        try:
+            for target, session in zip(targets, sessions, strict=True):
+                for _ in range(10):
+                    await one_request(session, target.url)
+            for _ in range(seq):
+                for target, session in zip(targets, sessions, strict=True):
+                    target.latencies_ms.append(await one_request(session, target.url))
+        finally:
+            for session in sessions:
+                await session.close()
         print(f"  round {round_ + 1}: " + ", ".join(
             f"{t.name} {t.rates[-1]:,.0f}/s" for t in targets), flush=True)
 
 
 def report_offline(targets: list[Target]) -> dict[str, Any]:
     by_name = {t.name: t for t in targets}
-    print(f"\n{'server':<18} {'c64 req/s (best)':>17} {'spread':>7} {'seq median ms':>14}")
+    print(f"\n{'server':<18} {'c64 req/s (best)':>17} {'spread':>7} {'server CPU us/req':>18} "
+          f"{'seq median ms':>14}")
     for t in targets:
         best = max(t.rates)
         spread = (best - min(t.rates)) / best
-        print(f"{t.name:<18} {best:>17,.0f} {spread:>7.0%} "
+        print(f"{t.name:<18} {best:>17,.0f} {spread:>7.0%} {statistics.median(t.cpu_us):>18,.0f} "
               f"{statistics.median(t.latencies_ms):>14.3f}")
     result: dict[str, Any] = {}
     print()
     for nl_name in ("nl.serve log on", "nl.serve log off"):
         for base in ("starlette echo", "aiohttp echo"):
-            ratio = max(by_name[nl_name].rates) / max(by_name[base].rates)
-            added = (statistics.median(by_name[nl_name].latencies_ms)
-                     - statistics.median(by_name[base].latencies_ms))
-            result[f"{nl_name} / {base}"] = {"c64_ratio": ratio, "added_ms": added}
-            print(f"{nl_name} vs {base}: c64 ratio {ratio:.2f} (target >= 0.8), "
-                  f"median added latency {added:+.3f} ms (target < 2)")
+            mine, theirs = by_name[nl_name], by_name[base]
+            ratio = max(mine.rates) / max(theirs.rates)
+            cpu_ratio = statistics.median(theirs.cpu_us) / statistics.median(mine.cpu_us)
+            # Requests were interleaved one by one: pair them.
+            added = statistics.median(
+                a - b for a, b in zip(mine.latencies_ms, theirs.latencies_ms, strict=True))
+            result[f"{nl_name} / {base}"] = {"c64_ratio": ratio, "cpu_ratio": cpu_ratio,
+                                             "added_ms": added}
+            print(f"{nl_name} vs {base}: c64 ratio {ratio:.2f} (target >= 0.8; by server CPU "
+                  f"per request {cpu_ratio:.2f}), median added latency {added:+.3f} ms "
+                  "(target < 2)")
     return result
 
 
