@@ -427,3 +427,78 @@ def test_the_repr_escapes_what_callers_send() -> None:
     with nl.serve(client=client, models=[name]) as srv:
         html = srv._repr_html_()
     assert "<img" not in html and "&lt;img" in html
+
+
+def _sse_tool_calls(body: str) -> dict[int, dict[str, str]]:
+    calls: dict[int, dict[str, str]] = {}
+    for line in body.splitlines():
+        if not line.startswith("data: {"):
+            continue
+        for choice in json.loads(line[6:]).get("choices") or []:
+            for part in (choice.get("delta") or {}).get("tool_calls") or []:
+                call = calls.setdefault(part["index"], {"name": "", "arguments": ""})
+                function = part.get("function") or {}
+                call["name"] += function.get("name") or ""
+                call["arguments"] += function.get("arguments") or ""
+    return calls
+
+
+@pytest.mark.parametrize("name", ["groq__chat_completions__fe1bc0479819",
+                                  "openai__chat_completions__face3b6318a3"])
+def test_recorded_tool_calls_reach_the_caller(name: str) -> None:
+    fixture = load_fixture(name)
+    asked = fixture.request_json
+    with ReplayServer() as upstream:
+        upstream.enqueue(fixture)
+        client = nl.Client(log=False, max_retries=0,
+                           api_bases={"openai-compatible": upstream.url},
+                           api_keys={"openai-compatible": "upstream-key-0123456789"})
+        with nl.serve(client=client) as srv:
+            sdk = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)
+            model = f"openai-compatible:{asked['model']}"
+            if fixture.streaming:
+                chunks = list(sdk.chat.completions.create(
+                    model=model, messages=asked["messages"], tools=asked["tools"],
+                    tool_choice=asked["tool_choice"], stream=True,
+                    stream_options={"include_usage": True}))
+                got: dict[int, dict[str, str]] = {}
+                for chunk in chunks:
+                    for part in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                        call = got.setdefault(part.index, {"name": "", "arguments": ""})
+                        call["name"] += (part.function and part.function.name) or ""
+                        call["arguments"] += (part.function and part.function.arguments) or ""
+                expected = _sse_tool_calls(fixture.response_body)
+                finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+                assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+            else:
+                reply = sdk.chat.completions.create(
+                    model=model, messages=asked["messages"], tools=asked["tools"],
+                    tool_choice=asked["tool_choice"])
+                message = json.loads(fixture.response_body)["choices"][0]["message"]
+                expected = {i: {"name": c["function"]["name"],
+                                "arguments": c["function"]["arguments"]}
+                            for i, c in enumerate(message["tool_calls"])}
+                got = {i: {"name": c.function.name, "arguments": c.function.arguments}
+                       for i, c in enumerate(reply.choices[0].message.tool_calls or [])}
+                finish = reply.choices[0].finish_reason
+        sent = upstream.requests[0].json()
+    assert got == expected and got
+    assert finish == "tool_calls"
+    # The tools reached the upstream provider as the caller sent them.
+    assert [t["function"]["name"] for t in sent["tools"]] == [
+        t["function"]["name"] for t in asked["tools"]]
+    assert sent["tools"][0]["function"]["parameters"] == asked["tools"][0]["function"][
+        "parameters"]
+
+
+def test_repeated_calls_come_from_the_response_cache(tmp_path: Path) -> None:
+    db = tmp_path / "cache.db"
+    client = nl.Client(db_path=db, cache=True)
+    with nl.serve(client=client) as srv:
+        for _ in range(2):
+            status, _, body = post(f"{srv.url}/chat/completions", {
+                "model": "offline:story", "messages": [{"role": "user", "content": "cached"}]})
+            assert status == 200 and body["choices"][0]["message"]["content"]
+    assert call_log(db).flush()
+    frame = nl.usage(tag="serve", db_path=db)
+    assert list(frame["cached"]) == [False, True]
