@@ -1,4 +1,4 @@
-"""The routes of ``nl.serve()``: an aiohttp.web application over one ``Client``.
+"""The routes of ``nl.serve()``: an aiohttp.web handler over one ``Client``.
 
 Every request becomes a call of the client (``acomplete``, ``astream``,
 ``nl.aembed``), so it goes through the same middlewares as the notebook's own
@@ -7,7 +7,7 @@ priced, cached, budgeted, tracked. The handlers run on the loop the server
 was started on (the library's background loop), where the client's providers
 and their connections live.
 
-In front of the routes, one middleware checks, in order: the bearer key
+In front of the routes, the handler checks, in order: the route, the bearer key
 (401), the body size (413), and the number of requests in flight (429 with
 ``Retry-After``). Every refusal and every failed call answers with OpenAI's
 error JSON (:mod:`notebook_llm._serve._wire`), secrets redacted.
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from notebook_llm._client import Client
     from notebook_llm.core.models import ModelRef
 
-__all__ = ["Settings", "Traffic", "build_app"]
+__all__ = ["Settings", "Traffic", "build_handler"]
 
 logger = logging.getLogger("notebook_llm.serve")
 
@@ -178,8 +178,8 @@ class _Routes:
 
     # -- routes ---------------------------------------------------------------
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        call = chat_call(await _body(request))
+    async def chat(self, request: web.BaseRequest) -> web.StreamResponse:
+        call = chat_call(await _body(request, self.s.max_body_bytes))
         _developer_is_system(call)
         self.check_model(call.model)
         if call.stream:
@@ -187,7 +187,7 @@ class _Routes:
         completion = await self._complete(request, call)
         return _json_response(completion_json(completion, call.model, new_id("chatcmpl-")))
 
-    async def _complete(self, request: web.Request, call: ChatCall) -> Completion:
+    async def _complete(self, request: web.BaseRequest, call: ChatCall) -> Completion:
         try:
             completion = await self.client.acomplete(
                 call.messages, call.model, tags=_tags(request), **call.options
@@ -201,7 +201,7 @@ class _Routes:
         self.s.traffic.add(call.model, completion.usage, completion.cost_usd)
         return completion
 
-    async def _stream_chat(self, request: web.Request, call: ChatCall) -> web.StreamResponse:
+    async def _stream_chat(self, request: web.BaseRequest, call: ChatCall) -> web.StreamResponse:
         stream = self.client.astream(call.messages, call.model, tags=_tags(request),
                                      **call.options)
         call_id, created = new_id("chatcmpl-"), int(time.time())
@@ -242,8 +242,8 @@ class _Routes:
             # failed) stops the call here: the model stops within a token.
             await stream.aclose()
 
-    async def responses(self, request: web.Request) -> web.StreamResponse:
-        call = responses_call(await _body(request))
+    async def responses(self, request: web.BaseRequest) -> web.StreamResponse:
+        call = responses_call(await _body(request, self.s.max_body_bytes))
         self.check_model(call.model)
         response_id, message_id = new_id("resp_"), new_id("msg_")
         created = int(time.time())
@@ -309,8 +309,9 @@ class _Routes:
         finally:
             await stream.aclose()
 
-    async def embeddings(self, request: web.Request) -> web.Response:
-        model, texts, options, encoding = embedding_input(await _body(request))
+    async def embeddings(self, request: web.BaseRequest) -> web.Response:
+        body = await _body(request, self.s.max_body_bytes)
+        model, texts, options, encoding = embedding_input(body)
         self.check_model(model)
         from notebook_llm.embeddings import aembed
 
@@ -318,7 +319,7 @@ class _Routes:
         self.s.traffic.add(model, result.usage, result.cost_usd)
         return _json_response(embeddings_json(result.vectors, model, result.usage, encoding))
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: web.BaseRequest) -> web.Response:
         now = time.monotonic()
         if self._listing is None or now - self._listing[0] > _MODELS_TTL_S:
             self._listing = (now, await self._list_models())
@@ -378,7 +379,7 @@ class _Routes:
             names.extend(found)
         return names
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.BaseRequest) -> web.Response:
         return _json_response(health(self.s))
 
 
@@ -437,11 +438,11 @@ def _memory() -> dict[str, int | None]:
     return {"rss_bytes": rss, "available_bytes": available}
 
 
-def _tags(request: web.Request) -> list[str]:
+def _tags(request: web.BaseRequest) -> list[str]:
     return ["serve", f"serve:{_peer(request)}"]
 
 
-def _peer(request: web.Request) -> str:
+def _peer(request: web.BaseRequest) -> str:
     return request.remote or "unknown"
 
 
@@ -459,11 +460,14 @@ async def _first(stream: Any) -> Any:
         return None
 
 
-async def _body(request: web.Request) -> Any:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise WireError(413, "The request body is too large.", code="request_too_large") from None
+async def _body(request: web.BaseRequest, limit: int) -> Any:
+    """The JSON body, read up to ``limit`` bytes (413 beyond, also without a length)."""
+    raw = bytearray()
+    async for piece in request.content.iter_any():
+        raw += piece
+        if len(raw) > limit:
+            raise WireError(413, f"The request body is too large (the limit is {limit} "
+                            "bytes).", code="request_too_large")
     try:
         return json.loads(raw)
     except ValueError:
@@ -471,25 +475,48 @@ async def _body(request: web.Request) -> Any:
 
 
 def _error_response(error: WireError) -> web.Response:
-    return web.Response(status=error.status, text=_dumps(error.body()), content_type=_JSON,
-                        headers=error.headers)
+    return web.Response(status=error.status, body=_dumps(error.body()).encode(),
+                        content_type=_JSON, headers=error.headers)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def _guard(settings: Settings) -> Any:
-    """The middleware: key, size, concurrency; errors as OpenAI's error JSON."""
+def build_handler(settings: Settings) -> Handler:
+    """The request handler for aiohttp's low-level server: the routes behind the
+    guard (key, size, concurrency), errors as OpenAI's error JSON.
+
+    A dispatch table rather than ``web.Application``: the server has ten fixed
+    routes, and the application's router, middleware chain and signals cost
+    more per request than the table (``bench/bench_serve.py``).
+    """
+    routes = _Routes(settings)
     expected = f"Bearer {settings.api_key}".encode() if settings.api_key else None
     traffic = settings.traffic
+    table: dict[tuple[str, str], Handler] = {}
+    for path, method, route in (
+        ("/chat/completions", "POST", routes.chat),
+        ("/embeddings", "POST", routes.embeddings),
+        ("/models", "GET", routes.models),
+        ("/responses", "POST", routes.responses),
+        ("/health", "GET", routes.health),
+    ):
+        table[(method, path)] = table[(method, "/v1" + path)] = route
+    paths = {path for _, path in table}
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         traffic.requests += 1
         peer = _peer(request)
         traffic.by_peer[peer] = traffic.by_peer.get(peer, 0) + 1
+        path = request.path.rstrip("/") or "/"
         try:
-            if expected is not None and request.path != "/health":
+            route = table.get((request.method, path))
+            if route is None:
+                status, reason = (405, "Method Not Allowed") if path in paths else (404,
+                                                                                   "Not Found")
+                raise WireError(status, f"{reason}: {request.method} {request.path}",
+                                code="not_found" if status == 404 else None)
+            if expected is not None and route is not routes.health:
                 given = request.headers.get("Authorization", "").encode()
                 if not hmac.compare_digest(given, expected):
                     raise WireError(401, "Incorrect or missing API key: send "
@@ -506,15 +533,9 @@ def _guard(settings: Settings) -> Any:
                                 code="too_many_requests", headers={"Retry-After": "1"})
             traffic.in_flight += 1
             try:
-                return await handler(request)
+                return await route(request)
             finally:
                 traffic.in_flight -= 1
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = "not_found" if exc.status == 404 else None
-            error = WireError(exc.status, f"{exc.reason}: {request.method} {request.path}",
-                              code=code)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:
@@ -524,23 +545,4 @@ def _guard(settings: Settings) -> Any:
         traffic.errors += 1
         return _error_response(error)
 
-    return guard
-
-
-def build_app(settings: Settings) -> web.Application:
-    """The application: the routes behind the guard."""
-    routes = _Routes(settings)
-    # aiohttp checks the size again while reading a body sent without a length.
-    app = web.Application(middlewares=[_guard(settings)],
-                          client_max_size=settings.max_body_bytes)
-    app.router.add_post("/v1/chat/completions", routes.chat)
-    app.router.add_post("/chat/completions", routes.chat)
-    app.router.add_post("/v1/embeddings", routes.embeddings)
-    app.router.add_post("/embeddings", routes.embeddings)
-    app.router.add_get("/v1/models", routes.models)
-    app.router.add_get("/models", routes.models)
-    app.router.add_post("/v1/responses", routes.responses)
-    app.router.add_post("/responses", routes.responses)
-    app.router.add_get("/health", routes.health)
-    app.router.add_get("/v1/health", routes.health)
-    return app
+    return handle

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from notebook_llm._client import Client
-    from notebook_llm._serve._app import Settings, Traffic
+    from notebook_llm._serve._app import Handler, Settings, Traffic
 
 __all__ = ["Server", "serve"]
 
@@ -46,9 +46,9 @@ class Server:
     notebook the handle shows the URL and the traffic so far.
     """
 
-    def __init__(self, settings: Settings, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, settings: Settings, runner: web.BaseRunner, host: str, port: int) -> None:
         self._settings = settings
-        self._runner: web.AppRunner | None = runner
+        self._runner: web.BaseRunner | None = runner
         self.host = host
         """The address listened on."""
         self.port = port
@@ -181,7 +181,7 @@ def serve(
     if isinstance(models, str):
         models = [models]
     from notebook_llm._api import default_client
-    from notebook_llm._serve._app import Settings, build_app
+    from notebook_llm._serve._app import Settings, build_handler
 
     chosen = client or default_client()
     offered = None if models is None else list(models)
@@ -190,7 +190,7 @@ def serve(
     remember(api_key)
     settings = Settings(client=chosen, models=offered, api_key=api_key,
                         max_concurrent=max_concurrent, max_body_bytes=max_body_bytes)
-    runner, bound = _loop.run(_start(build_app(settings), host, port))
+    runner, bound = _loop.run(_start(build_handler(settings), host, port))
     settings.own_addresses.add((host.lower().strip("[]"), bound))
     from notebook_llm.providers.discovery import ignore_port
 
@@ -198,11 +198,13 @@ def serve(
     return Server(settings, runner, host, bound)
 
 
-async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def _start(handler: Handler, host: str, port: int) -> tuple[web.BaseRunner, int]:
     from aiohttp import web
 
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=_SHUTDOWN_GRACE_S)
+    # aiohttp's low-level server: a handler, no application (see _app.build_handler).
+    # handler_cancellation: a client that goes away cancels its request's handler.
+    server = web.Server(handler, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     try:

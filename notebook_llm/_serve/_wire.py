@@ -237,8 +237,8 @@ def chat_call(body: Any) -> ChatCall:
     effort = body.get("reasoning_effort")
     if isinstance(effort, str):
         options["reasoning_effort"] = effort
-    for name in _PASSTHROUGH:
-        if body.get(name) is not None:
+    for name in body.keys() & _PASSTHROUGH:
+        if body[name] is not None:
             options[name] = body[name]
     stream_options = body.get("stream_options") or {}
     return ChatCall(
