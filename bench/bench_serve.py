@@ -284,10 +284,9 @@ async def local_served(session: Any, url: str, stream: bool) -> float:
         else:
             tokens = 0
             async for line in response.content:
-                if line.startswith(b"data: {"):
-                    event = json.loads(line[6:])
-                    if event.get("usage"):
-                        tokens = event["usage"]["completion_tokens"]
+                # Every event is read; only the usage chunk needs decoding.
+                if line.startswith(b"data: {") and b'"usage"' in line:
+                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
     return float(tokens) / (time.perf_counter() - started)
 
 
