@@ -502,3 +502,18 @@ def test_repeated_calls_come_from_the_response_cache(tmp_path: Path) -> None:
     assert call_log(db).flush()
     frame = nl.usage(tag="serve", db_path=db)
     assert list(frame["cached"]) == [False, True]
+
+
+def test_a_budget_refusal_is_429_insufficient_quota() -> None:
+    with ReplayServer() as upstream:
+        client = nl.Client(log=False, max_retries=0, budget_usd=1e-9,
+                           api_bases={"openai": upstream.url},
+                           api_keys={"openai": "sk-budget-test-0123456789"})
+        with nl.serve(client=client) as srv:
+            status, _, body = post(f"{srv.url}/chat/completions", {
+                "model": "openai:gpt-4o-mini", "max_tokens": 500,
+                "messages": [{"role": "user", "content": "spend money"}]})
+        assert upstream.requests == []  # refused before anything was sent
+    assert status == 429
+    assert_openai_error(body, "insufficient_quota")
+    assert body["error"]["type"] == "insufficient_quota"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
@@ -139,6 +140,13 @@ def test_a_stopped_curl_frees_the_local_model_within_a_second(
     reply = openai.OpenAI(base_url=server.url, api_key="x").chat.completions.create(
         model="local:smollm2", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
     assert reply.choices[0].message.content
+    # /health shows the model in memory and its idle-unload clock.
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as response:
+        health = json.loads(response.read())
+    rows = [row for row in health["loaded_models"] if row["model"] == "local:smollm2"]
+    assert rows and rows[0]["busy"] is False and rows[0]["requests"] >= 2
+    assert rows[0]["idle_s"] > 0 and 0 < rows[0]["unloads_in_s"] <= rows[0]["idle_s"]
+    assert rows[0]["idle_for_s"] >= 0 and rows[0]["size_bytes"] > 10**7
 
 
 # -- the library's own openai-compatible provider -----------------------------------
