@@ -330,18 +330,20 @@ def test_non_loopback_needs_a_key_and_then_checks_it() -> None:
 ])
 def test_upstream_errors_map_to_openai_codes(reply: Any, status: int, code: str) -> None:
     with ReplayServer() as upstream:
-        upstream.enqueue(reply)
+        upstream.enqueue(reply, reply)
         client = nl.Client(log=False, max_retries=0,
                            api_bases={"openai-compatible": upstream.url},
                            api_keys={"openai-compatible": "upstream-key-0123456789"})
         with nl.serve(client=client) as srv:
-            got, headers, body = post(f"{srv.url}/chat/completions", {
-                "model": "openai-compatible:gpt-x",
-                "messages": [{"role": "user", "content": "hi"}]})
-    assert got == status
-    assert_openai_error(body, code)
-    if status == 429:
-        assert headers["Retry-After"] == "7"
+            # Plain, then streamed: an error before the first chunk is an HTTP status too.
+            answers = [post(f"{srv.url}/chat/completions", {
+                "model": "openai-compatible:gpt-x", "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]}) for stream in (False, True)]
+    for got, headers, body in answers:
+        assert got == status
+        assert_openai_error(body, code)
+        if status == 429:
+            assert headers["Retry-After"] == "7"
 
 
 def test_upstream_401_is_mapped_and_the_key_redacted() -> None:
@@ -517,3 +519,17 @@ def test_a_budget_refusal_is_429_insufficient_quota() -> None:
     assert status == 429
     assert_openai_error(body, "insufficient_quota")
     assert body["error"]["type"] == "insufficient_quota"
+
+
+def test_an_answer_that_fails_its_json_format_still_reaches_the_caller(
+    sdk: openai.OpenAI,
+) -> None:
+    asked: dict[str, Any] = {"model": "offline:echo", "response_format": {"type": "json_object"},
+                             "messages": [{"role": "user", "content": "not json at all"}]}
+    reply = sdk.chat.completions.create(**asked)
+    assert reply.choices[0].message.content == "not json at all"
+    chunks = list(sdk.chat.completions.create(**asked, stream=True,
+                                              stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "not json at all")
+    assert chunks[-1].usage is not None

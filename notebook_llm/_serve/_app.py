@@ -224,6 +224,11 @@ class _Routes:
                 except StopAsyncIteration:
                     chunk = None
                 except LLMError as exc:
+                    if isinstance(exc, ProviderError) and exc.completion is not None:
+                        # The stream ended but its text fails response_format: the
+                        # caller has the model's answer, as OpenAI would send it.
+                        chunk = None
+                        continue
                     # Headers are out: report in the stream, as OpenAI does.
                     body = error_for(exc).body()
                     await response.write(f"data: {_dumps(body)}\n\n".encode())
