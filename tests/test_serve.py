@@ -361,12 +361,13 @@ def test_upstream_401_is_mapped_and_the_key_redacted() -> None:
             first = post(f"{srv.url}/chat/completions", body)
             second = post(f"{srv.url}/chat/completions", body)
             health = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health").read()
+            models = urllib.request.urlopen(f"{srv.url}/models").read()
     for status, _, answer in (first, second):
         assert status == 401
         assert_openai_error(answer, "invalid_api_key")
         assert secret not in json.dumps(answer)
     assert "refused" in second[2]["error"]["message"]
-    assert secret not in health.decode()
+    assert secret not in health.decode() and secret not in models.decode()
 
 
 def test_a_call_routed_back_to_the_server_is_refused() -> None:
