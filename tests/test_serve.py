@@ -321,6 +321,7 @@ def test_non_loopback_needs_a_key_and_then_checks_it() -> None:
             model="offline:echo", messages=[{"role": "user", "content": "keyed"}]
         ).choices[0].message.content == "keyed"
         assert key not in repr(srv) and key not in srv._repr_html_()
+        assert key not in repr(srv._settings)
 
 
 @pytest.mark.parametrize("reply,status,code", [

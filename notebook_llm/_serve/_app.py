@@ -106,7 +106,8 @@ class Settings:
     client: Client
     models: Sequence[str] | None = None
     """Model strings (or aliases) offered; ``None``: every model the client can reach."""
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """The bearer key callers must send (never shown in a repr)."""
     max_concurrent: int = 128
     max_body_bytes: int = 16 * 1024 * 1024
     own_addresses: set[tuple[str, int]] = field(default_factory=set)
