@@ -6,7 +6,6 @@ imports IPython. Everything here is a thin shell over the public API.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
@@ -15,11 +14,12 @@ __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
     from notebook_llm.notebook._magics import LLMMagics
+    from notebook_llm.notebook._serve_magics import ServeMagics
     from notebook_llm.notebook._tracebacks import install
 
     install(ipython)
     ipython.register_magics(LLMMagics)
-    ipython.register_magics(importlib.import_module("notebook_llm.notebook._serve_magics").ServeMagics)
+    ipython.register_magics(ServeMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
