@@ -535,3 +535,47 @@ def test_an_answer_that_fails_its_json_format_still_reaches_the_caller(
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
         "not json at all")
     assert chunks[-1].usage is not None
+
+
+@pytest.mark.parametrize("path,body,status,param", [
+    ("/responses", {"model": "offline:echo", "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "http://example.com/x.png"}]}]}, 400, "input"),
+    ("/responses", {"model": "offline:echo"}, 400, "input"),
+    ("/embeddings", {"model": "offline:hash", "input": [[1, 2, 3]]}, 400, "input"),
+    ("/embeddings", {"model": "offline:hash", "input": "x", "encoding_format": "hex"}, 400,
+     "encoding_format"),
+])
+def test_unsupported_inputs_are_refused_clearly(server: nl.Server, path: str, body: Any,
+                                                status: int, param: str) -> None:
+    got, _, answer = post(f"{server.url}{path}", body)
+    assert got == status
+    assert_openai_error(answer)
+    assert answer["error"]["param"] == param
+
+
+def test_wrong_method_is_405(server: nl.Server) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{server.url}/chat/completions")
+    assert caught.value.code == 405
+    assert_openai_error(json.loads(caught.value.read()))
+
+
+async def test_a_chunked_body_over_the_limit_is_413() -> None:
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    srv = await loop.run_in_executor(
+        None, lambda: nl.serve(client=nl.Client(log=False), max_body_bytes=4096))
+
+    async def pieces() -> Any:
+        for _ in range(10):
+            yield b"x" * 1024
+
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{srv.url}/chat/completions", data=pieces()
+        ) as response:
+            assert response.status == 413
+            assert_openai_error(await response.json(), "request_too_large")
+    finally:
+        await loop.run_in_executor(None, srv.stop)
