@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimitInfo": "notebook_llm.core.ratelimit",
     "Recommendation": "notebook_llm._decide",
     "RetryPolicy": "notebook_llm.core.retry",
+    "Server": "notebook_llm._serve",
     "Stream": "notebook_llm.core.stream",
     "Template": "notebook_llm._templates",
     "Tool": "notebook_llm.core.types",
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "plot_costs": "notebook_llm._usage",
     "resume_provider_batch": "notebook_llm.batches",
     "schema_dsl": "notebook_llm._schemas",
+    "serve": "notebook_llm._serve",
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
     "set_logging": "notebook_llm._middleware",
@@ -199,6 +201,10 @@ if TYPE_CHECKING:
     )
     from notebook_llm._schemas import (
         schema_dsl as schema_dsl,
+    )
+    from notebook_llm._serve import (
+        Server as Server,
+        serve as serve,
     )
     from notebook_llm._templates import (
         Template as Template,

@@ -1,7 +1,11 @@
-"""The client core against a real OpenAI-compatible server: llama.cpp (llama-cpp-python).
+"""The client core against real OpenAI-compatible servers: llama.cpp (llama-cpp-python),
+and ``nl.serve()`` over the same GGUF files in-process.
 
-Runs on every transport; the cancel test watches the server process's CPU
-time to prove that generation stopped, not just that the client stopped reading.
+The client-side checks run on every transport against both servers (the
+``chat_server`` and ``embedding_server`` fixtures); the cancel test watches
+the llama.cpp server process's CPU time to prove that generation stopped, not
+just that the client stopped reading (for ``nl.serve()`` the same is proved in
+``tests/test_serve_clients.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import notebook_llm as nl
 from notebook_llm import errors
 from notebook_llm.core.client import CoreClient
 from notebook_llm.core.retry import RetryPolicy
@@ -28,7 +33,48 @@ from tests.support.llama_server import (
 
 pytestmark = pytest.mark.llama
 TRANSPORTS = ["fast", "aiohttp", "sdk"]
+SERVERS = ["llama.cpp", "nl.serve"]
 _seen_disconnects: dict[str, int] = {}
+
+
+def _serve(alias: str, model: str) -> Iterator[str]:
+    """``nl.serve()`` offering ``local:<model file>`` under the llama.cpp server's alias."""
+    path = MODELS_DIR / model
+    if not path.is_file():
+        pytest.skip(f"model file {path} is absent")
+    pytest.importorskip("llama_cpp")
+    client = nl.Client(log=False, max_retries=0, aliases={alias: f"local:{path}"})
+    server = nl.serve(client=client, models=[alias])
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_chat_server() -> Iterator[str]:
+    yield from _serve("stories260k", "stories260K.gguf")
+
+
+@pytest.fixture(scope="module")
+def serve_embedding_server() -> Iterator[str]:
+    yield from _serve("all-minilm-l6-v2", "all-MiniLM-L6-v2-Q8_0.gguf")
+
+
+@pytest.fixture(params=SERVERS)
+def chat_server(request: pytest.FixtureRequest) -> str:
+    """The ``/v1`` URL of a server answering ``stories260k``: llama.cpp's, or nl.serve()."""
+    name = "llama_chat_server" if request.param == "llama.cpp" else "serve_chat_server"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture(params=SERVERS)
+def embedding_server(request: pytest.FixtureRequest) -> str:
+    """The ``/v1`` URL of a server answering ``all-minilm-l6-v2`` embeddings."""
+    name = "llama_embedding_server" if request.param == "llama.cpp" else "serve_embedding_server"
+    url: str = request.getfixturevalue(name)
+    return url
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +108,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_llama_complete(llama_chat_server: str, transport: str) -> None:
-    client = client_for(llama_chat_server, transport)
+async def test_llama_complete(chat_server: str, transport: str) -> None:
+    client = client_for(chat_server, transport)
     try:
         completion = await client.acomplete("Once upon a time", "llamacpp:stories260k",
                                             max_tokens=16, temperature=0)
@@ -76,8 +122,8 @@ async def test_llama_complete(llama_chat_server: str, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_llama_stream(llama_chat_server: str, transport: str) -> None:
-    client = client_for(llama_chat_server, transport)
+async def test_llama_stream(chat_server: str, transport: str) -> None:
+    client = client_for(chat_server, transport)
     try:
         stream = client.astream("Once upon a time", "llamacpp:stories260k", max_tokens=24,
                                 temperature=0)
@@ -91,8 +137,8 @@ async def test_llama_stream(llama_chat_server: str, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_llama_list_models(llama_chat_server: str, transport: str) -> None:
-    client = client_for(llama_chat_server, transport)
+async def test_llama_list_models(chat_server: str, transport: str) -> None:
+    client = client_for(chat_server, transport)
     try:
         models = await client.alist_models("llamacpp")
     finally:
@@ -102,8 +148,8 @@ async def test_llama_list_models(llama_chat_server: str, transport: str) -> None
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_llama_embed(llama_embedding_server: str, transport: str) -> None:
-    client = client_for(llama_embedding_server, transport)
+async def test_llama_embed(embedding_server: str, transport: str) -> None:
+    client = client_for(embedding_server, transport)
     try:
         result = await client.aembed(
             ["A cat sits on the mat.", "A kitten rests on a rug.", "Quarterly tax filing rules."],

@@ -16,12 +16,14 @@ def load_ipython_extension(ipython: Any) -> None:
     from notebook_llm.notebook._arena_magics import ArenaMagics
     from notebook_llm.notebook._asset_magics import AssetMagics
     from notebook_llm.notebook._magics import LLMMagics
+    from notebook_llm.notebook._serve_magics import ServeMagics
     from notebook_llm.notebook._tracebacks import install
 
     install(ipython)
     ipython.register_magics(LLMMagics)
     ipython.register_magics(ArenaMagics)
     ipython.register_magics(AssetMagics)
+    ipython.register_magics(ServeMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

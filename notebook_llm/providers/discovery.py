@@ -14,6 +14,9 @@ LM Studio lists its models as ``owned_by: "organization_owner"`` and answers
 Ports come from the ``ports`` argument (which replaces the table), else the
 defaults updated by ``NOTEBOOK_LLM_PROBE_PORTS`` (``llamacpp=8765,ollama=11434``;
 ``ollama=0`` skips a server, ``NOTEBOOK_LLM_PROBE_PORTS=none`` skips them all).
+
+Ports this process serves on itself (``nl.serve()``, see :func:`ignore_port`)
+are never probed: the process does not find its own server as a local one.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ __all__ = [
     "afind_local_servers",
     "cached_local_servers",
     "find_local_servers",
+    "ignore_port",
     "probe_ports",
+    "unignore_port",
 ]
 
 DEFAULT_PORTS: dict[str, int] = {
@@ -112,6 +117,23 @@ class LocalServers(list[LocalServer]):
                 f"| {markdown_text(server.label)} | {markdown_text(server.base_url)} | {models} |"
             )
         return "\n".join(rows)
+
+
+_ignored: set[int] = set()
+
+
+def ignore_port(port: int) -> None:
+    """Never probe ``port``: this process serves models there itself."""
+    global _cache
+    _ignored.add(port)
+    _cache = None
+
+
+def unignore_port(port: int) -> None:
+    """Probe ``port`` again (the server this process ran there has stopped)."""
+    global _cache
+    _ignored.discard(port)
+    _cache = None
 
 
 def probe_ports(ports: dict[str, int] | None = None) -> dict[str, int]:
@@ -221,7 +243,8 @@ async def afind_local_servers(
     """
     by_port: dict[int, list[str]] = defaultdict(list)
     for name, port in probe_ports(ports).items():
-        by_port[port].append(name)
+        if port not in _ignored:
+            by_port[port].append(name)
     if not by_port:
         return LocalServers()
     open_flags = await asyncio.gather(
