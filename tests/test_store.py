@@ -85,6 +85,7 @@ def test_migrate_blank() -> None:
         "conversation_id": "TEXT",
         "batch_id": "TEXT",
         "notebook_path": "TEXT",
+        "tool_results_json": "TEXT",
     }
     assert columns(conn, "cache") == {
         "key": "TEXT",
@@ -160,7 +161,8 @@ def test_migrate_blank() -> None:
     assert pk == {"job_id": 1, "row_key": 2, "model": 3}
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
-                       "m005_calls_usage_index", "m006_drop_model_provider_indexes"]
+                       "m005_calls_usage_index", "m006_drop_model_provider_indexes",
+                       "m011_tool_results"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:

@@ -263,3 +263,13 @@ def m006_drop_model_provider_indexes(conn: sqlite3.Connection) -> None:
     # indexes cost every logged call two index entries and buy nothing.
     conn.execute("DROP INDEX IF EXISTS idx_calls_model")
     conn.execute("DROP INDEX IF EXISTS idx_calls_provider")
+
+
+@migration
+def m011_tool_results(conn: sqlite3.Connection) -> None:
+    # The tool calls a request carries the results of (the tool loop's runs:
+    # name, arguments, status, what the model was told, traceback, seconds),
+    # as JSON, on the row of the request that sent them back.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+    if "tool_results_json" not in columns:
+        conn.execute("ALTER TABLE calls ADD COLUMN tool_results_json TEXT")
