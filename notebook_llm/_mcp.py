@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import re
 import shlex
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,7 +25,7 @@ from notebook_llm.core import loop as _loop
 from notebook_llm.core.errors import ConnectionError, InvalidRequestError, UnsupportedError
 from notebook_llm.core.types import Tool
 
-__all__ = ["MCPServer", "aconnect", "close_all", "connect", "servers"]
+__all__ = ["MCPServer", "aconnect", "close_all", "connect", "forget", "servers"]
 
 T = TypeVar("T")
 _CONNECT_TIMEOUT_S = 30.0
@@ -170,7 +172,10 @@ class MCPServer:
                     words = shlex.split(self.target)
                     params = StdioServerParameters(command=words[0], args=words[1:],
                                                    env=self.env)
-                    streams = await stack.enter_async_context(stdio_client(params))
+                    # The server's log goes to the process's own stderr: a
+                    # kernel's sys.stderr (a cell's output) has no file number.
+                    errlog = sys.__stderr__ or stack.enter_context(open(os.devnull, "w"))
+                    streams = await stack.enter_async_context(stdio_client(params, errlog))
                 session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
                 await session.initialize()
                 ready.set_result(session)
@@ -316,6 +321,11 @@ def connect(target: str, *, name: str | None = None, prefix: str | None = None,
 def servers() -> dict[str, MCPServer]:
     """The connections made with :func:`connect`, by name."""
     return dict(_servers)
+
+
+def forget(name: str) -> None:
+    """Drop a connection from :func:`servers` (close it first)."""
+    _servers.pop(name, None)
 
 
 def close_all() -> None:

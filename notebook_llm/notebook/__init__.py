@@ -6,6 +6,7 @@ imports IPython. Everything here is a thin shell over the public API.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
@@ -18,6 +19,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     install(ipython)
     ipython.register_magics(LLMMagics)
+    ipython.register_magics(import_module("notebook_llm.notebook._tool_magics").ToolMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

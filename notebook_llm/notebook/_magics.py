@@ -43,6 +43,7 @@ from notebook_llm.notebook._ipython import (
     parse_argstring,
 )
 from notebook_llm.notebook._schema import resolve_schema
+from notebook_llm.notebook._tool_magics import ToolSession, chat_tool_options, tool_options
 from notebook_llm.notebook._uipoll import UIEvents
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class LLMMagics(Magics):
         self.errors: dict[int, str] = {}
         """The last error of each cell by execution count, for ``{Err[n]}``."""
         self.chats: dict[str, list[Message]] = {}
+        self.chat_tools: dict[str, dict[str, Any]] = {}
         shell.events.register("post_run_cell", self._record_error)
 
     def _record_error(self, result: Any) -> None:
@@ -170,6 +172,8 @@ class LLMMagics(Magics):
             options["log"] = False
         if getattr(args, "schema", None):
             options["response_format"] = resolve_schema(args.schema, self._ns)
+        if hasattr(args, "tool") and not hasattr(args, "new"):  # %%chat remembers its own
+            options.update(tool_options(args, self._ns))
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
@@ -183,15 +187,20 @@ class LLMMagics(Magics):
     def _stream(self, request: Any, model: str | None, fmt: Format,
                 options: dict[str, Any]) -> StreamResult:
         """Stream into the cell; always returns (errors are in the result)."""
+        tools = ToolSession(getattr(self._shell, "kernel", None))
         try:
-            stream = default_client().astream(request, _unquote(model), **options)
+            with tools.asking():
+                stream = default_client().astream(request, _unquote(model), **options)
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         view, events = self._view(fmt)
         view.start(stream.cancel)
+        server = tools.serve(view, widgets=events is not None)
         try:
-            result = consume(stream, view.update, events=events)
+            result = consume(stream, view.update, events=events, on_tools=view.tools,
+                             tick=server.tick)
         finally:
+            tools.close()
             if events is not None:
                 events.close()
         self._finish(view, result, fmt, options)
@@ -267,6 +276,9 @@ class LLMMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--schema", help="a Pydantic model name, or fields: 'name: str, age: int'")
     @argument("--no-log", action="store_true", help="do not write this call to the log")
+    @argument("--tool", action="append", help="a function, toolbox or MCP server (repeat)")
+    @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
+    @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -361,19 +373,24 @@ class LLMMagics(Magics):
     @argument("-m", "--model", help="provider:model or an alias")
     @argument("--new", action="store_true", help="start the conversation afresh")
     @argument("--name", default="default", help="which conversation (default: 'default')")
+    @argument("--tool", action="append", help="a tool for this and later turns (repeat)")
+    @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
+    @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
         """``%%chat``: continue a named conversation; the answer streams in."""
         args = parse_argstring(self.chat, line)
         if args.new:
             self.chats.pop(args.name, None)
+            self.chat_tools.pop(args.name, None)
         if cell is None or not cell.strip():
             if args.new:
                 return None
             raise CellError("%%chat needs a message in the cell body", title="UsageError")
         user: Message = {"role": "user", "content": self._prompt(cell)}
         history = self.chats.setdefault(args.name, [])
-        options = self._call_options(args)
+        options = {**self._call_options(args),
+                   **chat_tool_options(self.chat_tools, args.name, args, self._ns)}
         result = self._stream([*history, user], args.model, "markdown", options)
         completion = result.completion
         if completion is not None and (completion.text or completion.tool_calls) and (
