@@ -115,7 +115,7 @@ def test_invalid_arguments_are_refused_before_running() -> None:
                                  "call record not json", model=MODEL, tools=[record])
     first, second, third = completion.tool_runs
     assert ran == []
-    assert first.status == "invalid" and "'seven' is not of type 'integer'" in first.output
+    assert first.status == "invalid" and "argument n must be integer" in first.output
     assert "Nothing was run" in first.output
     assert second.status == "invalid" and "unexpected keyword argument 'x'" in second.output
     assert third.status == "invalid" and "not valid JSON" in third.output
@@ -329,3 +329,29 @@ def test_tool_runs_are_logged_with_the_request_that_carries_them(tmp_path: Path)
         "add", {"a": 2, "b": 3}, "ok", "5")
     assert result["duration_s"] >= 0
     assert json.loads(rows[3][1])[0]["status"] == "unknown"
+
+
+def test_compare_and_batch_take_tools(tmp_path: Path) -> None:
+    comparison = nl.compare('call add {"a": 1, "b": 2}', models=[MODEL, "offline:echo"],
+                            tools=[add], client=CoreClient())
+    tools_cell, echo_cell = comparison.cells
+    assert tools_cell.text == "Tool results: add: 3"
+    assert [r.output for r in tools_cell.completion.tool_runs] == ["3"]
+    assert echo_cell.completion.tool_runs == []
+    prompts = ['call add {"a": 1, "b": 2}', 'call add {"a": 5, "b": 2}']
+    first = nl.batch(prompts, MODEL, tools=[add], db_path=tmp_path / "b.db", progress=False)
+    assert list(first.to_pandas()["output"]) == ["Tool results: add: 3", "Tool results: add: 7"]
+
+    def add_again(a: int, b: int) -> int:  # another function object, the same tool
+        """Add two numbers.
+
+        Args:
+            a: the first number
+            b: the second number
+        """
+        return a + b
+
+    add_again.__name__ = "add"
+    again = nl.batch(prompts, MODEL, tools=[add_again], db_path=tmp_path / "b.db",
+                     progress=False)
+    assert again.job_id == first.job_id  # resumable: the job is named by the tools' schemas

@@ -18,6 +18,7 @@ import contextvars
 import functools
 import inspect
 import json
+import re
 import sys
 import time
 import traceback
@@ -94,20 +95,35 @@ def validation_error(tool: Tool, arguments: dict[str, Any]) -> str | None:
             pass
     if not schema:
         return None
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - jsonschema ships with Jupyter
-        missing = [name for name in schema.get("required", []) if name not in arguments]
-        return f"missing required argument(s): {', '.join(missing)}" if missing else None
-    validator_class = jsonschema.validators.validator_for(schema)
-    errors = sorted(validator_class(schema).iter_errors(arguments), key=lambda e: list(e.path))
-    if not errors:
+    validate = _validator(schema)
+    if validate is None:
         return None
-    parts = []
-    for error in errors[:5]:
-        where = "/".join(str(part) for part in error.path)
-        parts.append(f"{where}: {error.message}" if where else error.message)
-    return "; ".join(parts)
+    try:
+        validate(arguments)
+    except Exception as exc:  # noqa: BLE001 - JsonSchemaValueException, or a schema it cannot run
+        message = str(getattr(exc, "message", exc))
+        message = re.sub(r"^data\.(\S+)", r"argument \1", message)
+        return re.sub(r"^data\b", "the arguments", message)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(schema_json: str) -> Callable[[Any], Any] | None:
+    import fastjsonschema  # small and quick to import: validation code made once per schema
+
+    try:
+        validate: Callable[[Any], Any] = fastjsonschema.compile(json.loads(schema_json))
+    except Exception:  # noqa: BLE001 - a schema it cannot compile is not checked here
+        return None
+    return validate
+
+
+def _validator(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
+    try:
+        key = json.dumps(schema, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return None
+    return _compiled(key)
 
 
 def _approval(tool: Tool, approve: Any) -> Any:
