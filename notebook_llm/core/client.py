@@ -881,6 +881,8 @@ def _next_round(ctx: CallContext, messages: list[Message], tools: ToolLoop) -> N
     """Make ``ctx`` the next request of a tool loop: the conversation so far, and
     the runs whose results it carries back (the call log records them)."""
     ctx.request.messages = messages
+    if ctx.request.tool_choice not in (None, "auto", "none"):
+        ctx.request.tool_choice = "auto"  # a forced call once, or the model loops on it
     ctx.tool_runs = completion_runs(tools)
     ctx.started_at = time.time()
     ctx.attempts = 0
