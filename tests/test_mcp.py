@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,38 @@ def test_bad_targets_are_refused_with_what_to_do() -> None:
         nl.mcp.connect("stdio:  ")
     with pytest.raises(errors.ConnectionError, match="Could not start MCP server"):
         nl.mcp.connect(f"stdio:{sys.executable} -c 'raise SystemExit(1)'", timeout=20)
+
+
+def _processes_running(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_kernel_shutdown_closes_the_connections(tmp_path: Path) -> None:
+    from tests.support.kernel import KernelSession, ok
+
+    script = tmp_path / "shutdown_demo_server.py"
+    script.write_text(SERVER)
+    session = KernelSession(cwd=str(tmp_path))
+    try:
+        ok(session, "import notebook_llm as nl\n"
+                    f"s = nl.mcp.connect('stdio:{sys.executable} {script}', name='demo')\n"
+                    "assert s.call('add', a=1, b=1) == '2'")
+        assert _processes_running(str(script))
+    finally:
+        session.km.shutdown_kernel(now=False)  # a frontend's shutdown: the kernel exits
+        session.kc.stop_channels()
+    deadline = time.monotonic() + 20
+    while _processes_running(str(script)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_running(str(script)) == []

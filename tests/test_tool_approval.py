@@ -139,6 +139,9 @@ class Box:
         print("printed by the tool:", text)
         return text.upper()
 box = Box()
+def broken(path: str) -> str:
+    '''Fails.'''
+    raise OSError(f"cannot read <{path}>")
 """
 
 
@@ -164,6 +167,39 @@ def test_llm_tool_flag_shows_escaped_collapsible_blocks(kernel: KernelSession) -
     assert "printed by the tool: <script>x</script>" in done.text  # output in this cell
     assert value(kernel, "[r.status for r in _llm.tool_runs]") == ["ok", "ok"]
     assert value(kernel, "_llm.text") == "Tool results: add: 3; shout: <SCRIPT>X</SCRIPT>"
+
+
+def test_a_failing_tool_shows_its_traceback_and_no_stream_shows_blocks(
+        kernel: KernelSession) -> None:
+    done = ok(kernel, '%%llm -m offline:tools --tool broken\ncall broken {{"path": "<b>x"}}')
+    assert "Traceback" in done.html and "OSError: cannot read &lt;&lt;b&gt;x&gt;" in done.html
+    assert value(kernel, "_llm.tool_runs[0].output") == "Error: OSError: cannot read <<b>x>"
+    quiet = ok(kernel, '%%llm -m offline:tools --tool add --no-stream\n'
+                       'call add {{"a": 1, "b": 2}}')
+    assert quiet.html.count('<details class="nl-tool">') == 1
+
+
+def test_stop_while_a_question_waits_ends_the_cell(kernel: KernelSession) -> None:
+    ok(kernel, "removed.clear()")
+    state: dict[str, Any] = {}
+
+    def on_message(execution: Execution, msg: dict[str, Any]) -> None:
+        content = msg["content"]
+        if msg["msg_type"] != "comm_open":
+            return
+        label = content["data"]["state"].get("description")
+        if label == "Stop":
+            state["stop"] = content["comm_id"]
+        if label == "Approve" and "stop" in state and "clicked" not in state:
+            state["clicked"] = True
+            kernel.click(state["stop"])
+
+    done = kernel.execute('%%llm -m offline:tools --tool danger\ncall remove {{"path": "z"}}',
+                          on_message=on_message, timeout=60)
+    assert state.get("clicked") and done.status == "ok"
+    assert value(kernel, "[removed, _llm.finish_reason, _llm.tool_runs[0].status]") == [
+        [], "cancelled", "cancelled"]
+    assert "stopped" in done.text
 
 
 def test_max_tool_rounds_flag_and_unknown_names(kernel: KernelSession) -> None:

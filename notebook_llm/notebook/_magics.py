@@ -232,6 +232,8 @@ class LLMMagics(Magics):
         note = "⏹ stopped" if result.stopped else ("error" if result.error else "")
         if isinstance(view, CellView) and not view.started:
             view.start(None)
+        if completion.tool_runs:  # --no-stream: the loop's calls, shown at the end
+            view.tools(completion.tool_runs)
         view.finish(final_bundle(completion, fmt), footer_bundle(completion, note))
         if problem:
             result.error = CellError(problem, title="FormatError",
