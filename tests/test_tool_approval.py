@@ -263,3 +263,36 @@ def test_unattended_run_denies_and_says_so() -> None:
     assert error is None
     printed = "".join(o.get("text", "") for o in nb.cells[2].outputs)
     assert printed.startswith("[] denied Denied: remove needs approval and no one answered")
+
+
+TERMINAL_SCRIPT = '''
+ip = get_ipython()
+ip.run_line_magic("load_ext", "notebook_llm")
+import notebook_llm as nl
+removed = []
+def remove(path: str) -> str:
+    """Delete a file."""
+    removed.append(path)
+    return "removed " + path
+ip.user_ns.update(danger=nl.tool(remove, dangerous=True))
+ip.run_cell_magic("llm", "-m offline:tools --tool danger",
+                  'call remove {{"path": "t1"}}\\ncall remove {{"path": "t2"}}')
+print("REMOVED", removed)
+'''
+
+
+def test_terminal_ipython_asks_with_input(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    script = tmp_path / "term.py"
+    script.write_text(TERMINAL_SCRIPT)
+    env = {**os.environ, "NOTEBOOK_LLM_DB": str(tmp_path / "log.db"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", str(script)],
+        input="y\nn\n", capture_output=True, text=True, env=env, timeout=120)
+    out = done.stdout
+    assert out.count('Run tool remove({"path": ') == 2
+    assert "[tool] ✓ remove · ok" in out and "[tool] ⊘ remove · denied" in out
+    assert "REMOVED ['t1']" in out
