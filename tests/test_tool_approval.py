@@ -236,6 +236,13 @@ def test_chat_keeps_its_tools_across_turns(kernel: KernelSession) -> None:
     ok(kernel, '%%chat -m offline:tools --name t --tool add\ncall add {{"a": 2, "b": 2}}')
     ok(kernel, '%%chat -m offline:tools --name t\ncall add {{"a": 3, "b": 3}}')
     assert value(kernel, "_llm.text") == "Tool results: add: 6"
+    ok(kernel, '%%chat -m offline:tools --name t --max-tool-rounds 1\n'
+               'call* add {{"a": 1, "b": 1}}')
+    # The rounds ran out with calls unanswered: the chat keeps the text only,
+    # so the next turn's request stays valid.
+    assert value(kernel, "[m.get('tool_calls') for m in _llm.messages[:1]] + "
+                         "[sorted(m) for m in get_ipython().magics_manager.registry"
+                         "['LLMMagics'].chats['t'][-1:]]") == [None, ["content", "role"]]
     ok(kernel, "%chat --new --name t")
     ok(kernel, '%%chat -m offline:tools --name t\ncall add {{"a": 3, "b": 3}}')
     assert value(kernel, "_llm.tool_runs") == []  # a new conversation has no tools

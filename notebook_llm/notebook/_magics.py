@@ -43,7 +43,12 @@ from notebook_llm.notebook._ipython import (
     parse_argstring,
 )
 from notebook_llm.notebook._schema import resolve_schema
-from notebook_llm.notebook._tool_magics import ToolSession, chat_tool_options, tool_options
+from notebook_llm.notebook._tool_magics import (
+    ToolSession,
+    assistant_turn,
+    chat_tool_options,
+    tool_options,
+)
 from notebook_llm.notebook._uipoll import UIEvents
 
 if TYPE_CHECKING:
@@ -397,7 +402,7 @@ class LLMMagics(Magics):
         completion = result.completion
         if completion is not None and (completion.text or completion.tool_calls) and (
                 result.error is None or result.stopped):
-            history.extend([user, completion.to_message()])
+            history.extend([user, assistant_turn(completion)])
         self._conclude(result, None, "markdown")
         return None
 
