@@ -42,7 +42,15 @@ SERVER = textwrap.dedent(
         """Ends the server process."""
         os._exit(3)
 
-    app.run()
+    import sys
+    if len(sys.argv) > 1:  # a port: Streamable HTTP instead of stdio
+        try:
+            app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))  # mcp 2
+        except TypeError:  # mcp 1
+            app.settings.port = int(sys.argv[1])
+            app.run(transport="streamable-http")
+    else:
+        app.run()
     '''
 )
 
@@ -151,3 +159,37 @@ def test_kernel_shutdown_closes_the_connections(tmp_path: Path) -> None:
     while _processes_running(str(script)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_running(str(script)) == []
+
+
+def test_a_streamable_http_server(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import urllib.request
+
+    script = tmp_path / "http_server.py"
+    script.write_text(SERVER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, str(script), str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            except urllib.error.HTTPError:
+                break  # it answers (a GET without a session is refused)
+            except OSError:
+                time.sleep(0.2)
+        server = nl.mcp.connect(f"http://127.0.0.1:{port}/mcp", name="web")
+        try:
+            assert [t.name for t in server.tools][:1] == ["web_add"]
+            completion = CoreClient().complete('call web_add {"a": 4, "b": 5}',
+                                               model="offline:tools", tools=[server])
+            assert completion.text == "Tool results: web_add: 9"
+        finally:
+            server.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
