@@ -686,14 +686,25 @@ tool = function_tool(get_weather)
 tool.name, tool.description, tool.parameters
 """),
         md("""
-`max_tool_rounds=N` runs the loop: the model asks for calls, notebook-llm runs your
-functions and sends the results back, up to N times, then returns the final answer.
+With tools, `complete` and `stream` run the loop: the model asks for calls,
+notebook-llm runs your functions and sends the results back, up to
+`max_tool_rounds` times (5 unless you say), then returns the final answer;
+`completion.tool_runs` lists every call. `approve=` decides who allows each call
+(`"ask"` shows Approve/Deny buttons; it is the default for `nl.tool(f, dangerous=True)`).
 
 Tools need a model that can call them (OpenAI, Anthropic, Ollama's and llama.cpp's
-tool-capable models...); the in-process and offline demo models cannot. So that this
-notebook runs anywhere, here is a tiny *scripted* provider that always calls the first
-tool once and then answers with what it returned. It is also a complete example of a
-provider plugin (see `extensions/notebook-llm-reverse` for a packaged one).
+tool-capable models, `local:` models through a constrained JSON form). The demo
+model `offline:tools` calls the tools its prompt names, to try the loop:
+"""),
+        code("""
+demo = nl.complete('call get_weather {"city": "Oslo"}', model="offline:tools", tools=[get_weather])
+print(demo.text)
+[(run.call.name, run.call.arguments, run.status) for run in demo.tool_runs]
+"""),
+        md("""
+Here is also a tiny *scripted* provider that always calls the first tool once and
+then answers with what it returned. It is a complete example of a provider plugin
+(see `extensions/notebook-llm-reverse` for a packaged one).
 """),
         code('''
 from notebook_llm.core.registry import register_provider

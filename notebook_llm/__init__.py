@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
     "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
+    "CancelToolCall": "notebook_llm.core.errors",
     "Capabilities": "notebook_llm.core.types",
     "Chunk": "notebook_llm.core.types",
     "Client": "notebook_llm._client",
@@ -37,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Template": "notebook_llm._templates",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
+    "ToolRun": "notebook_llm.core.types",
     "Tracker": "notebook_llm._tracking",
     "Usage": "notebook_llm.core.types",
     "abatch": "notebook_llm.batches",
@@ -75,13 +77,14 @@ _EXPORTS: dict[str, str] = {
     "set_logging": "notebook_llm._middleware",
     "stream": "notebook_llm._api",
     "templates": "notebook_llm._templates",
+    "tool": "notebook_llm.core.tools",
     "track": "notebook_llm._tracking",
     "usage": "notebook_llm._usage",
 }
 
 # Submodules that are public API themselves: ``nl.errors.RateLimitError``,
 # ``nl.local.load(...)``.
-_MODULES = {"errors", "local"}
+_MODULES = {"errors", "local", "mcp"}
 
 # Public functions whose name differs from where they live.
 _RENAMED = {"local_servers": ("notebook_llm.providers.discovery", "find_local_servers")}
@@ -156,7 +159,7 @@ def load_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:
     # The same names for type checkers and IDEs (tests/test_public_api.py keeps
     # this in step with _EXPORTS).
-    from notebook_llm import errors as errors, local as local
+    from notebook_llm import errors as errors, local as local, mcp as mcp
     from notebook_llm._api import (
         acomplete as acomplete,
         alist_models as alist_models,
@@ -229,6 +232,9 @@ if TYPE_CHECKING:
         estimate as estimate,
         resume_provider_batch as resume_provider_batch,
     )
+    from notebook_llm.core.errors import (
+        CancelToolCall as CancelToolCall,
+    )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,
         RateLimitInfo as RateLimitInfo,
@@ -240,6 +246,9 @@ if TYPE_CHECKING:
         AsyncStream as AsyncStream,
         Stream as Stream,
     )
+    from notebook_llm.core.tools import (
+        tool as tool,
+    )
     from notebook_llm.core.types import (
         Capabilities as Capabilities,
         Chunk as Chunk,
@@ -248,6 +257,7 @@ if TYPE_CHECKING:
         ProviderInfo as ProviderInfo,
         Tool as Tool,
         ToolCall as ToolCall,
+        ToolRun as ToolRun,
         Usage as Usage,
     )
     from notebook_llm.embeddings import (

@@ -467,6 +467,7 @@ def _log_values(
         None if conversation_id is None else str(conversation_id),
         None if batch_id is None else str(batch_id),
         notebook,
+        [run.to_dict() for run in ctx.tool_runs] if ctx.tool_runs else None,
     )
 
 

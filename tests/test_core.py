@@ -158,7 +158,7 @@ def test_module_level_functions_use_default_client() -> None:
     vectors = nl.embed(["cat", "cat", "spaceship"], model="offline:hash").vectors
     assert len(vectors) == 3 and len(vectors[0]) == 256
     assert abs(sum(float(v) * v for v in vectors[0]) - 1) < 1e-5
-    assert [m.id for m in nl.list_models("offline")] == ["echo", "story", "hash"]
+    assert [m.id for m in nl.list_models("offline")] == ["echo", "story", "tools", "hash"]
     names = {p.name for p in nl.list_providers()}
     assert {
         "openai",

@@ -59,8 +59,7 @@ def test_client_twins_take_the_same_arguments(cls: type, sync: str, asynchronous
 def test_completion_and_stream_options_are_the_call_options_record() -> None:
     options = list(CallOptions.names())
     assert _keyword_only(CoreClient.astream) == options
-    assert _keyword_only(CoreClient.acomplete) == [*options[:10], "max_tool_rounds",
-                                                   *options[10:]]
+    assert _keyword_only(CoreClient.acomplete) == options
 
 
 def test_batch_options_are_the_batch_options_record() -> None:

@@ -464,6 +464,7 @@ async def test_request_translation_on_the_wire(replay: ReplayServer) -> None:
         "anthropic:claude-sonnet-4-5",
         tools=[get_coordinates],
         tool_choice="get_coordinates",
+        max_tool_rounds=0,  # the answer's tool call, not the loop: one request
         temperature=0.2,
         reasoning_effort="low",
         response_format={"type": "json_schema", "json_schema": {"name": "City", "schema": schema}},

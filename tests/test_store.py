@@ -91,6 +91,7 @@ def test_migrate_blank() -> None:
         "conversation_id": "TEXT",
         "batch_id": "TEXT",
         "notebook_path": "TEXT",
+        "tool_results_json": "TEXT",
     }
     assert columns(conn, "cache") == {
         "key": "TEXT",
@@ -167,7 +168,8 @@ def test_migrate_blank() -> None:
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
                        "m005_calls_usage_index", "m006_drop_model_provider_indexes",
-                       "m007_fragments", "m008_schemas", "m012_arena_votes"]
+                       "m007_fragments", "m008_schemas", "m011_tool_results",
+                       "m012_arena_votes"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from notebook_llm.batches._result import BatchEstimate
 from notebook_llm.core.errors import InvalidRequestError, redact
 from notebook_llm.core.registry import get_spec
 from notebook_llm.core.tokens import CHARS_PER_TOKEN
-from notebook_llm.core.tools import normalise_response_format
+from notebook_llm.core.tools import as_tools, normalise_response_format
 from notebook_llm.core.types import Completion, Usage
 from notebook_llm.pricing import price
 
@@ -280,6 +280,11 @@ def make_plan(
         key: (hashlib.sha256(str(value).encode()).hexdigest() if key in _SECRET_PARAMS else value)
         for key, value in params.items()
     }
+    if params.get("tools"):
+        # Functions by what the model sees, not by their address: the same job
+        # resumes in a new kernel.
+        hashed_params["tools"] = [[t.name, t.description, t.parameters]
+                                  for t in as_tools(params["tools"]) or []]
     identity = json.dumps(
         {
             "inputs": digest,

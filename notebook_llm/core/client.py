@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from notebook_llm.core import loop as _loop
+from notebook_llm.core._toolloop import ToolLoop, ToolLoopStream, completion_runs
 from notebook_llm.core.deadline import Deadline, within
 from notebook_llm.core.errors import (
     CancelledError,
@@ -43,14 +44,17 @@ from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
 from notebook_llm.core.secrets import SecretHeaders
-from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
-from notebook_llm.core.tokens import estimate_prompt_tokens, estimated_usage
-from notebook_llm.core.tools import (
-    as_tools,
-    normalise_response_format,
-    parse_structured,
-    run_tool_calls,
+from notebook_llm.core.stream import (
+    AsyncStream,
+    CompletionBuilder,
+    Stream,
+    aclose_quietly,
+    prepend_chunk,
+    replay,
+    replay_chunks,
 )
+from notebook_llm.core.tokens import estimate_prompt_tokens, estimated_usage
+from notebook_llm.core.tools import as_tools, normalise_response_format, parse_structured
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -59,6 +63,7 @@ from notebook_llm.core.types import (
     ModelInfo,
     ProviderInfo,
     Request,
+    ToolRun,
 )
 
 if TYPE_CHECKING:
@@ -100,6 +105,8 @@ class CallContext:
     up yet; ``notebook_llm.Client`` does it where the call is made)."""
     budget_held: dict[int, float] = field(default_factory=dict)
     """Dollars a budget holds for this call while it runs, by tracker id."""
+    tool_runs: list[ToolRun] = field(default_factory=list)
+    """The tool calls whose results this request carries back (logged with it)."""
 
     @property
     def model(self) -> str:
@@ -536,7 +543,10 @@ class CoreClient:
         api_key: str | None = None,
         api_base: str | None = None,
         timeout: float | None = None,
-        max_tool_rounds: int = 0,
+        max_tool_rounds: int | None = None,
+        max_tool_calls: int | None = None,
+        tool_timeout: float | None = None,
+        approve: Any = None,
         log: bool | None = None,
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
@@ -561,9 +571,13 @@ class CoreClient:
             reasoning_effort: ``"low"``, ``"medium"`` or ``"high"`` for reasoning models.
             api_key: a key for this call (otherwise found in the environment).
             api_base: a base URL for this call.
-            timeout: seconds before giving up.
+            timeout: seconds each model request may take (not time in tools).
             max_tool_rounds: run the model's tool calls and send the results back,
-                up to this many times.
+                up to this many times (default: 5 when a tool has a function).
+            max_tool_calls: the most tool calls for this message (default: 25).
+            tool_timeout: seconds a tool may run unless it sets its own (default: 60).
+            approve: ``"always"``, ``"never"``, ``"ask"`` or ``before_call(tool,
+                arguments) -> bool`` (default: ask for ``dangerous`` tools only).
             log: log this call (default: the client's setting).
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
@@ -580,23 +594,24 @@ class CoreClient:
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
-            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
-            fragments=fragments, system_fragments=system_fragments,
+            tool_choice=tool_choice, response_format=response_format,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
+            timeout=timeout, max_tool_rounds=max_tool_rounds, max_tool_calls=max_tool_calls,
+            tool_timeout=tool_timeout, approve=approve, log=log, cache=cache, tags=tags,
+            metadata=metadata, template=template, params=params, fragments=fragments,
+            system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
         )
+        loop = ToolLoop.for_call(ctx.request.tools, options)
         completion = await self._run_once(resolve, ctx)
-        rounds = 0
-        while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
-            rounds += 1
-            results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
-            ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
-            ctx.started_at = time.time()
-            ctx.attempts = 0
+        while loop is not None and loop.wants(completion.tool_calls):
+            results = await loop.run(completion.tool_calls)
+            _next_round(ctx, [*ctx.request.messages, completion.to_message(), *results], loop)
             completion = await self._run_once(resolve, ctx)
+        if loop is not None:
+            completion.tool_runs = list(loop.runs)
         return completion
 
     async def _run_once(
@@ -661,6 +676,10 @@ class CoreClient:
         api_key: str | None = None,
         api_base: str | None = None,
         timeout: float | None = None,
+        max_tool_rounds: int | None = None,
+        max_tool_calls: int | None = None,
+        tool_timeout: float | None = None,
+        approve: Any = None,
         log: bool | None = None,
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
@@ -673,24 +692,41 @@ class CoreClient:
     ) -> AsyncStream:
         """Stream a completion: ``async for chunk in client.astream(...)``.
 
-        Takes the arguments of :meth:`acomplete` (without the tool loop). The
-        returned stream has ``cancel()``, ``text`` and, once it ends,
-        ``completion``. Nothing is sent until iteration starts.
+        Takes the arguments of :meth:`acomplete`. The returned stream has
+        ``cancel()``, ``text`` and, once it ends, ``completion``. Nothing is
+        sent until iteration starts. With tools, the loop runs between rounds
+        and each tool event arrives as a chunk with ``tool_run`` set.
         """
         options = CallOptions(
             system=system, temperature=temperature, max_tokens=max_tokens, tools=tools,
-            tool_choice=tool_choice, response_format=response_format, timeout=timeout,
-            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base, log=log,
-            cache=cache, tags=tags, metadata=metadata, template=template, params=params,
-            fragments=fragments, system_fragments=system_fragments,
+            tool_choice=tool_choice, response_format=response_format,
+            reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
+            timeout=timeout, max_tool_rounds=max_tool_rounds, max_tool_calls=max_tool_calls,
+            tool_timeout=tool_timeout, approve=approve, log=log, cache=cache, tags=tags,
+            metadata=metadata, template=template, params=params, fragments=fragments,
+            system_fragments=system_fragments,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
+        loop = ToolLoop.for_call(ctx.request.tools, options)
+        first = self._round_stream(resolve, ctx)
+        if loop is None:
+            return first
+
+        def next_round(messages: list[Message], runs: list[ToolRun]) -> AsyncStream:
+            _next_round(ctx, messages, loop)
+            return self._round_stream(resolve, ctx)
+
+        return ToolLoopStream(first, loop, next_round)
+
+    def _round_stream(self, resolve: Callable[[], Provider], ctx: CallContext) -> AsyncStream:
+        """One request streamed: its opener (retries until the first chunk) and its
+        finisher (the middlewares)."""
 
         async def opener() -> tuple[AsyncIterator[Chunk], CompletionBuilder]:
             hit = await self._before(ctx)
             if hit is not None:
                 ctx.metadata["_cache_hit"] = hit
-                return _replay(hit), CompletionBuilder()
+                return replay(hit), CompletionBuilder()
             provider = resolve()
             limiter = self.limiter(ctx.ref)
             builder = CompletionBuilder()
@@ -702,16 +738,16 @@ class CoreClient:
                 try:
                     first = await source.__anext__()
                 except StopAsyncIteration:
-                    return _replay_chunks([])
+                    return replay_chunks([])
                 except BaseException:
-                    await _aclose(source)
+                    await aclose_quietly(source)
                     raise
                 # Providers put the headers' rate limits on the first chunk: adapt
                 # now, not when the stream ends, so the calls started meanwhile
                 # already wait (and a stream stopped early still counts).
                 if first.rate_limits is not None:
                     limiter.adapt(first.rate_limits)
-                return _prepend(first, source)
+                return prepend_chunk(first, source)
 
             async def acquire() -> None:
                 if limiter.active:
@@ -867,39 +903,12 @@ def _estimate_tokens(request: Request) -> int:
     return estimate_prompt_tokens(request) + (request.max_tokens or 256)
 
 
-async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await _aclose(rest)
-
-
-async def _replay_chunks(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
-    for chunk in chunks:
-        yield chunk
-
-
-def _replay(completion: Completion) -> AsyncIterator[Chunk]:
-    """A cached completion as a one-chunk stream."""
-    return _replay_chunks(
-        [
-            Chunk(
-                text=completion.text,
-                reasoning=completion.reasoning or "",
-                usage=completion.usage,
-                finish_reason=completion.finish_reason,
-                response_model=completion.response_model,
-            )
-        ]
-    )
-
-
-async def _aclose(source: Any) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
+def _next_round(ctx: CallContext, messages: list[Message], tools: ToolLoop) -> None:
+    """Make ``ctx`` the next request of a tool loop: the conversation so far, and
+    the runs whose results it carries back (the call log records them)."""
+    ctx.request.messages = messages
+    if ctx.request.tool_choice not in (None, "auto", "none"):
+        ctx.request.tool_choice = "auto"  # a forced call once, or the model loops on it
+    ctx.tool_runs = completion_runs(tools)
+    ctx.started_at = time.time()
+    ctx.attempts = 0

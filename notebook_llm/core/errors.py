@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BudgetExceededError",
+    "CancelToolCall",
     "CancelledError",
     "ConnectionError",
     "ContentFilterError",
@@ -270,6 +271,14 @@ class StorageError(LLMError):
         self.result = result
         """What was done before the failure, kept in memory (for a batch job, its
         ``BatchResult``: every answer received, saved or not)."""
+
+
+class CancelToolCall(Exception):
+    """Raise in a tool, or in an ``approve=`` callable, to refuse one tool call.
+
+    The model is told the call was cancelled (with the message, if any) and
+    the conversation goes on; nothing is shown as a failure.
+    """
 
 
 RETRYABLE: tuple[type[LLMError], ...] = (RateLimitError, ProviderError, ConnectionError)

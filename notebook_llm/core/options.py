@@ -38,7 +38,20 @@ class CallOptions:
     api_base: str | None = None
     """A base URL for this call."""
     timeout: float | None = None
-    """Seconds the whole call may take, retries included (default: the client's)."""
+    """Seconds each model request may take, retries included (default: the
+    client's); time in tools and waiting for approval does not count."""
+    max_tool_rounds: int | None = None
+    """Run the model's tool calls and send the results back, up to this many
+    times (default: 5 when a tool has a Python function, else 0)."""
+    max_tool_calls: int | None = None
+    """The most tool calls run for one message, all rounds together (default: 25)."""
+    tool_timeout: float | None = None
+    """Seconds a tool may run before it is abandoned, unless the tool sets its own
+    (default: 60)."""
+    approve: Any = None
+    """Who allows each tool call: ``"always"``, ``"never"``, ``"ask"`` or a callable
+    ``before_call(tool, arguments) -> bool`` (default: ``"ask"`` for tools marked
+    ``dangerous``, ``"always"`` for the others)."""
     log: bool | None = None
     """Log this call (default: the client's setting)."""
     cache: bool | None = None

@@ -268,7 +268,7 @@ def _register_builtins() -> None:
             description="Demo models in-process: offline:echo, offline:story, offline:hash",
             capabilities=Capabilities(
                 streaming=True,
-                tools=False,
+                tools=True,
                 structured_output=False,
                 embeddings=True,
                 list_models=True,
@@ -285,7 +285,7 @@ def _register_builtins() -> None:
             description="GGUF models in-process via llama-cpp-python (local:smollm2, local:minilm)",
             capabilities=Capabilities(
                 streaming=True,
-                tools=False,
+                tools=True,
                 structured_output=True,
                 embeddings=True,
                 list_models=True,

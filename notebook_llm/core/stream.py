@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from notebook_llm.core.deadline import Deadline
     from notebook_llm.core.ratelimit import RateLimitInfo
 
-__all__ = ["AsyncStream", "CompletionBuilder", "Stream"]
+__all__ = [
+    "AsyncStream",
+    "CompletionBuilder",
+    "Stream",
+    "aclose_quietly",
+    "call_on_loop",
+    "prepend_chunk",
+    "replay",
+    "replay_chunks",
+]
 
 
 class CompletionBuilder:
@@ -189,14 +198,7 @@ class AsyncStream:
         loop, waiter = self._loop, self._waiter
         if loop is None or waiter is None or loop.is_closed():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            waiter.cancel()
-        else:
-            loop.call_soon_threadsafe(waiter.cancel)
+        call_on_loop(loop, waiter.cancel)
 
     def _start_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         # One timer for the stream's whole life (set when iteration starts),
@@ -426,3 +428,56 @@ class _Raise:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+async def prepend_chunk(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """``first``, then the chunks of ``rest`` (closed when this one is)."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await aclose_quietly(rest)
+
+
+async def replay_chunks(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
+    """Chunks already at hand, as a provider stream."""
+    for chunk in chunks:
+        yield chunk
+
+
+def replay(completion: Completion) -> AsyncIterator[Chunk]:
+    """A completion (a cache hit) as a one-chunk stream."""
+    return replay_chunks(
+        [
+            Chunk(
+                text=completion.text,
+                reasoning=completion.reasoning or "",
+                usage=completion.usage,
+                finish_reason=completion.finish_reason,
+                response_model=completion.response_model,
+            )
+        ]
+    )
+
+
+async def aclose_quietly(source: Any) -> None:
+    """Close an async generator if it has ``aclose``; closing is best effort."""
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], object]) -> None:
+    """Call ``function`` on ``loop``: now when this thread runs it, else soon."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        function()
+    else:
+        loop.call_soon_threadsafe(function)

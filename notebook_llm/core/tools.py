@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from notebook_llm.core.errors import InvalidRequestError
-from notebook_llm.core.types import Message, Tool, ToolCall
+from notebook_llm.core.types import Tool
 
 __all__ = [
     "as_tools",
     "function_tool",
     "normalise_response_format",
     "parse_structured",
-    "run_tool_calls",
+    "tool",
 ]
 
 _SIMPLE: dict[Any, dict[str, Any]] = {
@@ -102,18 +102,62 @@ def function_tool(function: Callable[..., Any]) -> Tool:
     )
 
 
+def tool(
+    function: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    dangerous: bool = False,
+    timeout: float | None = None,
+) -> Any:
+    """Make a function a :class:`Tool` with settings: ``@nl.tool`` or
+    ``@nl.tool(dangerous=True, timeout=10)``.
+
+    The result still calls the function (``tool(...)`` runs it). ``dangerous``
+    tools are asked about before each run unless the call passes ``approve=``;
+    ``timeout`` (seconds) abandons a run that takes longer.
+    """
+
+    def make(target: Callable[..., Any]) -> Tool:
+        described = function_tool(target)
+        described.name = name or described.name
+        described.description = described.description if description is None else description
+        described.dangerous = dangerous
+        described.timeout = timeout
+        return described
+
+    return make if function is None else make(function)
+
+
+def _toolbox(box: Any) -> list[Tool]:
+    # A class instance: each public method is a tool (a connection to an MCP
+    # server, or anything else with as_tools(), says which itself).
+    as_tools_method = getattr(box, "as_tools", None)
+    if callable(as_tools_method):
+        listed: list[Tool] = list(as_tools_method())
+        return listed
+    methods = [
+        getattr(box, attribute) for attribute in dir(type(box))
+        if not attribute.startswith("_") and inspect.isfunction(getattr(type(box), attribute))
+    ]
+    return [function_tool(method) for method in methods]
+
+
 def as_tools(tools: Sequence[Any] | None) -> list[Tool] | None:
-    """Accept functions, Tool objects or OpenAI-style tool dicts."""
+    """Accept functions, Tool objects, OpenAI-style tool dicts and toolboxes (an
+    object whose public methods are tools, or that has ``as_tools()``)."""
     if not tools:
         return None
+    if isinstance(tools, (str, bytes, dict)) or callable(tools):
+        raise InvalidRequestError("tools= takes a list: tools=[my_function]")
     result: list[Tool] = []
-    for tool in tools:
-        if isinstance(tool, Tool):
-            result.append(tool)
-        elif callable(tool):
-            result.append(function_tool(tool))
-        elif isinstance(tool, dict):
-            spec = tool.get("function", tool)
+    for item in tools:
+        if isinstance(item, Tool):
+            result.append(item)
+        elif callable(item):
+            result.append(function_tool(item))
+        elif isinstance(item, dict):
+            spec = item.get("function", item)
             result.append(
                 Tool(
                     name=spec["name"],
@@ -121,33 +165,20 @@ def as_tools(tools: Sequence[Any] | None) -> list[Tool] | None:
                     parameters=spec.get("parameters") or spec.get("input_schema") or {},
                 )
             )
+        elif not isinstance(item, (str, bytes, int, float, list, tuple)) and _toolbox(item):
+            result.extend(_toolbox(item))
         else:
-            raise InvalidRequestError(f"Cannot use {tool!r} as a tool: pass a function or a dict")
+            raise InvalidRequestError(
+                f"Cannot use {item!r} as a tool: pass a function, a Tool, a tool dict, or an "
+                "object whose public methods are tools"
+            )
+    names = [t.name for t in result]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidRequestError(
+            f"Two tools are named {', '.join(duplicates)}: rename one (nl.tool(name=...))"
+        )
     return result
-
-
-async def run_tool_calls(calls: list[ToolCall], tools: list[Tool]) -> list[Message]:
-    """Run each call's function and return the ``tool`` messages to send back.
-
-    A function that raises reports the error to the model instead of failing the
-    whole exchange, as a person at the keyboard would want.
-    """
-    by_name = {tool.name: tool for tool in tools}
-    messages: list[Message] = []
-    for call in calls:
-        tool = by_name.get(call.name)
-        if tool is None or tool.function is None:
-            content = f"Error: no function named {call.name!r} is available"
-        else:
-            try:
-                value = tool.function(**call.arguments)
-                if inspect.isawaitable(value):
-                    value = await value
-                content = value if isinstance(value, str) else json.dumps(value, default=str)
-            except Exception as exc:  # noqa: BLE001 - the model is told what went wrong
-                content = f"Error: {type(exc).__name__}: {exc}"
-        messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-    return messages
 
 
 def _strict_ready(schema: Any) -> bool:

@@ -28,6 +28,8 @@ __all__ = [
     "Request",
     "Tool",
     "ToolCall",
+    "ToolRun",
+    "ToolStatus",
     "Usage",
 ]
 
@@ -128,6 +130,63 @@ class Tool:
     parameters: dict[str, Any]
     function: Any = None
     """The Python callable that runs the tool, when there is one."""
+    dangerous: bool = False
+    """Ask before running it (``approve="ask"``) unless the call says otherwise."""
+    timeout: float | None = None
+    """Seconds a run may take before it is abandoned (``None``: the loop's default)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function (so a function decorated with ``@nl.tool`` still works)."""
+        if self.function is None:
+            raise TypeError(f"tool {self.name!r} has no Python function")
+        return self.function(*args, **kwargs)
+
+
+ToolStatus = Literal[
+    "asking", "running", "ok", "error", "denied", "timeout", "invalid", "unknown", "limit",
+    "cancelled",
+]
+
+
+@dataclass(slots=True)
+class ToolRun:
+    """One tool call the loop handled: what the model asked, and what it was told.
+
+    ``status`` is ``"asking"`` or ``"running"`` while it is under way, then one of
+    ``ok``, ``error`` (the tool raised), ``denied`` (approval refused, or the
+    tool raised ``CancelToolCall``), ``timeout`` (abandoned), ``invalid``
+    (arguments that fail the schema: nothing ran), ``unknown`` (no such tool),
+    ``limit`` (the per-message cap was reached) or ``cancelled`` (Stop).
+    """
+
+    call: ToolCall
+    status: ToolStatus = "running"
+    output: str = ""
+    """What the model is told (the result, or why there is none)."""
+    traceback: str | None = None
+    """The Python traceback of a tool that raised: for the person, not the model."""
+    duration_s: float | None = None
+    """Seconds the tool itself ran (approval waits not included)."""
+    round: int = 1
+    """Which round of the loop asked for it (1: the first answer)."""
+
+    @property
+    def done(self) -> bool:
+        """True once the call has a final status."""
+        return self.status not in ("asking", "running")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly record (the call log's ``tool_results_json``)."""
+        return {
+            "id": self.call.id,
+            "name": self.call.name,
+            "arguments": self.call.arguments,
+            "status": self.status,
+            "output": self.output,
+            "error": self.traceback,
+            "duration_s": self.duration_s,
+            "round": self.round,
+        }
 
 
 @dataclass(slots=True)
@@ -171,6 +230,9 @@ class Chunk:
     raw: Any = None
     rate_limits: RateLimitInfo | None = None
     """The response's rate-limit headers, on the first chunk of a stream only."""
+    tool_run: ToolRun | None = None
+    """Set on the chunks a streamed tool loop adds between rounds: a tool call
+    starting (``status`` ``"asking"`` or ``"running"``) and its result."""
 
     def __str__(self) -> str:
         return self.text
@@ -214,6 +276,8 @@ class Completion:
     """What the provider's rate-limit headers said with this answer, when it sent any."""
     attempts: int = 0
     """Requests sent for this answer, retries included (0 when none was: a cache hit)."""
+    tool_runs: list[ToolRun] = field(default_factory=list, repr=False)
+    """The tool calls the loop ran (or refused) before this answer, every round."""
 
     def __str__(self) -> str:
         return self.text

@@ -6,6 +6,7 @@ imports IPython. Everything here is a thin shell over the public API.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
@@ -24,6 +25,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(ArenaMagics)
     ipython.register_magics(AssetMagics)
     ipython.register_magics(ServeMagics)
+    ipython.register_magics(import_module("notebook_llm.notebook._tool_magics").ToolMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

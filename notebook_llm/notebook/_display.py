@@ -23,7 +23,7 @@ from typing import Any, Literal
 from notebook_llm import _render
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.stream import AsyncStream
-from notebook_llm.core.types import Completion, FinishReason
+from notebook_llm.core.types import Completion, FinishReason, ToolRun
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
 from notebook_llm.notebook._widgets import widget_bundle
 
@@ -46,12 +46,14 @@ class StreamResult:
     """Cancelled, by the Stop button, ``cancel()`` or an interrupt."""
 
 
-async def _read(stream: AsyncStream, parts: list[str]) -> None:
-    # On the library loop: each text piece is appended where the cell's
-    # thread can see it (a list append is atomic under the GIL).
+async def _read(stream: AsyncStream, parts: list[str], runs: list[ToolRun]) -> None:
+    # On the library loop: each text piece (and tool event) is appended where
+    # the cell's thread can see it (a list append is atomic under the GIL).
     async for chunk in stream:
         if chunk.text:
             parts.append(chunk.text)
+        elif chunk.tool_run is not None:
+            runs.append(chunk.tool_run)
 
 
 def consume(
@@ -60,6 +62,8 @@ def consume(
     *,
     max_per_second: float = 15,
     events: UIEvents | None = None,
+    on_tools: Callable[[list[ToolRun]], None] | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> StreamResult:
     """Read ``stream`` to the end on the library loop, calling ``on_text(full_text)``
     from this thread at most ``max_per_second`` times, and dispatching widget
@@ -67,9 +71,13 @@ def consume(
 
     KeyboardInterrupt (the kernel's Interrupt) cancels the stream; the text so
     far is kept and the function returns normally with ``interrupted=True``.
+    ``on_tools(runs)`` hears the tool events so far; ``tick()`` runs every
+    slice (approval questions are served there).
     """
     parts: list[str] = []
-    future = _loop.get_loop().submit(_read(stream, parts))
+    runs: list[ToolRun] = []
+    shown_runs = 0
+    future = _loop.get_loop().submit(_read(stream, parts, runs))
     throttle = _render.Throttle(max_per_second)
     shown = 0
     interrupted = False
@@ -89,6 +97,12 @@ def consume(
                 # Count from when the update went out, not from when it was
                 # decided: rendering a long answer takes a while.
                 throttle.force()
+            if on_tools is not None and len(runs) != shown_runs:
+                shown_runs = len(runs)
+                with deferred_sigint():
+                    on_tools(runs[:shown_runs])
+            if tick is not None:
+                tick()
             if events is not None and now >= next_poll:
                 next_poll = now + _POLL_INTERVAL_S
                 events.poll()
@@ -100,6 +114,8 @@ def consume(
             stream.cancel()
             if deadline is None:
                 deadline = time.monotonic() + _CANCEL_GRACE_S
+    if on_tools is not None and len(runs) != shown_runs:
+        on_tools(runs[:])
     error: BaseException | None = None
     if future.done() and not future.cancelled():
         error = future.exception()
@@ -201,6 +217,9 @@ class View:
     def update(self, text: str) -> None:
         """Show the text received so far."""
 
+    def tools(self, runs: list[ToolRun]) -> None:
+        """Show the tool calls so far (:mod:`~notebook_llm.notebook._tool_view`)."""
+
     def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
         """Show the final content and footer; remove the Stop button."""
 
@@ -223,6 +242,9 @@ class CellView(View):
         self._content: Any = None
         self._footer: Any = None
         self._button: Any = None
+        self._text = ""
+        self._tools_html = ""
+        self._tools_text = ""
 
     @property
     def started(self) -> bool:
@@ -250,12 +272,29 @@ class CellView(View):
                 raw=True, display_id=True,
             )
 
+    def slot(self, bundle: dict[str, Any]) -> Any:
+        """A new display slot below (an approval question), to update later."""
+        return self._show(bundle, raw=True, display_id=True)
+
     def update(self, text: str) -> None:
         self.updates += 1
-        self._content.update({"text/html": streaming_html(text, self.fmt),
+        self._text = text
+        self._content.update({"text/html": self._tools_html + streaming_html(text, self.fmt),
                               "text/plain": _render.terminal_text(text)}, raw=True)
 
+    def tools(self, runs: list[ToolRun]) -> None:
+        from notebook_llm.notebook._tool_view import tool_blocks_html, tool_blocks_text
+
+        self._tools_html, self._tools_text = tool_blocks_html(runs), tool_blocks_text(runs)
+        self.update(self._text)
+
     def finish(self, bundle: dict[str, Any], footer: dict[str, Any]) -> None:
+        if self._tools_html:
+            bundle = dict(bundle)
+            if isinstance(bundle.get("text/html"), str):
+                bundle["text/html"] = self._tools_html + bundle["text/html"]
+            if isinstance(bundle.get("text/plain"), str):
+                bundle["text/plain"] = f"{self._tools_text}\n{bundle['text/plain']}"
         self._content.update(bundle, raw=True)
         self._footer.update(footer, raw=True)
         if self._button is not None:
@@ -286,6 +325,16 @@ class TerminalView(View):
     def __init__(self, fmt: Format = "markdown") -> None:
         super().__init__(fmt)
         self._printed = ""
+        self._runs_printed = 0
+
+    def tools(self, runs: list[ToolRun]) -> None:
+        from notebook_llm.notebook._tool_view import tool_blocks_text
+
+        for run in runs[self._runs_printed:]:
+            if run.done or run.status == "running":
+                sys.stdout.write(f"\n{tool_blocks_text([run])}\n")
+        self._runs_printed = len(runs)
+        sys.stdout.flush()
 
     def update(self, text: str) -> None:
         sys.stdout.write(_render.terminal_text(text[len(self._printed) :]))

@@ -44,6 +44,12 @@ from notebook_llm.notebook._ipython import (
     parse_argstring,
 )
 from notebook_llm.notebook._schema import resolve_schema
+from notebook_llm.notebook._tool_magics import (
+    ToolSession,
+    assistant_turn,
+    chat_tool_options,
+    tool_options,
+)
 from notebook_llm.notebook._uipoll import UIEvents
 
 if TYPE_CHECKING:
@@ -125,6 +131,7 @@ class LLMMagics(Magics):
         self.errors: dict[int, str] = {}
         """The last error of each cell by execution count, for ``{Err[n]}``."""
         self.chats: dict[str, list[Message]] = {}
+        self.chat_tools: dict[str, dict[str, Any]] = {}
         shell.events.register("post_run_cell", self._record_error)
 
     def _record_error(self, result: Any) -> None:
@@ -172,6 +179,8 @@ class LLMMagics(Magics):
         if getattr(args, "schema", None):
             options["response_format"] = resolve_schema(args.schema, self._ns)
         options.update(call_assets(args, self._ns))  # --template, -p, -F, --sf, -O, ...
+        if hasattr(args, "tool") and not hasattr(args, "new"):  # %%chat remembers its own
+            options.update(tool_options(args, self._ns))
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
@@ -185,15 +194,20 @@ class LLMMagics(Magics):
     def _stream(self, request: Any, model: str | None, fmt: Format,
                 options: dict[str, Any]) -> StreamResult:
         """Stream into the cell; always returns (errors are in the result)."""
+        tools = ToolSession(getattr(self._shell, "kernel", None))
         try:
-            stream = default_client().astream(request, _unquote(model), **options)
+            with tools.asking():
+                stream = default_client().astream(request, _unquote(model), **options)
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         view, events = self._view(fmt)
         view.start(stream.cancel)
+        server = tools.serve(view, widgets=events is not None)
         try:
-            result = consume(stream, view.update, events=events)
+            result = consume(stream, view.update, events=events, on_tools=view.tools,
+                             tick=server.tick)
         finally:
+            tools.close()
             if events is not None:
                 events.close()
         self._finish(view, result, fmt, options)
@@ -225,6 +239,8 @@ class LLMMagics(Magics):
         note = "⏹ stopped" if result.stopped else ("error" if result.error else "")
         if isinstance(view, CellView) and not view.started:
             view.start(None)
+        if completion.tool_runs:  # --no-stream: the loop's calls, shown at the end
+            view.tools(completion.tool_runs)
         view.finish(final_bundle(completion, fmt), footer_bundle(completion, note))
         if problem:
             result.error = CellError(problem, title="FormatError",
@@ -279,6 +295,9 @@ class LLMMagics(Magics):
     @argument("--schema-multi", help="as --schema, for a list of such objects")
     @argument("-O", "--option", nargs=2, action="append", metavar=("KEY", "VALUE"),
               help="a model option, checked against the provider: -O top_p 0.9")
+    @argument("--tool", action="append", help="a function, toolbox or MCP server (repeat)")
+    @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
+    @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -380,24 +399,29 @@ class LLMMagics(Magics):
     @argument("-m", "--model", help="provider:model or an alias")
     @argument("--new", action="store_true", help="start the conversation afresh")
     @argument("--name", default="default", help="which conversation (default: 'default')")
+    @argument("--tool", action="append", help="a tool for this and later turns (repeat)")
+    @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
+    @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
         """``%%chat``: continue a named conversation; the answer streams in."""
         args = parse_argstring(self.chat, line)
         if args.new:
             self.chats.pop(args.name, None)
+            self.chat_tools.pop(args.name, None)
         if cell is None or not cell.strip():
             if args.new:
                 return None
             raise CellError("%%chat needs a message in the cell body", title="UsageError")
         user: Message = {"role": "user", "content": self._prompt(cell)}
         history = self.chats.setdefault(args.name, [])
-        options = self._call_options(args)
+        options = {**self._call_options(args),
+                   **chat_tool_options(self.chat_tools, args.name, args, self._ns)}
         result = self._stream([*history, user], args.model, "markdown", options)
         completion = result.completion
         if completion is not None and (completion.text or completion.tool_calls) and (
                 result.error is None or result.stopped):
-            history.extend([user, completion.to_message()])
+            history.extend([user, assistant_turn(completion)])
         self._conclude(result, None, "markdown")
         return None
 

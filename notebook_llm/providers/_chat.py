@@ -190,6 +190,10 @@ def parse_chunk(data: dict[str, Any], provider: str = "") -> Chunk:
 def chat_body(request: Request, stream: bool, quirks: dict[str, Any]) -> dict[str, Any]:
     """The JSON body for ``POST /chat/completions``."""
     messages = list(request.messages)
+    if "tool_call_content" in quirks:  # a server that wants text where OpenAI takes null
+        messages = [{**m, "content": quirks["tool_call_content"]}
+                    if m.get("tool_calls") and m.get("content", "") is None else m
+                    for m in messages]
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
     body: dict[str, Any] = {"model": request.model, "messages": messages}

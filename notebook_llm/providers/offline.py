@@ -6,6 +6,11 @@ path end to end. They are demo models, not language models:
 - ``offline:echo`` answers with the last user message, streamed in small chunks.
 - ``offline:story`` writes a deterministic little story seeded by the prompt.
 - ``offline:hash`` embeds text by feature hashing (L2-normalised, 256 dims).
+- ``offline:tools`` calls tools as the prompt says, to try the tool loop: each
+  line ``call NAME {"arg": 1}`` of the last user message is one round of tool
+  calls (``call a {} & b {}`` asks for two at once; ``call* NAME {...}`` asks
+  again every round). Once the lines are used up it answers with the results
+  it got; without tools it echoes.
 
 Options (as keyword arguments to a call): ``chunk_delay`` (seconds between
 streamed chunks, to watch streaming or try Stop), ``fail`` (raise a
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
 import re
@@ -24,6 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from notebook_llm.core.errors import ModelNotFoundError, ProviderError, did_you_mean
+from notebook_llm.core.stream import make_tool_call
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -40,7 +47,7 @@ __all__ = ["OfflineProvider", "count_tokens"]
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _CHUNK = re.compile(r"\s*\S+")
 
-CHAT_MODELS = ("echo", "story")
+CHAT_MODELS = ("echo", "story", "tools")
 EMBEDDING_MODELS = ("hash",)
 HASH_DIMS = 256
 
@@ -97,6 +104,64 @@ def _story(seed_text: str, max_words: int) -> str:
     return " ".join(sentences)
 
 
+_DECODE = json.JSONDecoder().raw_decode
+
+
+def _parse_calls(text: str) -> list[tuple[str, str]]:
+    """``a {"x": 1} & b`` -> ``[("a", '{"x": 1}'), ("b", "")]``: names and the
+    arguments' JSON text as written (not checked: a model may send anything)."""
+    calls: list[tuple[str, str]] = []
+    rest = text.strip()
+    while rest:
+        name, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        arguments = ""
+        if rest and not rest.startswith("&"):
+            try:
+                _, end = _DECODE(rest)
+            except ValueError:
+                end = len(rest.split(" &", 1)[0])
+            arguments, rest = rest[:end], rest[end:].lstrip()
+        calls.append((name, arguments))
+        rest = rest.removeprefix("&").lstrip()
+    return calls
+
+
+def _tool_round(request: Request) -> list[Any] | None:
+    """The calls ``offline:tools`` asks for now, or None when it should answer."""
+    if not request.tools:
+        return None
+    last_user = max(
+        (i for i, m in enumerate(request.messages) if m.get("role") == "user"), default=-1
+    )
+    done = sum(1 for m in request.messages[last_user + 1 :]
+               if m.get("role") == "assistant" and m.get("tool_calls"))
+    lines = [line.strip() for line in _last_user_text(request).splitlines()]
+    rounds = [line for line in lines if line.startswith(("call ", "call* "))]
+    if not rounds:
+        return None
+    line = rounds[min(done, len(rounds) - 1)]
+    if done >= len(rounds) and not line.startswith("call* "):
+        return None
+    calls = _parse_calls(line.split(" ", 1)[1])
+    return [make_tool_call(f"call_{done}_{i}", name, arguments)
+            for i, (name, arguments) in enumerate(calls)]
+
+
+def _tool_answer(request: Request) -> str:
+    results = []
+    names = {}
+    for message in request.messages:
+        for call in message.get("tool_calls") or []:
+            names[call.get("id")] = call.get("function", {}).get("name", "?")
+        if message.get("role") == "tool":
+            name = names.get(message.get("tool_call_id"), "?")
+            results.append(f"{name}: {message.get('content')}")
+    if not results:
+        return _last_user_text(request)
+    return "Tool results: " + "; ".join(results)
+
+
 def hash_embedding(text: str, dims: int = HASH_DIMS) -> list[float]:
     """Feature hashing of words and character trigrams, L2-normalised."""
     vector = [0.0] * dims
@@ -124,6 +189,8 @@ class OfflineProvider(Provider):
             return _last_user_text(request)
         if request.model == "story":
             return _story(_last_user_text(request), request.max_tokens or 60)
+        if request.model == "tools":
+            return _tool_answer(request)
         raise ModelNotFoundError(
             f"No offline model {request.model!r}."
             f"{did_you_mean(request.model, CHAT_MODELS + EMBEDDING_MODELS)} Offline models are "
@@ -154,6 +221,13 @@ class OfflineProvider(Provider):
 
     async def complete(self, request: Request) -> Completion:
         """Answer at once."""
+        calls = _tool_round(request) if request.model == "tools" else None
+        if calls:
+            return Completion(
+                text="", response_model="offline-tools", finish_reason="tool_calls",
+                tool_calls=calls, usage=Usage(input_tokens=_prompt_tokens(request),
+                                              output_tokens=len(calls) * 8),
+            )
         text, reason = self._limit(self._answer(request), request)
         return Completion(
             text=text,
@@ -165,6 +239,16 @@ class OfflineProvider(Provider):
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         """Yield the answer a word at a time."""
+        calls = _tool_round(request) if request.model == "tools" else None
+        if calls:
+            yield Chunk(response_model="offline-tools")
+            for i, call in enumerate(calls):
+                await asyncio.sleep(0)
+                yield Chunk(tool_calls=[{"index": i, "id": call.id, "name": call.name,
+                                         "arguments": call.arguments_json}])
+            yield Chunk(finish_reason="tool_calls", usage=Usage(
+                input_tokens=_prompt_tokens(request), output_tokens=len(calls) * 8))
+            return
         text, reason = self._limit(self._answer(request), request)
         delay = float(request.extra.get("chunk_delay", 0.0))
         yield Chunk(response_model=f"offline-{request.model}")

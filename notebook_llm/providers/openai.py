@@ -110,7 +110,9 @@ PRESET_QUIRKS: dict[str, dict[str, Any]] = {
     "openai": {"max_tokens_field": "max_completion_tokens"},
     # llama-cpp-python's server rejects json_schema with a 500 but accepts
     # {"type": "json_object", "schema": ...}.
-    "llamacpp": {"schema_as_json_object": True},
+    # Its chat templates read every message's content: a tool-calling turn's
+    # null content is a 500 there, "" is fine.
+    "llamacpp": {"schema_as_json_object": True, "tool_call_content": ""},
     "mistral": {"stream_usage": False},
 }
 

@@ -310,6 +310,16 @@ def m008_schemas(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m011_tool_results(conn: sqlite3.Connection) -> None:
+    # The tool calls a request carries the results of (the tool loop's runs:
+    # name, arguments, status, what the model was told, traceback, seconds),
+    # as JSON, on the row of the request that sent them back.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+    if "tool_results_json" not in columns:
+        conn.execute("ALTER TABLE calls ADD COLUMN tool_results_json TEXT")
+
+
+@migration
 def m012_arena_votes(conn: sqlite3.Connection) -> None:
     # One row per voted matchup of a blind arena (nl.arena): who was A and B,
     # the vote, and what each answer cost. A re-vote replaces the row.

@@ -1,7 +1,8 @@
 """The ``local:`` provider: requests and responses over the in-process models.
 
 A chat request becomes ``Llama.create_chat_completion`` keyword arguments
-(text only, no tools; unknown options are refused; output capped at
+(text only; tools through constrained JSON, see ``_tools``; unknown options
+are refused; output capped at
 ``max_tokens``, default :data:`~notebook_llm.providers.local._settings.DEFAULT_MAX_TOKENS`).
 Each request gets a :class:`~notebook_llm.providers.local._llama.LocalJob` and
 runs on a worker thread of its own (llama.cpp releases the GIL while
@@ -39,6 +40,7 @@ from notebook_llm.core.types import (
     EmbeddingResponse,
     ModelInfo,
     Request,
+    ToolCall,
     Usage,
     normalise_finish_reason,
 )
@@ -55,6 +57,13 @@ from notebook_llm.providers.local._names import (
 from notebook_llm.providers.local._registry import load_resolved, loaded_models
 from notebook_llm.providers.local._sentence_transformers import SentenceTransformerModel
 from notebook_llm.providers.local._settings import DEFAULT_MAX_TOKENS, check_settings
+from notebook_llm.providers.local._tools import (
+    answer_schema,
+    as_chunks,
+    parse_answer,
+    tool_messages,
+    tools_prompt,
+)
 
 __all__ = ["LocalProvider"]
 
@@ -110,12 +119,6 @@ def _text_of(content: Any) -> str:
 
 
 def _chat_kwargs(request: Request, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
-    if request.tools:
-        raise UnsupportedError(
-            "The local provider does not support tools; use a server (e.g. ollama:) for tools",
-            provider=PROVIDER,
-            model=request.model,
-        )
     unknown = set(request.extra) - _SAMPLING_OPTIONS
     if unknown:
         raise InvalidRequestError(
@@ -125,12 +128,16 @@ def _chat_kwargs(request: Request, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict
             model=request.model,
         )
     messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    for message in request.messages:
+    system = request.system
+    if request.tools:  # constrained JSON: see _tools
+        system = f"{system}\n\n{tools_prompt(request)}" if system else tools_prompt(request)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in tool_messages(request.messages) if request.tools else request.messages:
         role = message.get("role", "user")
         if role == "tool":
-            raise UnsupportedError("Local models do not take tool results", provider=PROVIDER)
+            raise UnsupportedError("Tool results need the tools (tools=...) in the request",
+                                   provider=PROVIDER)
         messages.append({"role": role, "content": _text_of(message.get("content"))})
     cap = request.max_tokens if request.max_tokens is not None else max_tokens
     kwargs: dict[str, Any] = {"messages": messages, "max_tokens": cap}
@@ -138,6 +145,8 @@ def _chat_kwargs(request: Request, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict
         kwargs["temperature"] = request.temperature
     if request.response_format:
         kwargs["response_format"] = _response_format(request.response_format)
+    if request.tools:
+        kwargs["response_format"] = {"type": "json_object", "schema": answer_schema(request)}
     kwargs.update(request.extra)
     return kwargs
 
@@ -281,10 +290,16 @@ class LocalProvider(Provider):
             raise
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        text: str = choice["message"].get("content") or ""
+        calls: list[ToolCall] = []
+        if request.tools:
+            text, calls = parse_answer(text)
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
+            tool_calls=calls,
             response_model=_display_name(resolved.path),
-            finish_reason=normalise_finish_reason(choice.get("finish_reason")) or "stop",
+            finish_reason=("tool_calls" if calls else
+                           normalise_finish_reason(choice.get("finish_reason")) or "stop"),
             usage=Usage(
                 input_tokens=int(usage.get("prompt_tokens", job.prompt_tokens)),
                 output_tokens=int(usage.get("completion_tokens", job.completion_tokens)),
@@ -294,7 +309,14 @@ class LocalProvider(Provider):
         )
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
-        """Yield text deltas as the worker thread generates them; usage comes last."""
+        """Yield text deltas as the worker thread generates them; usage comes last.
+
+        With tools the answer is JSON (a call or an answer): it comes in one piece.
+        """
+        if request.tools:
+            async for chunk in as_chunks(await self.complete(request)):
+                yield chunk
+            return
         resolved = self._chat_model(request.model)
         kwargs = _chat_kwargs(request, self.max_tokens)
         loop = asyncio.get_running_loop()
