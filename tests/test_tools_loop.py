@@ -340,7 +340,7 @@ def test_compare_and_batch_take_tools(tmp_path: Path) -> None:
     assert echo_cell.completion.tool_runs == []
     prompts = ['call add {"a": 1, "b": 2}', 'call add {"a": 5, "b": 2}']
     first = nl.batch(prompts, MODEL, tools=[add], db_path=tmp_path / "b.db", progress=False)
-    assert list(first.to_pandas()["output"]) == ["Tool results: add: 3", "Tool results: add: 7"]
+    assert list(first.to_pandas()["text"]) == ["Tool results: add: 3", "Tool results: add: 7"]
 
     def add_again(a: int, b: int) -> int:  # another function object, the same tool
         """Add two numbers.
