@@ -37,8 +37,10 @@ from notebook_llm.core.keys import (
     find_key,
     key_status,
 )
+from notebook_llm.core.modalities import check_parts
 from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
 from notebook_llm.core.options import CallOptions
+from notebook_llm.core.parts import attach_parts, plain_parts
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
@@ -54,6 +56,7 @@ from notebook_llm.core.tools import (
 from notebook_llm.core.types import (
     Chunk,
     Completion,
+    ContentPart,
     EmbeddingResponse,
     Message,
     ModelInfo,
@@ -433,6 +436,10 @@ class CoreClient:
         system = options.system
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
+        parts = self._content_parts(options)
+        if parts:  # checked here: a model that cannot read them gets nothing sent
+            check_parts(spec.info, ref.name, parts)
+            messages = attach_parts(messages, parts)
         format_dict, format_model = normalise_response_format(options.response_format)
         headers = _extra_headers(provider_kwargs, ref)
         request = Request(
@@ -464,6 +471,13 @@ class CoreClient:
             format_model=format_model,
         )
         return provider, ctx
+
+    def _content_parts(self, options: CallOptions) -> list[ContentPart]:
+        """``context=`` then ``attachments=`` as content parts (here: parts and
+        strings only; :class:`notebook_llm.Client` also takes DataFrames,
+        figures, paths and URLs)."""
+        return [*plain_parts(options.context, "context"),
+                *plain_parts(options.attachments, "attachments")]
 
     def _log_default(self) -> bool:
         return False
@@ -527,6 +541,9 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        context: Sequence[Any] | None = None,
+        attachments: Sequence[Any] | None = None,
+        context_tokens: int | None = None,
         **provider_kwargs: Any,
     ) -> Completion:
         """Send a prompt (or a list of messages) and return the completion.
@@ -550,6 +567,11 @@ class CoreClient:
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
             metadata: extra fields for middlewares (conversation id, batch id).
+            context: objects sent beside the prompt as compact cards (DataFrames,
+                Series, dicts, lists, arrays, matplotlib figures as PNG, other reprs).
+            attachments: files sent beside the prompt: paths, URLs, bytes (images,
+                PDFs, text, audio; the MIME type is detected).
+            context_tokens: the token budget of all context cards together.
             **provider_kwargs: passed to the provider untouched.
 
         Returns:
@@ -563,6 +585,7 @@ class CoreClient:
             tool_choice=tool_choice, response_format=response_format,
             reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
             timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            context=context, attachments=attachments, context_tokens=context_tokens,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
@@ -644,6 +667,9 @@ class CoreClient:
         cache: bool | None = None,
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        context: Sequence[Any] | None = None,
+        attachments: Sequence[Any] | None = None,
+        context_tokens: int | None = None,
         **provider_kwargs: Any,
     ) -> AsyncStream:
         """Stream a completion: ``async for chunk in client.astream(...)``.
@@ -657,6 +683,7 @@ class CoreClient:
             tool_choice=tool_choice, response_format=response_format,
             reasoning_effort=reasoning_effort, api_key=api_key, api_base=api_base,
             timeout=timeout, log=log, cache=cache, tags=tags, metadata=metadata,
+            context=context, attachments=attachments, context_tokens=context_tokens,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
 

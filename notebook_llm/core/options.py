@@ -47,6 +47,15 @@ class CallOptions:
     """Labels stored with the call in the log."""
     metadata: dict[str, Any] | None = None
     """Extra fields for middlewares (a conversation id, a batch row)."""
+    context: Sequence[Any] | None = None
+    """Objects sent beside the prompt as compact cards: DataFrames, Series, dicts,
+    lists, arrays (a bounded summary each), matplotlib figures (a PNG), any
+    other object (its repr, capped)."""
+    attachments: Sequence[Any] | None = None
+    """Files sent beside the prompt: paths, URLs, bytes or content parts (images,
+    PDFs, text, audio), the MIME type detected from the name and the bytes."""
+    context_tokens: int | None = None
+    """The token budget of all ``context`` cards together (default 2,000)."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
