@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # name -> module that defines it (imported on first attribute access)
 _EXPORTS: dict[str, str] = {
     "AsyncStream": "notebook_llm.core.stream",
+    "AudioPart": "notebook_llm.core.types",
     "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
     "Capabilities": "notebook_llm.core.types",
@@ -22,7 +23,9 @@ _EXPORTS: dict[str, str] = {
     "Collection": "notebook_llm.embeddings",
     "Comparison": "notebook_llm._compare",
     "Completion": "notebook_llm.core.types",
+    "DocumentPart": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
+    "ImagePart": "notebook_llm.core.types",
     "ModelInfo": "notebook_llm.core.types",
     "Progress": "notebook_llm.progress",
     "ProviderInfo": "notebook_llm.core.types",
@@ -30,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimitInfo": "notebook_llm.core.ratelimit",
     "RetryPolicy": "notebook_llm.core.retry",
     "Stream": "notebook_llm.core.stream",
+    "TextPart": "notebook_llm.core.types",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
     "Tracker": "notebook_llm._tracking",
@@ -44,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "batch": "notebook_llm.batches",
     "batch_jobs": "notebook_llm.batches",
     "cache": "notebook_llm._middleware",
+    "card": "notebook_llm._context",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
@@ -58,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "list_providers": "notebook_llm._api",
     "logs": "notebook_llm._usage",
     "plot_costs": "notebook_llm._usage",
+    "register_modalities": "notebook_llm.core.modalities",
     "resume_provider_batch": "notebook_llm.batches",
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
@@ -152,6 +158,9 @@ if TYPE_CHECKING:
         acompare as acompare,
         compare as compare,
     )
+    from notebook_llm._context import (
+        card as card,
+    )
     from notebook_llm._middleware import (
         cache as cache,
         set_cache as set_cache,
@@ -176,6 +185,9 @@ if TYPE_CHECKING:
         estimate as estimate,
         resume_provider_batch as resume_provider_batch,
     )
+    from notebook_llm.core.modalities import (
+        register_modalities as register_modalities,
+    )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,
         RateLimitInfo as RateLimitInfo,
@@ -188,11 +200,15 @@ if TYPE_CHECKING:
         Stream as Stream,
     )
     from notebook_llm.core.types import (
+        AudioPart as AudioPart,
         Capabilities as Capabilities,
         Chunk as Chunk,
         Completion as Completion,
+        DocumentPart as DocumentPart,
+        ImagePart as ImagePart,
         ModelInfo as ModelInfo,
         ProviderInfo as ProviderInfo,
+        TextPart as TextPart,
         Tool as Tool,
         ToolCall as ToolCall,
         Usage as Usage,

@@ -37,10 +37,9 @@ from notebook_llm.core.keys import (
     find_key,
     key_status,
 )
-from notebook_llm.core.modalities import check_parts
 from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
 from notebook_llm.core.options import CallOptions
-from notebook_llm.core.parts import attach_parts, plain_parts
+from notebook_llm.core.parts import plain_parts, with_parts
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
@@ -436,10 +435,7 @@ class CoreClient:
         system = options.system
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
-        parts = self._content_parts(options)
-        if parts:  # checked here: a model that cannot read them gets nothing sent
-            check_parts(spec.info, ref.name, parts)
-            messages = attach_parts(messages, parts)
+        messages = with_parts(spec.info, ref.name, messages, self._content_parts(options))
         format_dict, format_model = normalise_response_format(options.response_format)
         headers = _extra_headers(provider_kwargs, ref)
         request = Request(
@@ -473,9 +469,7 @@ class CoreClient:
         return provider, ctx
 
     def _content_parts(self, options: CallOptions) -> list[ContentPart]:
-        """``context=`` then ``attachments=`` as content parts (here: parts and
-        strings only; :class:`notebook_llm.Client` also takes DataFrames,
-        figures, paths and URLs)."""
+        """``context=`` and ``attachments=`` as parts (``Client`` takes more kinds)."""
         return [*plain_parts(options.context, "context"),
                 *plain_parts(options.attachments, "attachments")]
 
@@ -567,10 +561,8 @@ class CoreClient:
             cache: answer from the response cache when possible.
             tags: labels stored with the call in the log.
             metadata: extra fields for middlewares (conversation id, batch id).
-            context: objects sent beside the prompt as compact cards (DataFrames,
-                Series, dicts, lists, arrays, matplotlib figures as PNG, other reprs).
-            attachments: files sent beside the prompt: paths, URLs, bytes (images,
-                PDFs, text, audio; the MIME type is detected).
+            context: objects sent as compact cards (DataFrames, figures as PNG, ...).
+            attachments: paths, URLs or bytes: images, PDFs, text, audio.
             context_tokens: the token budget of all context cards together.
             **provider_kwargs: passed to the provider untouched.
 

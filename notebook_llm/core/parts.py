@@ -12,16 +12,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from notebook_llm.core.errors import InvalidRequestError
+from notebook_llm.core.modalities import check_parts
 from notebook_llm.core.types import (
     AudioPart,
     ContentPart,
     DocumentPart,
     ImagePart,
     Message,
+    ProviderInfo,
     TextPart,
 )
 
-__all__ = ["PART_TYPES", "attach_parts", "plain_parts"]
+__all__ = ["PART_TYPES", "attach_parts", "plain_parts", "with_parts"]
 
 PART_TYPES = (TextPart, ImagePart, DocumentPart, AudioPart)
 
@@ -69,3 +71,15 @@ def attach_parts(messages: Sequence[Message], parts: Sequence[ContentPart]) -> l
     ]
     out[index]["content"] = [part.to_message_part() for part in ordered] + tail
     return out
+
+
+def with_parts(
+    info: ProviderInfo, model: str, messages: list[Message], parts: Sequence[ContentPart]
+) -> list[Message]:
+    """``messages`` with ``parts`` attached, once ``model`` is known to take each
+    of them (:func:`~notebook_llm.core.modalities.check_parts`): otherwise it
+    raises, and nothing is sent."""
+    if not parts:
+        return messages
+    check_parts(info, model, parts)
+    return attach_parts(messages, parts)

@@ -13,18 +13,21 @@ __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
+    from notebook_llm.notebook._fix_magics import FixMagics
     from notebook_llm.notebook._magics import LLMMagics
     from notebook_llm.notebook._tracebacks import install
 
     install(ipython)
     ipython.register_magics(LLMMagics)
+    ipython.register_magics(FixMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Stop recording cell errors for ``{Err[n]}``; the magics stay registered."""
-    magics = ipython.magics_manager.registry.get("LLMMagics")
-    if magics is not None:
-        magics.unregister()
+    for name in ("LLMMagics", "FixMagics"):
+        magics = ipython.magics_manager.registry.get(name)
+        if magics is not None:
+            magics.unregister()
 
 
 def show_compare(prompt: str | None = None, models: Any = (), **kwargs: Any) -> Any:

@@ -21,6 +21,7 @@ from notebook_llm import _render
 from notebook_llm._api import default_client
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Completion, Message
+from notebook_llm.notebook._cell_context import add_context
 from notebook_llm.notebook._display import (
     CellView,
     Format,
@@ -61,6 +62,8 @@ class NotebookConfig:
 
     temperature: float | None = None
     max_tokens: int | None = None
+    confirm_tokens: int | None = None
+    """Show the bill first for calls over this many input tokens (default 2,000)."""
     client_snapshot: dict[str, Any] | None = field(default=None, repr=False)
     """The client's settings before ``%llm_config`` first changed them (for ``--reset``)."""
 
@@ -267,6 +270,12 @@ class LLMMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--schema", help="a Pydantic model name, or fields: 'name: str, age: int'")
     @argument("--no-log", action="store_true", help="do not write this call to the log")
+    @argument("--with", dest="with_", action="append",
+              help="variables to send as context: DataFrames as cards, figures as PNGs")
+    @argument("--context-tokens", type=int, help="token budget of the --with cards")
+    @argument("--figure", action="store_true", help="send the current matplotlib figure")
+    @argument("-a", "--attach", action="append", help="a file or URL to send (repeatable)")
+    @argument("--yes", action="store_true", help="send without showing the bill first")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -289,6 +298,9 @@ class LLMMagics(Magics):
             return None
         prompt = self._prompt(cell)
         options = self._call_options(args)
+        if not add_context(self._shell, default_client(), args, prompt, args.model, options,
+                           self.settings.confirm_tokens):
+            return None
         fmt: Format = args.format
         run = self._complete if args.no_stream else self._stream
         result = run(prompt, args.model, fmt, options)
@@ -300,6 +312,9 @@ class LLMMagics(Magics):
         args = parse_argstring(self.llm, options_text)
         prompt = self._prompt(prompt_text)
         options = self._call_options(args)
+        if not add_context(self._shell, default_client(), args, prompt, args.model, options,
+                           self.settings.confirm_tokens):
+            return None
         try:
             completion = default_client().complete(prompt, _unquote(args.model), **options)
         except LLMError as exc:
@@ -519,8 +534,8 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
         client.aliases[values[0]] = values[1]
     elif key == "temperature" and len(values) == 1:
         config.temperature = None if values[0] == "none" else float(values[0])
-    elif key == "max_tokens" and len(values) == 1:
-        config.max_tokens = None if values[0] == "none" else int(values[0])
+    elif key in ("max_tokens", "confirm_tokens") and len(values) == 1:
+        setattr(config, key, None if values[0] == "none" else int(values[0]))
     elif key in ("log", "cache") and len(values) == 1:
         setattr(client, key, _ON[values[0].lower()])
     elif key == "images" and len(values) == 1:
