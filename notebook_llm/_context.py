@@ -108,6 +108,16 @@ def _table(frame: Any, missing: str = "NaN") -> str:
     return text
 
 
+def _rows(frame: Any) -> str:
+    """Rows as a table; with more than four columns turned on their side, so that
+    each (often long) column name is written once."""
+    if frame.shape[1] <= 4:
+        return _table(frame)
+    rotated = frame.T
+    rotated.columns = [f"[{label}]" for label in frame.index]
+    return _table(rotated)
+
+
 def _stratified(frame: Any, rows: int) -> tuple[Any, str]:
     """``rows`` rows from every class of the lowest-cardinality column, else spread evenly."""
     if rows <= 0 or len(frame) <= rows:
@@ -128,10 +138,27 @@ def _stratified(frame: Any, rows: int) -> tuple[Any, str]:
         picked = shuffled.groupby(column, observed=True, dropna=True).head(per)
         picked = frame.iloc[sorted(frame.index.get_indexer(picked.index))] if \
             frame.index.is_unique else picked
-        return picked.iloc[: max(rows, unique)], f"stratified by {column!r}"
+        return picked.iloc[: max(rows, unique)], f"sampled across {column!r}"
     step = len(frame) / rows
     positions = sorted({min(len(frame) - 1, int(i * step + step / 2)) for i in range(rows)})
     return frame.iloc[positions], "spread evenly"
+
+
+def _columns_table(part: Any, stats: bool) -> str:
+    """One row per column: dtype, nulls and (with ``stats``) ``describe()``."""
+    import pandas as pd
+
+    table = pd.DataFrame({"dtype": part.dtypes.astype(str), "nulls": part.isna().sum()})
+    if stats and len(part):
+        try:
+            described = part.describe(include="all").T
+        except ValueError:
+            described = None
+        if described is not None and len(described):
+            keep = [c for c in ("unique", "top", "mean", "std", "min", "50%", "max")
+                    if c in described.columns]
+            table = table.join(described[keep].dropna(axis=1, how="all"))
+    return _table(table, missing="")
 
 
 def _frame_card(frame: Any, name: str, columns: int, rows: int) -> str:
@@ -144,31 +171,22 @@ def _frame_card(frame: Any, name: str, columns: int, rows: int) -> str:
     lines = [f"{name}: pandas DataFrame, {n_rows:,} rows x {n_cols:,} columns"]
     if not isinstance(frame.index, pd.RangeIndex):
         lines.append(f"index: {frame.index.name or '(unnamed)'} ({frame.index.dtype})")
-    nulls = part.isna().sum()
-    lines.append("columns (dtype, nulls):")
-    lines.extend(
-        f"  {_short(c)}: {part[c].dtype}, {int(nulls[c])} null" for c in shown_cols
-    )
+    stats = rows > 0
+    lines += [f"columns ({'dtype, nulls, describe()' if stats else 'dtype, nulls'}):",
+              _columns_table(part, stats)]
     if more_cols:
-        lines.append(f"  ... {more_cols:,} more columns not shown: "
+        lines.append(f"... {more_cols:,} more columns not shown: "
                      f"{', '.join(_short(c) for c in frame.columns[columns:columns + 8])}"
                      f"{', ...' if more_cols > 8 else ''}")
     if rows > 0 and n_rows:
-        try:
-            described = part.describe(include="all").T
-        except ValueError:
-            described = None
-        if described is not None and len(described):
-            keep = [c for c in ("count", "unique", "top", "mean", "std", "min", "50%", "max")
-                    if c in described.columns]
-            lines += ["describe():",
-                      _table(described[keep].dropna(axis=1, how="all"), missing="")]
+        import pandas as pd
+
         head = min(rows, n_rows)
-        lines += [f"first {head} rows:", _table(part.head(head))]
-        rest = part.iloc[head:]
-        sample, how = _stratified(rest, rows)
-        if len(sample):
-            lines += [f"sample of {len(sample)} more rows ({how}):", _table(sample)]
+        sample, how = _stratified(part.iloc[head:], rows)
+        picked = pd.concat([part.head(head), sample]) if len(sample) else part.head(head)
+        what = f"first {head}" + (f", then {len(sample)} {how}" if len(sample) else "")
+        rotated = " (one line per column)" if len(shown_cols) > 4 else ""
+        lines += [f"rows ({what}){rotated}:", _rows(picked)]
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ def test_with_sends_cards_not_reprs(kernel: KernelSession) -> None:
     ok(kernel, "%%llm -m offline:echo --with wine --context-tokens 800\nWhich class is largest?")
     text = value(kernel, "_llm.text")
     assert text.startswith("wine: pandas DataFrame, 178 rows x 14 columns")
-    assert text.endswith("Which class is largest?") and "stratified by 'target'" in text
+    assert text.endswith("Which class is largest?") and "sampled across 'target'" in text
     assert "[178 rows x 14 columns]" not in text  # not pandas' repr
 
 

@@ -58,10 +58,12 @@ class Bill:
 
     def lines(self) -> list[str]:
         """The bill as short plain lines."""
-        head = (f"This call sends about {self.input_tokens:,} tokens to {self.model}: "
-                f"{format_usd(self.input_usd, self.status)} for the input, up to "
-                f"{format_usd(self.total_usd, self.status)} with a "
-                f"{self.output_tokens:,}-token answer.")
+        head = f"This call sends about {self.input_tokens:,} tokens to {self.model}: "
+        if self.status in ("free", "unpriced"):
+            head += f"{format_usd(None, self.status)}."
+        else:
+            head += (f"{format_usd(self.input_usd)} for the input, up to "
+                     f"{format_usd(self.total_usd)} with a {self.output_tokens:,}-token answer.")
         return [head, *(f"  {label}: ~{tokens:,} tokens" for label, tokens in self.parts)]
 
     def text(self) -> str:
