@@ -105,6 +105,8 @@ def part_from_bytes(data: bytes, name: str = "", mime: str | None = None) -> Con
     kind = kind.split(";")[0].strip().lower()
     if kind == "image/jpg":
         kind = "image/jpeg"
+    if not name:  # providers want a file name with its extension (OpenAI's file parts)
+        label = f"attachment{mimetypes.guess_extension(kind) or ''}"
     if kind in ("image/png", "image/jpeg", "image/gif", "image/webp"):
         return ImagePart(kind, data, label=label)
     if kind == "application/pdf":

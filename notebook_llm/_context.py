@@ -100,8 +100,9 @@ def _cell(value: Any, missing: str) -> str:
 
 def _table(frame: Any, missing: str = "NaN") -> str:
     """``frame`` as aligned text: floats to four significant digits, long cells cut."""
+    apply = getattr(frame, "map", None) or frame.applymap  # DataFrame.map: pandas 2.1+
     try:
-        shown = frame.map(lambda value: _cell(value, missing))
+        shown = apply(lambda value: _cell(value, missing))
     except (TypeError, ValueError):
         shown = frame.astype(str)
     text: str = shown.to_string()

@@ -35,6 +35,7 @@ OPENAI_DOCUMENT = "openai__chat_completions__5b92d7376560"
 OPENAI_AUDIO = "openai__chat_completions__93f2275a6f20"
 ANTHROPIC_IMAGE = "anthropic__messages__54740bc0744d"
 GROQ_IMAGE = "groq__chat_completions__fe6612694d57"
+RESPONSES_DOCUMENT = "openai__responses__4dda9ca48f09"  # images and a document
 
 _clients: list[Client] = []
 
@@ -167,6 +168,31 @@ def test_openai_audio_models_take_input_audio(replay: ReplayServer) -> None:
     audio = replay.requests[0].json()["messages"][0]["content"][0]
     assert audio == {"type": "input_audio",
                      "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}
+
+
+def test_the_responses_api_gets_input_image_and_input_file(replay: ReplayServer) -> None:
+    replay.enqueue(load_fixture(RESPONSES_DOCUMENT))
+    client = client_for(replay, "openai", transport="sdk", api="responses")
+    pdf = a_pdf()
+    answer = client.complete("Analyze these", "openai:gpt-4.1", context={"chart": a_figure()},
+                             attachments=[pdf])
+    assert answer.text
+    (request,) = replay.requests
+    assert request.path == "/v1/responses"
+    (item,) = request.json()["input"]
+    image, document, prompt = item["content"]
+    assert image["type"] == "input_image"
+    assert png_size(data_url_bytes(image["image_url"], "image/png"))[0] > 100
+    assert document["type"] == "input_file" and document["filename"] == "attachment.pdf"
+    assert data_url_bytes(document["file_data"], "application/pdf") == pdf
+    assert prompt == {"type": "input_text", "text": "Analyze these"}
+
+
+def test_the_responses_api_refuses_audio_before_sending(replay: ReplayServer) -> None:
+    client = client_for(replay, "openai", api="responses")
+    with pytest.raises(errors.UnsupportedError, match="takes no audio input; nothing was sent"):
+        client.complete("Listen", "openai:gpt-4o-audio-preview", attachments=[a_wav()])
+    assert replay.requests == []
 
 
 def test_anthropic_gets_image_and_document_blocks(replay: ReplayServer, tmp_path: Path) -> None:
