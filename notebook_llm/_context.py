@@ -135,10 +135,15 @@ def _stratified(frame: Any, rows: int) -> tuple[Any, str]:
     if best is not None:
         column, unique = best
         per = max(1, rows // unique)
-        shuffled = frame.sample(frac=1.0, random_state=0)
-        picked = shuffled.groupby(column, observed=True, dropna=True).head(per)
-        picked = frame.iloc[sorted(frame.index.get_indexer(picked.index))] if \
-            frame.index.is_unique else picked
+        import numpy as np
+        import pandas as pd
+
+        codes, _ = pd.factorize(frame[column], sort=True)  # -1: a missing value
+        order = np.random.default_rng(0).permutation(len(frame))
+        shuffled = codes[order]
+        positions = sorted(int(p) for code in range(unique)
+                           for p in order[shuffled == code][:per])
+        picked = frame.iloc[positions]
         return picked.iloc[: max(rows, unique)], f"sampled across {column!r}"
     step = len(frame) / rows
     positions = sorted({min(len(frame) - 1, int(i * step + step / 2)) for i in range(rows)})
