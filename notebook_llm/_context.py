@@ -283,11 +283,21 @@ def _sequence_card(items: Iterable[Any], kind: str, name: str, budget: int) -> s
 
 
 def _polars_as_pandas(obj: Any) -> Any:
+    """A polars DataFrame or Series as pandas: through pyarrow when installed, else
+    column by column through NumPy (no copy for numbers)."""
+    import pandas as pd
+
     if type(obj).__name__ == "LazyFrame":
         obj = obj.collect()
     try:
         return obj.to_pandas()
-    except Exception:  # noqa: BLE001 - polars without pyarrow: its own repr then
+    except ImportError:  # polars without pyarrow
+        pass
+    try:
+        if type(obj).__name__ == "Series":
+            return pd.Series(obj.to_numpy(), name=obj.name)
+        return pd.DataFrame({name: obj.get_column(name).to_numpy() for name in obj.columns})
+    except Exception:  # noqa: BLE001 - an exotic dtype: the card falls back to the repr
         return None
 
 
@@ -301,8 +311,8 @@ def card_text(obj: Any, name: str = "value", max_tokens: int = 1_000) -> str:
         if converted is None:
             return _cut(f"{name}: polars {kind}, shape {getattr(obj, 'shape', '?')}\n{obj!r}",
                         budget)
-        obj, module, kind = converted, "pandas", type(converted).__name__
-        name = f"{name} (polars)"
+        text = card_text(converted, name, budget)  # the same card, said to be polars
+        return text.replace(f"{name}: pandas ", f"{name}: polars ", 1)
     if module == "pandas" and kind == "DataFrame":
         frame = obj
         return _fit(lambda cols, rows: _frame_card(frame, name, cols, rows), frame.shape[1],

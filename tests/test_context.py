@@ -168,12 +168,15 @@ def test_complete_sends_the_card_and_the_prompt() -> None:
 
 async def test_the_async_and_stream_twins_send_the_same_message() -> None:
     frame = mixed_frame()
-    kwargs: dict[str, Any] = {"model": "offline:echo", "context": [frame], "log": False}
+    kwargs: dict[str, Any] = {"model": "offline:echo", "context": [frame], "log": False,
+                              "attachments": [b"a note", b"\x89PNG\r\n\x1a\n" + bytes(16)],
+                              "context_tokens": 300}
     sync = nl.complete("Q?", **kwargs)
     asynchronous = await nl.acomplete("Q?", **kwargs)
     streamed = nl.stream("Q?", **kwargs).collect()
     astreamed = await nl.astream("Q?", **kwargs).collect()
     assert sync.text.startswith("context: pandas DataFrame")
+    assert sync.text.endswith("--- attachment.txt ---\na note [image] Q?")
     for other in (asynchronous, streamed, astreamed):
         assert other.text == sync.text
 
@@ -191,9 +194,14 @@ def test_braces_use_the_card_and_bang_r_keeps_the_repr() -> None:
     assert estimate_tokens(interpolate("{frame}", {"frame": frame}, card_tokens=120)) <= 120
 
 
-def test_polars_frames_get_a_card_where_polars_is_installed() -> None:
+def test_polars_frames_and_series_get_cards() -> None:
     pl = pytest.importorskip("polars")
-    frame = pl.DataFrame({"a": [1, 2, None], "b": ["x", "y", "z"]})
+    frame = pl.DataFrame({"a": [1, 2, None, *range(4, 21)], "b": list("xyz" * 6 + "xy"),
+                          "c": [i + 0.5 for i in range(20)]})
     text = card_text(frame, "pf", 500)
-    assert text.startswith("pf")
-    assert "3 rows x 2 columns" in text or "shape (3, 2)" in text
+    assert text.startswith("pf: polars DataFrame, 20 rows x 3 columns")
+    assert re.search(r"\na +\S+ +1 ", text)  # one null in a
+    assert "sampled across 'b'" in text and estimate_tokens(text) <= 500
+    assert card_text(frame.lazy(), "lazy", 500).startswith("lazy: polars DataFrame")
+    series = card_text(frame.get_column("c"), "col", 200)
+    assert series.startswith("col: polars Series 'c', 20 values")
