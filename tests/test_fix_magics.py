@@ -100,6 +100,11 @@ def test_bad_context_fails_the_cell_before_sending(
     assert calls(kernel) == before
 
 
+def test_a_comparison_takes_no_context_flags(kernel: KernelSession) -> None:
+    done = kernel.execute("%%llm -m offline:echo,offline:story --with wine\nQ")
+    assert done.status == "error" and "--with, -a and --figure do not apply" in done.text
+
+
 # -- the bill ----------------------------------------------------------------------------------
 
 

@@ -291,8 +291,10 @@ class LLMMagics(Magics):
         if args.output and not args.output.isidentifier():
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
         if args.model and "," in args.model:  # -m a,b: compare side by side
-            if args.schema or args.no_stream or args.format != "markdown":
-                raise CellError("-f, --schema and --no-stream do not apply to a comparison",
+            if (args.schema or args.no_stream or args.format != "markdown" or args.with_
+                    or args.attach or args.figure):
+                raise CellError("-f, --schema, --no-stream, --with, -a and --figure do not "
+                                "apply to a comparison",
                                 title="UsageError", hint="Use %%llm_compare -m a -m b.")
             self._compare(self._prompt(cell), _models([args.model]), args)
             return None
