@@ -209,6 +209,20 @@ def test_llm_fix_sends_code_traceback_and_cards_and_puts_the_fix_below(
     assert next_input["replace"] is False
 
 
+def test_in_colab_the_fix_is_a_code_block_to_copy(kernel: KernelSession) -> None:
+    # Colab's runtime has google.colab imported and no set_next_input: stand in for it.
+    ok(kernel, "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')")
+    try:
+        kernel.execute("items = [3, 1]\nitems.sortt()")
+        done = ok(kernel, "%llm_fix -m offline:echo --yes")
+        assert not [p for p in payloads(done) if p.get("source") == "set_next_input"]
+        corrected = [o for o in done.outputs if "items.sortt()" in o.get("data", {}).get(
+            "text/plain", "") and "<pre" in o["data"].get("text/html", "")]
+        assert corrected and "Corrected cell (copy it into a new cell):" in done.text
+    finally:
+        ok(kernel, "del sys.modules['google.colab']")
+
+
 def test_a_secret_in_the_traceback_is_redacted(kernel: KernelSession) -> None:
     failed = kernel.execute("import os\nraise RuntimeError('rejected ' + "
                             "os.environ['OPENAI_API_KEY'] + ' and ' + "
