@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import wave
 from collections.abc import Iterator
@@ -349,3 +350,25 @@ def test_types_come_from_the_bytes_first_then_the_name() -> None:
     assert sniff(b"a,b\n1,2\n", "t.csv") == "text/csv"
     assert sniff(b"plain words") == "text/plain"
     assert sniff(bytes(range(256))) == "application/octet-stream"
+
+
+def test_the_call_log_keeps_the_question_not_the_bytes(tmp_path: Path) -> None:
+    import sqlite3
+
+    import notebook_llm as nl
+
+    db = tmp_path / "log.db"
+    client = Client(db_path=db)
+    _clients.append(client)
+    png, pdf, wav = a_png(), a_pdf(), a_wav()
+    client.complete("Q", model="offline:echo", attachments=[png, pdf, wav])
+    assert len(nl.usage(db_path=db)) == 1  # waits for the writer
+    with sqlite3.connect(db) as connection:
+        (logged,) = connection.execute("select messages_json from calls").fetchone()
+    image, document, audio, text = json.loads(logged)[0]["content"]
+    assert image["image_url"]["url"] == f"data:image/png;base64,[{len(png):,} bytes not logged]"
+    assert document["file"] == {"filename": "attachment.pdf", "file_data":
+                                f"data:application/pdf;base64,[{len(pdf):,} bytes not logged]"}
+    assert audio["input_audio"] == {"data": f"[{len(wav):,} bytes not logged]", "format": "wav"}
+    assert text == {"type": "text", "text": "Q"}
+    assert len(logged) < 1000
