@@ -372,3 +372,23 @@ def test_the_call_log_keeps_the_question_not_the_bytes(tmp_path: Path) -> None:
     assert audio["input_audio"] == {"data": f"[{len(wav):,} bytes not logged]", "format": "wav"}
     assert text == {"type": "text", "text": "Q"}
     assert len(logged) < 1000
+
+
+def test_images_and_pdfs_are_estimated_as_the_model_counts_them() -> None:
+    from notebook_llm.core.parts import attach_parts
+    from notebook_llm.core.tokens import estimate_prompt_tokens, image_tokens
+    from notebook_llm.core.types import DocumentPart, Request
+
+    png = a_png()
+    width, height = png_size(png)
+    image = ImagePart("image/png", png)
+    pdf = DocumentPart("application/pdf", a_pdf())
+
+    def tokens(*parts: Any) -> int:
+        messages = attach_parts([{"role": "user", "content": "Q"}], list(parts))
+        return estimate_prompt_tokens(Request(model="m", messages=messages))
+
+    # Not the base64 text (a third more than the bytes, four characters a token).
+    assert tokens(image) == image_tokens(width, height) + 1
+    assert tokens(pdf) == 2000 + 1  # one page
+    assert image_tokens(3136, 2090) == image_tokens(1568, 1045) == 2184  # scaled down first

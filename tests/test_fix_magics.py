@@ -56,6 +56,12 @@ def test_with_sends_cards_not_reprs(kernel: KernelSession) -> None:
     assert "[178 rows x 14 columns]" not in text  # not pandas' repr
 
 
+def test_the_line_magic_takes_the_context_flags(kernel: KernelSession) -> None:
+    ok(kernel, "answer = %llm -m offline:echo --with wine --context-tokens 200 How many wines")
+    text = value(kernel, "answer.text")
+    assert text.startswith("wine: pandas DataFrame, 178 rows") and text.endswith("How many wines")
+
+
 def test_braces_use_the_card_and_bang_r_the_repr(kernel: KernelSession) -> None:
     ok(kernel, "%%llm -m offline:echo --yes\nSummarise {wine}")
     assert value(kernel, "_llm.text").startswith("Summarise wine: pandas DataFrame, 178 rows")
