@@ -392,3 +392,15 @@ def test_images_and_pdfs_are_estimated_as_the_model_counts_them() -> None:
     assert tokens(image) == image_tokens(width, height) + 1
     assert tokens(pdf) == 2000 + 1  # one page
     assert image_tokens(3136, 2090) == image_tokens(1568, 1045) == 2184  # scaled down first
+
+
+def test_a_jpeg_is_estimated_from_its_frame_size() -> None:
+    from notebook_llm.core.parts import attach_parts
+    from notebook_llm.core.tokens import estimate_prompt_tokens, image_tokens
+    from notebook_llm.core.types import Request
+
+    buffer = io.BytesIO()
+    a_figure(4, 2).savefig(buffer, format="jpeg", dpi=100)  # 400 x 200 pixels
+    jpeg = ImagePart("image/jpeg", buffer.getvalue())
+    messages = attach_parts([{"role": "user", "content": ""}], [jpeg])
+    assert estimate_prompt_tokens(Request(model="m", messages=messages)) == image_tokens(400, 200)

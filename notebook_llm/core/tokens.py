@@ -66,6 +66,24 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's start-of-frame segment (after any EXIF)."""
+    position = 2
+    while position + 9 < len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + length
     return None
 
 
@@ -79,7 +97,10 @@ def _part_chars(part: Any) -> int:
     if kind == "image_url":
         image = part.get("image_url")
         url = str(image.get("url") if isinstance(image, dict) else image or "")
-        size = _image_size(_decoded(url, 64)) if url.startswith("data:") else None
+        head = _decoded(url, 64) if url.startswith("data:") else b""
+        if head[:3] == b"\xff\xd8\xff":  # a JPEG says its size after its EXIF block
+            head = _decoded(url, 96_000)
+        size = _image_size(head)
         return CHARS_PER_TOKEN * (image_tokens(*size) if size else IMAGE_TOKENS)
     if kind == "file":
         data = _decoded(str((part.get("file") or {}).get("file_data") or ""))
