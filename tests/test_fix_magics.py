@@ -79,6 +79,24 @@ def test_figures_named_and_current_go_as_images(kernel: KernelSession) -> None:
         "data:image/png;base64,"
 
 
+def test_figure_falls_back_to_the_last_figure_the_notebook_showed(kernel: KernelSession) -> None:
+    ok(kernel, "plt.close('all')\n%matplotlib inline")
+    try:
+        ok(kernel, "plt.plot([1, 2, 3]);")  # shown, then closed by the inline backend
+        assert value(kernel, "plt.get_fignums()") == []
+        ok(kernel, "%%llm -m offline:echo --figure\nWhat is it")
+        assert value(kernel, "_llm.text") == "[image] What is it"
+        url = value(kernel, "_llm.messages[-1]['content'][0]['image_url']['url']")
+        import base64
+
+        assert base64.b64decode(url.split(",", 1)[1])[:4] == b"\x89PNG"
+        ok(kernel, "plt.close('all')")
+        done = kernel.execute("%%llm -m offline:echo --figure\nAgain")
+        assert done.status == "ok"  # still the last one shown
+    finally:
+        ok(kernel, "matplotlib.use('Agg')")
+
+
 def test_attachments_are_read_and_sent(kernel: KernelSession, tmp_path: Any) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("ship on friday", encoding="utf-8")
