@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 CONSTRAINTS=../shared/colab-constraints.txt
 VENV=.venv-colab
-TESTS=(tests/test_notebook.py tests/test_notebook_surface.py tests/test_dashboard.py tests/test_progress.py tests/test_arena.py tests/test_tool_approval.py)
+TESTS=(tests/test_notebook.py tests/test_notebook_surface.py tests/test_dashboard.py tests/test_progress.py tests/test_arena.py tests/test_tool_approval.py tests/test_fix_magics.py)
 [ -f "$CONSTRAINTS" ] || { echo "error: $CONSTRAINTS is missing" >&2; exit 1; }
 
 # python3.13 on PATH, or a pyenv-installed 3.13 that the active pyenv version hides.
@@ -38,7 +38,7 @@ echo "== Colab runtime: $("$PYTHON" --version) ($PYTHON), pins from $CONSTRAINTS
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 # One resolution for the package and the test tools, every pin held.
-"$VENV/bin/pip" install -q -c "$CONSTRAINTS" -e '.[notebook]' \
+"$VENV/bin/pip" install -q -c "$CONSTRAINTS" -e '.[notebook]' scikit-learn \
         'pytest>=8' 'pytest-asyncio>=0.23' 'nbclient>=0.10' 'nbformat>=5.9' ipykernel \
     || { echo "error: notebook-llm[notebook] does not install under $CONSTRAINTS" >&2; exit 1; }
 

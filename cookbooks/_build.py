@@ -802,6 +802,150 @@ _llm.parsed
     ]
 
 
+# -- 09 ---------------------------------------------------------------------------
+
+def ask_your_data() -> list[nbformat.NotebookNode]:
+    return [
+        *header("09_ask_your_data.ipynb", "Ask about your data: DataFrames, figures and files as context", """
+Send a DataFrame, a figure or a file along with a question, see exactly what the model
+receives, and see the bill before a large call goes out. The data is scikit-learn's wine
+data set (178 wines, 13 measurements, 3 cultivars), which ships inside scikit-learn's
+wheel: nothing is downloaded.
+"""),
+        code("""
+from sklearn.datasets import load_wine
+
+wine = load_wine(as_frame=True).frame
+wine.shape
+"""),
+        md("""
+## A card, not a repr
+
+`{wine}` in a prompt, `%%llm --with wine` and `nl.complete(..., context=[wine])` send a
+**card**: the shape, each column's dtype and null count, `describe()`, the first rows and
+a sample stratified by the lowest-cardinality column (here `target`, the cultivar), in a
+token budget (`--context-tokens N`, `context_tokens=N`). pandas' repr would send 60
+columns of `...` and no statistics. `nl.card` shows the card:
+"""),
+        code("""
+print(nl.card(wine, "wine", max_tokens=700).text)
+"""),
+        md("""
+`offline:echo` answers with what it was sent, so it shows the message a real model gets:
+the card first, then the question. (`print(reply.text)` here; `_llm` after `%%llm`.)
+"""),
+        code("""
+reply = nl.complete("Which cultivar has the most alcohol?", model="offline:echo",
+                    context={"wine": wine}, context_tokens=700)
+print(reply.text)
+"""),
+        md("""
+With a real model (your key's, a local server's, or SmolLM2 in-process):
+"""),
+        code("""
+%%llm -m {MODEL} --with wine --context-tokens 500 --max-tokens 60 --yes
+In one sentence: which measurement differs most between the three cultivars?
+""", ignore=True),
+        md("""
+`{wine}` in a prompt uses the same card; `{wine!r}` sends pandas' repr instead.
+"""),
+        code("""
+%%llm -m offline:echo --yes
+How many rows? {wine}
+""", ignore=True),
+        md("""
+## Figures
+
+A variable holding a matplotlib Figure or Axes goes as a PNG (`--with fig`), and
+`--figure` sends the current figure, or the last one the notebook showed. Models that
+cannot see get a clear error before anything is sent; `nl.register_modalities` tells the
+library about a model it does not know.
+"""),
+        code("""
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(5, 3))
+wine.groupby("target")["alcohol"].mean().plot.bar(ax=ax, title="Mean alcohol by cultivar")
+plt.close(fig)
+""", ignore=True),
+        code("""
+reply = nl.complete("What does this chart show?", model="offline:echo", context={"chart": fig})
+[part["type"] for part in reply.messages[-1]["content"]], reply.text
+"""),
+        code("""
+try:
+    nl.complete("What does this chart show?", model="local:smollm2", context=[fig])
+except nl.errors.UnsupportedError as error:
+    print(error)
+"""),
+        md("""
+## Files and URLs
+
+`-a PATH_OR_URL` (repeatable) and `attachments=[...]` attach images, PDFs, audio and
+text; the type comes from the bytes and the name. Text files travel as text every model
+reads; images, PDFs and audio go to the models that take them (OpenAI image, file and
+audio parts; Anthropic image and document blocks; OpenAI-compatible servers' images).
+"""),
+        code("""
+import pathlib, tempfile
+
+sample = pathlib.Path(tempfile.mkdtemp()) / "wine_head.csv"
+wine.head(3).to_csv(sample, index=False)
+reply = nl.complete("What columns are there?", model="offline:echo", attachments=[sample])
+print(reply.text[:300])
+"""),
+        code("""
+try:
+    nl.complete("Summarise it", model="offline:echo", attachments=["no_such_report.pdf"])
+except nl.errors.InvalidRequestError as error:
+    print(str(error).split(" (the working")[0])
+"""),
+        md("""
+## The bill before sending
+
+A call whose prompt and context come to more than 2,000 tokens (set your own threshold
+with `%llm_config confirm_tokens N`) first shows its tokens and its cost, with **Send** and
+**Cancel** buttons. Where nobody can click (nbval, papermill, CI, a frontend without
+widgets) the bill is printed and the call goes ahead after a few seconds; `--yes` skips it.
+"""),
+        code("""
+%llm_config confirm_tokens 500
+"""),
+        code("""
+%%llm -m offline:echo --with wine --context-tokens 1500
+Summarise the data set in one line.
+""", ignore=True),
+        code("""
+%llm_config confirm_tokens none
+"""),
+        md("""
+A budget still refuses, before anything is sent, with the figures: no key is needed to be
+refused.
+"""),
+        code("""
+with nl.track(budget_usd=0.001):
+    try:
+        nl.complete("Summarise", model="openai:gpt-4o", context=[wine], context_tokens=3000)
+    except nl.errors.BudgetExceededError as error:
+        print(error)
+""", ignore=True),
+        md("""
+## When a cell fails: `%llm_fix` and `%llm_explain`
+
+After a cell raises, `%llm_explain` sends its code, its traceback (secrets redacted) and
+cards of the variables it uses, and streams an explanation. `%llm_fix` does the same and
+puts the corrected cell below yours (in Colab, a code block to copy). `%llm_fix 12`
+targets the error of cell 12. For example, after
+
+```python
+wine["colour_intensity"].mean()   # KeyError: the column is color_intensity
+```
+
+run `%llm_fix` (or `%llm_fix -m anthropic:claude-haiku-4-5`).
+"""),
+    ]
+
+
 # -- 10 ---------------------------------------------------------------------------
 
 def pick_a_model() -> list[nbformat.NotebookNode]:
@@ -922,6 +1066,7 @@ NOTEBOOKS = {
     "05_embeddings.ipynb": embeddings,
     "06_local_models.ipynb": local_models,
     "07_tools_structured_output.ipynb": tools,
+    "09_ask_your_data.ipynb": ask_your_data,
     "10_pick_a_model.ipynb": pick_a_model,
 }
 

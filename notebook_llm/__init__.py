@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "Arena": "notebook_llm._arena",
     "ArenaResults": "notebook_llm._arena",
     "AsyncStream": "notebook_llm.core.stream",
+    "AudioPart": "notebook_llm.core.types",
     "BatchEstimate": "notebook_llm.batches",
     "BatchResult": "notebook_llm.batches",
     "CancelToolCall": "notebook_llm.core.errors",
@@ -25,7 +26,9 @@ _EXPORTS: dict[str, str] = {
     "Collection": "notebook_llm.embeddings",
     "Comparison": "notebook_llm._compare",
     "Completion": "notebook_llm.core.types",
+    "DocumentPart": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
+    "ImagePart": "notebook_llm.core.types",
     "ModelInfo": "notebook_llm.core.types",
     "Progress": "notebook_llm.progress",
     "ProviderInfo": "notebook_llm.core.types",
@@ -36,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Server": "notebook_llm._serve",
     "Stream": "notebook_llm.core.stream",
     "Template": "notebook_llm._templates",
+    "TextPart": "notebook_llm.core.types",
     "Tool": "notebook_llm.core.types",
     "ToolCall": "notebook_llm.core.types",
     "ToolRun": "notebook_llm.core.types",
@@ -53,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "batch_jobs": "notebook_llm.batches",
     "cache": "notebook_llm._middleware",
     "capture": "notebook_llm._capture",
+    "card": "notebook_llm._context",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
@@ -69,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "logs": "notebook_llm._usage",
     "options": "notebook_llm._options",
     "plot_costs": "notebook_llm._usage",
+    "register_modalities": "notebook_llm.core.modalities",
     "resume_provider_batch": "notebook_llm.batches",
     "schema_dsl": "notebook_llm._schemas",
     "serve": "notebook_llm._serve",
@@ -188,6 +194,9 @@ if TYPE_CHECKING:
         acompare as acompare,
         compare as compare,
     )
+    from notebook_llm._context import (
+        card as card,
+    )
     from notebook_llm._decide import (
         Recommendation as Recommendation,
     )
@@ -235,6 +244,9 @@ if TYPE_CHECKING:
     from notebook_llm.core.errors import (
         CancelToolCall as CancelToolCall,
     )
+    from notebook_llm.core.modalities import (
+        register_modalities as register_modalities,
+    )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,
         RateLimitInfo as RateLimitInfo,
@@ -250,11 +262,15 @@ if TYPE_CHECKING:
         tool as tool,
     )
     from notebook_llm.core.types import (
+        AudioPart as AudioPart,
         Capabilities as Capabilities,
         Chunk as Chunk,
         Completion as Completion,
+        DocumentPart as DocumentPart,
+        ImagePart as ImagePart,
         ModelInfo as ModelInfo,
         ProviderInfo as ProviderInfo,
+        TextPart as TextPart,
         Tool as Tool,
         ToolCall as ToolCall,
         ToolRun as ToolRun,

@@ -13,6 +13,8 @@ from notebook_llm._assets import (
     store_call_fragments,
     with_schema,
 )
+from notebook_llm._attachments import attachment_parts
+from notebook_llm._context import context_parts
 from notebook_llm._middleware import (
     attach,
     cache_default,
@@ -25,7 +27,7 @@ from notebook_llm.core.client import CallContext, CoreClient
 from notebook_llm.core.models import DefaultModel
 from notebook_llm.core.options import CallOptions
 from notebook_llm.core.registry import get_spec
-from notebook_llm.core.types import Completion
+from notebook_llm.core.types import Completion, ContentPart
 
 if TYPE_CHECKING:
     from notebook_llm.store.db import PathLike
@@ -139,6 +141,13 @@ class Client(CoreClient):
                 "installed, so SmolLM2-135M-Instruct runs in-process",
             )
         return DefaultModel("offline:echo", "no key, local server or local model was found")
+
+    def _content_parts(self, options: CallOptions) -> list[ContentPart]:
+        """``context=`` as cards (DataFrames, figures, any object) and
+        ``attachments=`` read from paths, URLs and bytes; see ``_context`` and
+        ``_attachments``."""
+        return [*context_parts(options.context, options.context_tokens),
+                *attachment_parts(options.attachments)]
 
     def _log_default(self) -> bool:
         return self.log

@@ -481,9 +481,49 @@ def _messages_snapshot(messages: list[Message]) -> list[Message] | str:
     copies: list[Message] = []
     for message in messages:
         if len(message) > 2 or type(message.get("content")) is not str:
-            return json.dumps(messages, default=str, ensure_ascii=False)
+            return json.dumps([_without_data(m) for m in messages], default=str,
+                              ensure_ascii=False)
         copies.append(dict(message))
     return copies
+
+
+_DATA_URL = re.compile(r"^(data:[^;,]*;base64,)(.{64,})$", re.S)
+
+
+def _logged_data(value: str) -> str:
+    match = _DATA_URL.match(value)
+    if match is None:
+        return value
+    return f"{match.group(1)}[{_decoded_size(match.group(2)):,} bytes not logged]"
+
+
+def _decoded_size(data: str) -> int:
+    return len(data) * 3 // 4 - data[-2:].count("=")
+
+
+def _without_data(message: Message) -> Message:
+    """``message`` with the base64 data of images, files and audio replaced by its
+    size: the log keeps what was asked, not megabytes of attachments."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    parts: list[Any] = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            image = part.get("image_url")
+            if isinstance(image, dict) and isinstance(image.get("url"), str):
+                part = {**part, "image_url": {**image, "url": _logged_data(image["url"])}}
+        elif isinstance(part, dict) and part.get("type") == "file":
+            file = part.get("file")
+            if isinstance(file, dict) and isinstance(file.get("file_data"), str):
+                part = {**part, "file": {**file, "file_data": _logged_data(file["file_data"])}}
+        elif isinstance(part, dict) and part.get("type") == "input_audio":
+            audio = part.get("input_audio")
+            if isinstance(audio, dict) and isinstance(audio.get("data"), str):
+                size = _decoded_size(audio["data"])
+                part = {**part, "input_audio": {**audio, "data": f"[{size:,} bytes not logged]"}}
+        parts.append(part)
+    return {**message, "content": parts}
 
 
 def standard_middlewares(

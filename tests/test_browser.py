@@ -85,6 +85,12 @@ TOOL_CALL = (
     "               'c1', 'f` <img src=x onerror=\"window.__xss=10\"> `',\n"
     "               {'a': '</textarea><svg onload=window.__xss=11>'})])"
 )
+# A bill for a small call: the threshold lowered for this one cell.
+BILL = """get_ipython().run_line_magic("llm_config", "confirm_tokens 10")
+try:
+    get_ipython().run_cell_magic("llm", "-m offline:echo", "{prompt}")
+finally:
+    get_ipython().run_line_magic("llm_config", "confirm_tokens none")"""
 REQUESTED: list[str] = []
 """Every URL the page asked for."""
 CELLS = {
@@ -99,6 +105,8 @@ CELLS = {
     "xss_markdown": XSS_MARKDOWN,
     "remote_image": REMOTE_IMAGE,
     "tool_call": TOOL_CALL,
+    "bill_cancel": BILL.format(prompt="Cancel me {words}"),
+    "bill_send": BILL.format(prompt="Send me {words}"),
 }
 INDEX = {name: i for i, name in enumerate(CELLS)}
 # -f html shows the page in an <iframe sandbox=""> (no scripts, a CSP against
@@ -327,6 +335,27 @@ def test_model_output_loads_no_remote_image(notebook: LabNotebook, cell: str) ->
     assert notebook.page.evaluate("window.__xss") is None
     assert [url for url in REQUESTED if "images.invalid" in url] == []
     shot(notebook, cell, cell)
+
+
+@pytest.mark.parametrize(("cell", "button"), [("bill_cancel", "Cancel"), ("bill_send", "Send")])
+def test_the_bill_waits_for_send_or_cancel(notebook: LabNotebook, cell: str, button: str) -> None:
+    index = INDEX[cell]
+    notebook.run(index)
+    output = notebook.output(index)
+    output.locator(f"button:has-text('{button}')").wait_for(timeout=30_000)
+    text = output.inner_text()
+    assert "This call sends about" in text and "offline:echo: free" in text
+    shot(notebook, cell, cell)
+    time.sleep(4.5)  # past the 3 s a headless run waits: a drawn view means someone can click
+    assert notebook.running(index)
+    output.locator(f"button:has-text('{button}')").click()
+    notebook.wait_done(index, timeout=30)
+    text = notebook.text(index)
+    assert output.locator("button").count() == 0  # the buttons gave way to text
+    if button == "Cancel":
+        assert "cancelled: nothing was sent" in text and "Cancel me w0" not in text
+    else:
+        assert "sent" in text.splitlines() and "Send me w0" in text and "w149" in text
 
 
 def test_screenshot_of_the_whole_notebook(notebook: LabNotebook) -> None:

@@ -40,6 +40,7 @@ from notebook_llm.core.keys import (
 )
 from notebook_llm.core.models import DefaultModel, ModelRef, choose_default, parse_model
 from notebook_llm.core.options import CallOptions
+from notebook_llm.core.parts import plain_parts, with_parts
 from notebook_llm.core.ratelimit import RateLimit, RateLimiter
 from notebook_llm.core.registry import ProviderSpec, get_spec, specs
 from notebook_llm.core.retry import RetryPolicy, retry_async
@@ -58,6 +59,7 @@ from notebook_llm.core.tools import as_tools, normalise_response_format, parse_s
 from notebook_llm.core.types import (
     Chunk,
     Completion,
+    ContentPart,
     EmbeddingResponse,
     Message,
     ModelInfo,
@@ -454,6 +456,7 @@ class CoreClient:
         system = options.system
         if messages and messages[0].get("role") == "system" and system is None:
             system = messages.pop(0).get("content")
+        messages = with_parts(spec.info, ref.name, messages, self._content_parts(options))
         format_dict, format_model = normalise_response_format(options.response_format)
         headers = _extra_headers(provider_kwargs, ref)
         request = Request(
@@ -485,6 +488,11 @@ class CoreClient:
             format_model=format_model,
         )
         return provider, ctx
+
+    def _content_parts(self, options: CallOptions) -> list[ContentPart]:
+        """``context=`` and ``attachments=`` as parts (``Client`` takes more kinds)."""
+        return [*plain_parts(options.context, "context"),
+                *plain_parts(options.attachments, "attachments")]
 
     def _log_default(self) -> bool:
         return False
@@ -555,6 +563,9 @@ class CoreClient:
         params: Mapping[str, Any] | None = None,
         fragments: Sequence[Any] | None = None,
         system_fragments: Sequence[Any] | None = None,
+        context: Sequence[Any] | None = None,
+        attachments: Sequence[Any] | None = None,
+        context_tokens: int | None = None,
         **provider_kwargs: Any,
     ) -> Completion:
         """Send a prompt (or a list of messages) and return the completion.
@@ -584,6 +595,9 @@ class CoreClient:
             metadata: extra fields for middlewares (conversation id, batch id).
             template, params: a saved template (or its name) and its ``$names``' values.
             fragments, system_fragments: files, URLs or aliases before the (system) prompt.
+            context: objects sent as compact cards (DataFrames, figures as PNG, ...).
+            attachments: paths, URLs or bytes: images, PDFs, text, audio.
+            context_tokens: the token budget of all context cards together.
             **provider_kwargs: passed to the provider untouched.
 
         Returns:
@@ -599,7 +613,8 @@ class CoreClient:
             timeout=timeout, max_tool_rounds=max_tool_rounds, max_tool_calls=max_tool_calls,
             tool_timeout=tool_timeout, approve=approve, log=log, cache=cache, tags=tags,
             metadata=metadata, template=template, params=params, fragments=fragments,
-            system_fragments=system_fragments,
+            system_fragments=system_fragments, context=context, attachments=attachments,
+            context_tokens=context_tokens,
         )  # fmt: skip
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
@@ -688,6 +703,9 @@ class CoreClient:
         params: Mapping[str, Any] | None = None,
         fragments: Sequence[Any] | None = None,
         system_fragments: Sequence[Any] | None = None,
+        context: Sequence[Any] | None = None,
+        attachments: Sequence[Any] | None = None,
+        context_tokens: int | None = None,
         **provider_kwargs: Any,
     ) -> AsyncStream:
         """Stream a completion: ``async for chunk in client.astream(...)``.
@@ -704,7 +722,8 @@ class CoreClient:
             timeout=timeout, max_tool_rounds=max_tool_rounds, max_tool_calls=max_tool_calls,
             tool_timeout=tool_timeout, approve=approve, log=log, cache=cache, tags=tags,
             metadata=metadata, template=template, params=params, fragments=fragments,
-            system_fragments=system_fragments,
+            system_fragments=system_fragments, context=context, attachments=attachments,
+            context_tokens=context_tokens,
         )  # fmt: skip
         resolve, ctx = self._prepare("stream", prompt_or_messages, model, options, provider_kwargs)
         loop = ToolLoop.for_call(ctx.request.tools, options)

@@ -69,6 +69,15 @@ class CallOptions:
     """Files, URLs or fragment aliases whose text goes before the prompt."""
     system_fragments: Sequence[Any] | None = None
     """Files, URLs or fragment aliases whose text goes before the system prompt."""
+    context: Sequence[Any] | None = None
+    """Objects sent beside the prompt as compact cards: DataFrames, Series, dicts,
+    lists, arrays (a bounded summary each), matplotlib figures (a PNG), any
+    other object (its repr, capped)."""
+    attachments: Sequence[Any] | None = None
+    """Files sent beside the prompt: paths, URLs, bytes or content parts (images,
+    PDFs, text, audio), the MIME type detected from the name and the bytes."""
+    context_tokens: int | None = None
+    """The token budget of all ``context`` cards together (default 2,000)."""
 
     def uses_assets(self) -> bool:
         """True when a template, parameters or fragments are named (resolved by

@@ -17,15 +17,21 @@ if TYPE_CHECKING:
     from notebook_llm.core.ratelimit import RateLimitInfo
 
 __all__ = [
+    "AudioPart",
     "Capabilities",
     "Chunk",
     "Completion",
+    "ContentPart",
+    "DocumentPart",
     "EmbeddingResponse",
     "FinishReason",
+    "ImagePart",
     "Message",
+    "Modality",
     "ModelInfo",
     "ProviderInfo",
     "Request",
+    "TextPart",
     "Tool",
     "ToolCall",
     "ToolRun",
@@ -35,6 +41,8 @@ __all__ = [
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]
 Message = dict[str, Any]
+Modality = Literal["image", "document", "audio"]
+"""What a model must be able to read, besides text, to take a content part."""
 
 _FINISH_ALIASES: dict[str, FinishReason] = {
     "stop": "stop",
@@ -435,6 +443,121 @@ _FINISH_NOTES: dict[str, str] = {
     "cancelled": "stopped",
     "error": "error",
 }
+# -- content parts: what a user message carries besides its prompt ------------------
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """Text sent beside the prompt: a variable's card, a text file's contents."""
+
+    text: str
+    label: str = ""
+    """What the text is (``df``, ``notes.txt``), for bills and errors."""
+
+    modality: None = field(default=None, init=False)
+    """Text needs no modality: every model reads it."""
+
+    @property
+    def size(self) -> int:
+        return len(self.text.encode("utf-8"))
+
+    def to_message_part(self) -> dict[str, Any]:
+        """This part in the OpenAI chat shape (``{"type": "text", ...}``)."""
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ImagePart:
+    """An image: its bytes (PNG, JPEG, GIF or WebP), or a URL the provider fetches."""
+
+    mime: str
+    data: bytes | None = None
+    url: str | None = None
+    label: str = ""
+    detail: str | None = None
+    """OpenAI's ``detail`` (``"low"``, ``"high"``, ``"auto"``), sent only when set."""
+
+    modality: Modality = field(default="image", init=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data or b"")
+
+    def __repr__(self) -> str:
+        where = self.url if self.data is None else f"{self.size:,} bytes"
+        return f"ImagePart({self.label or self.mime!r}, {where})"
+
+    def to_message_part(self) -> dict[str, Any]:
+        """An ``image_url`` part: a ``data:`` URL, or the remote URL as given."""
+        url = self.url if self.data is None else _data_url(self.mime, self.data)
+        image: dict[str, Any] = {"url": url}
+        if self.detail:
+            image["detail"] = self.detail
+        return {"type": "image_url", "image_url": image}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DocumentPart:
+    """A document the model reads as a file (a PDF)."""
+
+    mime: str
+    data: bytes
+    label: str = ""
+
+    modality: Modality = field(default="document", init=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"DocumentPart({self.label or self.mime!r}, {self.size:,} bytes)"
+
+    def to_message_part(self) -> dict[str, Any]:
+        """OpenAI's ``file`` part with inline ``file_data`` (Anthropic: a ``document``)."""
+        return {
+            "type": "file",
+            "file": {"filename": self.label or "document.pdf",
+                     "file_data": _data_url(self.mime, self.data)},
+        }
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AudioPart:
+    """A recording (WAV or MP3), for models that listen."""
+
+    format: Literal["wav", "mp3"]
+    data: bytes
+    label: str = ""
+
+    modality: Modality = field(default="audio", init=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"AudioPart({self.label or self.format!r}, {self.size:,} bytes)"
+
+    def to_message_part(self) -> dict[str, Any]:
+        """OpenAI's ``input_audio`` part (base64 data and its format)."""
+        import base64
+
+        return {
+            "type": "input_audio",
+            "input_audio": {"data": base64.b64encode(self.data).decode("ascii"),
+                            "format": self.format},
+        }
+
+
+ContentPart = TextPart | ImagePart | DocumentPart | AudioPart
+"""One piece of a user message beside the prompt (``context=`` and ``attachments=``)."""
 
 
 @dataclass(slots=True)
@@ -456,6 +579,10 @@ class Capabilities:
     structured_output: bool = False
     reasoning: bool = False
     image_input: bool = False
+    document_input: bool = False
+    """PDFs as files (OpenAI ``file`` parts, Anthropic ``document`` blocks)."""
+    audio_input: bool = False
+    """Recordings as ``input_audio`` parts (OpenAI's audio models)."""
     embeddings: bool = False
     list_models: bool = False
     batch: bool = False

@@ -16,6 +16,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
     from notebook_llm.notebook._arena_magics import ArenaMagics
     from notebook_llm.notebook._asset_magics import AssetMagics
+    from notebook_llm.notebook._fix_magics import FixMagics
     from notebook_llm.notebook._magics import LLMMagics
     from notebook_llm.notebook._serve_magics import ServeMagics
     from notebook_llm.notebook._tracebacks import install
@@ -26,13 +27,15 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(AssetMagics)
     ipython.register_magics(ServeMagics)
     ipython.register_magics(import_module("notebook_llm.notebook._tool_magics").ToolMagics)
+    ipython.register_magics(FixMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Stop recording cell errors for ``{Err[n]}``; the magics stay registered."""
-    magics = ipython.magics_manager.registry.get("LLMMagics")
-    if magics is not None:
-        magics.unregister()
+    for name in ("LLMMagics", "FixMagics"):
+        magics = ipython.magics_manager.registry.get(name)
+        if magics is not None:
+            magics.unregister()
 
 
 def show_compare(prompt: str | None = None, models: Any = (), **kwargs: Any) -> Any:

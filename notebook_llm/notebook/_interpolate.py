@@ -3,6 +3,9 @@
 ``string.Formatter`` with a namespace lookup: ``{x}``, ``{x:.2f}``,
 ``{x!r}``, ``{d[key]}``, ``{obj.attr}``, ``{In[3]}``, ``{Out[3]}``,
 ``{Err[3]}`` (the last error of cell 3), and ``{{``/``}}`` for braces.
+A DataFrame, Series or array becomes its card (:func:`notebook_llm._context.card_text`:
+shape, dtypes, nulls, ``describe()``, rows), never pandas' truncated repr;
+``{df!r}`` keeps the repr.
 Every failure is an :class:`InterpolationError` naming the field, raised
 before anything is sent.
 """
@@ -14,9 +17,13 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from notebook_llm._context import card_text, has_card
 from notebook_llm.notebook._errors import InterpolationError
 
-__all__ = ["format_error", "interpolate"]
+__all__ = ["DEFAULT_CARD_TOKENS", "format_error", "interpolate"]
+
+DEFAULT_CARD_TOKENS = 1_000
+"""The budget of a ``{df}`` card in a prompt."""
 
 # Names whose missing entries deserve a message about cells, not dict keys.
 _HISTORY = {"In": "input", "Out": "output", "Err": "error"}
@@ -36,9 +43,16 @@ def format_error(error: BaseException, frames: int = 3) -> str:
 
 
 class _Formatter(string.Formatter):
-    def __init__(self, namespace: Mapping[str, Any], errors: Mapping[int, str]) -> None:
+    def __init__(self, namespace: Mapping[str, Any], errors: Mapping[int, str],
+                 card_tokens: int) -> None:
         self.namespace = namespace
         self.errors = errors
+        self.card_tokens = card_tokens
+        self._field = ""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        self._field = field_name
+        return self._get_field(field_name, args, kwargs)
 
     def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
         if isinstance(key, int):
@@ -53,7 +67,7 @@ class _Formatter(string.Formatter):
             return self.errors
         raise InterpolationError(f"name {key!r} is not defined (used as {{{key}}} in the prompt)")
 
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+    def _get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
         try:
             return super().get_field(field_name, args, kwargs)
         except InterpolationError:
@@ -70,6 +84,8 @@ class _Formatter(string.Formatter):
             raise InterpolationError(f"{{{field_name}}}: {exc}") from None
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if not format_spec and has_card(value):
+            return card_text(value, self._field, self.card_tokens)
         try:
             text: str = super().format_field(value, format_spec)  # format(): always a str
             return text
@@ -86,7 +102,10 @@ class _Formatter(string.Formatter):
 
 
 def interpolate(
-    template: str, namespace: Mapping[str, Any], errors: Mapping[int, str] | None = None
+    template: str,
+    namespace: Mapping[str, Any],
+    errors: Mapping[int, str] | None = None,
+    card_tokens: int = DEFAULT_CARD_TOKENS,
 ) -> str:
     """Fill ``{...}`` fields of ``template`` from ``namespace``.
 
@@ -94,6 +113,7 @@ def interpolate(
         template: the prompt as typed, ``{{``/``}}`` for literal braces.
         namespace: the user namespace (``In`` and ``Out`` live there).
         errors: the ``Err`` mapping of execution count to formatted error.
+        card_tokens: the budget of each DataFrame, Series or array card.
 
     Returns:
         The prompt to send.
@@ -101,7 +121,7 @@ def interpolate(
     Raises:
         InterpolationError: a field could not be filled; the message names it.
     """
-    formatter = _Formatter(namespace, errors if errors is not None else {})
+    formatter = _Formatter(namespace, errors if errors is not None else {}, card_tokens)
     try:
         return formatter.vformat(template, (), {})
     except InterpolationError:

@@ -22,6 +22,7 @@ from notebook_llm._api import default_client
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Completion, Message
 from notebook_llm.notebook._asset_magics import call_assets, model_options, save_config
+from notebook_llm.notebook._cell_context import add_context
 from notebook_llm.notebook._display import (
     CellView,
     Format,
@@ -68,6 +69,8 @@ class NotebookConfig:
 
     temperature: float | None = None
     max_tokens: int | None = None
+    confirm_tokens: int | None = None
+    """Show the bill first for calls over this many input tokens (default 2,000)."""
     client_snapshot: dict[str, Any] | None = field(default=None, repr=False)
     """The client's settings before ``%llm_config`` first changed them (for ``--reset``)."""
 
@@ -298,6 +301,12 @@ class LLMMagics(Magics):
     @argument("--tool", action="append", help="a function, toolbox or MCP server (repeat)")
     @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
     @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
+    @argument("--with", dest="with_", action="append",
+              help="variables to send as context: DataFrames as cards, figures as PNGs")
+    @argument("--context-tokens", type=int, help="token budget of the --with cards")
+    @argument("--figure", action="store_true", help="send the current matplotlib figure")
+    @argument("-a", "--attach", action="append", help="a file or URL to send (repeatable)")
+    @argument("--yes", action="store_true", help="send without showing the bill first")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -314,15 +323,18 @@ class LLMMagics(Magics):
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
         if len(models := _models(args.model, required=False)) > 1:  # compare side by side
             if (args.schema or args.schema_multi or args.no_stream or args.template
-                    or args.format != "markdown"):
-                raise CellError("-f, --schema, --template and --no-stream do not apply to a "
-                                "comparison",
+                    or args.format != "markdown" or args.with_ or args.attach or args.figure):
+                raise CellError("-f, --schema, --template, --no-stream, --with, -a and "
+                                "--figure do not apply to a comparison",
                                 title="UsageError", hint="Use %%llm_compare -m a -m b.")
             self._compare(self._prompt(cell), models, args)
             return None
         args.model = models[0] if models else None
         options = self._call_options(args)
         prompt = self._prompt(cell, empty_ok="template" in options)
+        if not add_context(self._shell, default_client(), args, prompt, args.model, options,
+                           self.settings.confirm_tokens):
+            return None
         fmt: Format = args.format
         run = self._complete if args.no_stream else self._stream
         result = run(prompt, args.model, fmt, options)
@@ -338,6 +350,9 @@ class LLMMagics(Magics):
         args.model = models[0] if models else None
         options = self._call_options(args)
         prompt = self._prompt(prompt_text, empty_ok="template" in options)
+        if not add_context(self._shell, default_client(), args, prompt, args.model, options,
+                           self.settings.confirm_tokens):
+            return None
         try:
             completion = default_client().complete(prompt, _unquote(args.model), **options)
         except LLMError as exc:
@@ -570,8 +585,8 @@ def _configure(client: Any, config: NotebookConfig, key: str, values: list[str])
         client.aliases[values[0]] = values[1]
     elif key == "temperature" and len(values) == 1:
         config.temperature = None if values[0] == "none" else float(values[0])
-    elif key == "max_tokens" and len(values) == 1:
-        config.max_tokens = None if values[0] == "none" else int(values[0])
+    elif key in ("max_tokens", "confirm_tokens") and len(values) == 1:
+        setattr(config, key, None if values[0] == "none" else int(values[0]))
     elif key == "embedding_model" and len(values) == 1:
         client.embedding_model = None if values[0] == "none" else values[0]
     elif key in ("log", "cache") and len(values) == 1:

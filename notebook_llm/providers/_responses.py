@@ -113,6 +113,11 @@ def _input_part(part: Any, role: str) -> Any:
         return converted
     if kind == "file" and isinstance(part.get("file"), dict):
         return {"type": "input_file", **part["file"]}
+    if kind == "input_audio":
+        raise UnsupportedError(
+            "The Responses API (api='responses') takes no audio input; nothing was sent. "
+            "Use api='chat' with an audio model (openai:gpt-4o-audio-preview)"
+        )
     return part  # already a Responses part (input_text, input_image, ...)
 
 

@@ -73,12 +73,21 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+_PLACEHOLDERS = {"image_url": "[image]", "file": "[document]", "input_audio": "[audio]"}
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    """A part's text; an image, document or audio part as a placeholder, so
+    ``offline:echo`` shows what it was sent without the base64 data."""
+    return str(part.get("text") or _PLACEHOLDERS.get(str(part.get("type")), ""))
+
+
 def _last_user_text(request: Request) -> str:
     for message in reversed(request.messages):
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+                return " ".join(_part_text(part) for part in content if isinstance(part, dict))
             return str(content or "")
     return ""
 
