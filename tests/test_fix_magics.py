@@ -117,7 +117,8 @@ def test_bad_context_fails_the_cell_before_sending(
 ) -> None:
     ok(kernel, "fig, ax = plt.subplots()")
     before = calls(kernel)
-    done = kernel.execute(f"%%llm -m offline:echo {flags}\nhello")
+    model = "" if "-m " in flags else "-m offline:echo "  # two -m flags would compare
+    done = kernel.execute(f"%%llm {model}{flags}\nhello")
     assert done.status == "error"
     assert message in strip_ansi(done.text)
     assert "Traceback" not in done.text
