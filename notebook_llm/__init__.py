@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "abatch": "notebook_llm.batches",
     "acompare": "notebook_llm._compare",
     "acomplete": "notebook_llm._api",
+    "aexpect": "notebook_llm._expect",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
     "alist_models": "notebook_llm._api",
@@ -54,10 +55,13 @@ _EXPORTS: dict[str, str] = {
     "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm.embeddings",
     "estimate": "notebook_llm.batches",
+    "expect": "notebook_llm._expect",
     "list_models": "notebook_llm._api",
     "list_providers": "notebook_llm._api",
     "logs": "notebook_llm._usage",
     "plot_costs": "notebook_llm._usage",
+    "replay": "notebook_llm._replay",
+    "replay_diff": "notebook_llm._replay",
     "resume_provider_batch": "notebook_llm.batches",
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
@@ -152,10 +156,18 @@ if TYPE_CHECKING:
         acompare as acompare,
         compare as compare,
     )
+    from notebook_llm._expect import (
+        aexpect as aexpect,
+        expect as expect,
+    )
     from notebook_llm._middleware import (
         cache as cache,
         set_cache as set_cache,
         set_logging as set_logging,
+    )
+    from notebook_llm._replay import (
+        replay as replay,
+        replay_diff as replay_diff,
     )
     from notebook_llm._tracking import (
         Tracker as Tracker,

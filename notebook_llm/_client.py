@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm._middleware import attach, cache_default, standard_middlewares
+from notebook_llm._replay import ReplayLookup, ReplayRecorder
 from notebook_llm._tracking import DEFAULT_MAX_RECORDS, Tracker, carry_trackers
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
@@ -66,8 +67,12 @@ class Client(CoreClient):
         self.tracker = Tracker(budget_usd=budget_usd, name="client", max_records=max_records)
         """Every call made through this client: exact totals, its spend (and
         budget), and the most recent ``max_records`` calls one by one."""
+        # The replay file answers first (before the response cache and budgets)
+        # and records after pricing, so a stored answer keeps its cost.
         self.middlewares = [
+            ReplayLookup(),
             *standard_middlewares(db_path=db_path, tracker=self.tracker),
+            ReplayRecorder(),
             *extra,
         ]
 

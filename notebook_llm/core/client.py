@@ -95,6 +95,8 @@ class CallContext:
     up yet; ``notebook_llm.Client`` does it where the call is made)."""
     budget_held: dict[int, float] = field(default_factory=dict)
     """Dollars a budget holds for this call while it runs, by tracker id."""
+    model_as_written: str | None = None
+    """The model string the caller gave, before defaults and aliases (``None``: the default)."""
 
     @property
     def model(self) -> str:
@@ -462,6 +464,7 @@ class CoreClient:
             tags=list(options.tags or []),
             metadata=dict(options.metadata or {}),
             format_model=format_model,
+            model_as_written=model,
         )
         return provider, ctx
 

@@ -42,6 +42,7 @@ from notebook_llm.notebook._ipython import (
     magic_parser,
     parse_argstring,
 )
+from notebook_llm.notebook._replay_magics import live_options
 from notebook_llm.notebook._schema import resolve_schema
 from notebook_llm.notebook._uipoll import UIEvents
 
@@ -170,6 +171,8 @@ class LLMMagics(Magics):
             options["log"] = False
         if getattr(args, "schema", None):
             options["response_format"] = resolve_schema(args.schema, self._ns)
+        if getattr(args, "live", False):
+            options = live_options(options)
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
@@ -267,6 +270,7 @@ class LLMMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--schema", help="a Pydantic model name, or fields: 'name: str, age: int'")
     @argument("--no-log", action="store_true", help="do not write this call to the log")
+    @argument("--live", action="store_true", help="call the model, not the replay file; refresh it")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -361,6 +365,7 @@ class LLMMagics(Magics):
     @argument("-m", "--model", help="provider:model or an alias")
     @argument("--new", action="store_true", help="start the conversation afresh")
     @argument("--name", default="default", help="which conversation (default: 'default')")
+    @argument("--live", action="store_true", help="call the model, not the replay file; refresh it")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
         """``%%chat``: continue a named conversation; the answer streams in."""
