@@ -93,18 +93,18 @@ class CheckResult:
 
 
 def _text_argument(rest: str, line: str) -> str:
-    """The argument of ``contains``/``equals``: a quoted string, or the rest of the line."""
+    """The argument of ``contains``/``regex``/``equals``/``judge``: a quoted string
+    (quotes removed, backslash escapes read), or the rest of the line as written."""
     rest = rest.strip()
     if not rest:
         raise ValueError(f"{line!r}: say what to look for, e.g. contains \"Paris\"")
-    if rest[0] in "'\"":
+    if len(rest) >= 2 and rest[0] == rest[-1] and rest[0] in "'\"":
         try:
             parts = shlex.split(rest)
-        except ValueError as exc:
-            raise ValueError(f"{line!r}: {exc}") from None
-        if len(parts) != 1:
-            raise ValueError(f"{line!r}: quote the whole text once")
-        return parts[0]
+        except ValueError:
+            parts = []
+        if len(parts) == 1:
+            return parts[0]
     return rest
 
 

@@ -18,15 +18,14 @@ from typing import Any
 
 import nbformat
 import pytest
-from aiohttp import web
 from nbclient import NotebookClient
 from pydantic import BaseModel
 
 import notebook_llm as nl
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.types import Completion
+from tests.support.chat_server import ChatServer
 from tests.support.kernel import KernelSession, ok, strip_ansi, value
-from tests.support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT.parent / "shared" / "models" / "stories260K.gguf"
@@ -45,31 +44,9 @@ class Counter(Middleware):
         return None
 
 
-class ChatServer(LoopbackServer):
-    """An OpenAI-protocol server: a priced model (gpt-4o-mini) that counts requests."""
-
-    def __init__(self, text: str = "Paris is the capital of France.") -> None:
-        super().__init__()
-        self.text = text
-        self.requests: list[dict[str, Any]] = []
-        self.auth: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.auth.append(request.headers.get("Authorization", ""))
-        return web.json_response({
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 1,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.text}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20},
-        })
-
-
 @pytest.fixture
 def server() -> Iterator[ChatServer]:
-    srv = ChatServer().start()
+    srv = ChatServer(lambda prompt: "Paris is the capital of France.").start()
     try:
         yield srv
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic import Magics, magics_class
+from IPython.core.magic import Magics, magics_class, no_var_expand
 
 from notebook_llm._expect import (
     Check,
@@ -126,6 +126,7 @@ class ReplayMagics(Magics):
     @argument("--max-tokens", type=int, help="the most tokens to generate")
     @argument("-o", "--output", help="also store the result in this variable")
     @cell_magic
+    @no_var_expand  # {var} in --prompt is filled in by interpolate(), as in %%llm
     def llm_expect(self, line: str, cell: str) -> None:
         """``%%llm_expect -m a,b --prompt "..."`` + one assertion per line: a pass/fail
         matrix (rows: assertions, columns: models). A failure fails the cell.
