@@ -264,12 +264,18 @@ class ReplayFile:
 
     # writing
 
+    def _lock_path(self) -> str:
+        """The lock every writer of this file takes: in the temporary directory, so no
+        ``.lock`` file is left beside the notebook (and committed with it)."""
+        digest = hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:24]
+        return os.path.join(tempfile.gettempdir(), f"notebook-llm-replay-{digest}.lock")
+
     def put(self, entries: list[Entry]) -> None:
         """Store ``entries`` (replacing those with the same key), merged with the file."""
         from filelock import FileLock
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, FileLock(str(self.path) + ".lock", timeout=30):
+        with self._lock, FileLock(self._lock_path(), timeout=30):
             current = dict(self._read_disk())
             for entry in entries:
                 current[entry.key] = {

@@ -374,6 +374,34 @@ def test_magics_record_replay_and_name_the_cell(kernel: KernelSession, tmp_path:
     ok(kernel, "%llm_replay off")
 
 
+def test_auto_is_the_default_in_a_notebook_with_a_replay_file(tmp_path: Path) -> None:
+    """Jupyter tells the kernel the notebook's path ($JPY_SESSION_NAME, __session__)."""
+    with nl.replay("record", path=tmp_path / "known.ipynb"):
+        stored = nl.Client(aliases={"m": "offline:echo"}).complete("from the file", "m")
+    session = KernelSession(env={"JPY_SESSION_NAME": str(tmp_path / "known.ipynb")},
+                            cwd=str(tmp_path))
+    try:
+        ok(session, "%load_ext notebook_llm\nimport notebook_llm as nl\n"
+                    "nl.default_client().aliases['m'] = 'offline:story'")
+        ok(session, "%%llm -m m\nfrom the file")
+        assert value(session, "[_llm.text, _llm.replay.replayed]") == [stored.text, True]
+        assert value(session, "nl.replay().mode") == "auto"
+        ok(session, "%%llm -m m\nsomething new")  # auto: sent, and stored
+        assert value(session, "_llm.replay.replayed") is False
+    finally:
+        session.close()
+    entries = json.loads((tmp_path / "known.llm.json").read_text())["entries"]
+    assert len(entries) == 2
+    other = KernelSession(env={"JPY_SESSION_NAME": str(tmp_path / "other.ipynb")})
+    try:  # no replay file: nothing is replayed or written
+        ok(other, "%load_ext notebook_llm\nimport notebook_llm as nl")
+        ok(other, "%%llm -m offline:echo\nfrom the file")
+        assert value(other, "[_llm.replay is None, nl.replay().mode]") == [True, "off"]
+    finally:
+        other.close()
+    assert not (tmp_path / "other.llm.json").exists()
+
+
 def _run(nb: nbformat.NotebookNode, cwd: Path) -> None:
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
@@ -424,3 +452,23 @@ def _markdown(outputs: list[Any]) -> str:
         if "text/html" in data and "<small" not in data["text/html"]:
             return str(data["text/html"])
     return ""
+
+
+def test_the_replay_cookbook_passes_offline(tmp_path: Path) -> None:
+    """As CI runs it: strict replay, no key, local:tiny hidden, no network, under nbval."""
+    cookbooks = ROOT / "cookbooks"
+    stored = (cookbooks / "08_replay.llm.json").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({
+        "NOTEBOOK_LLM_REPLAY": "replay", "NOTEBOOK_LLM_TINY_GGUF": str(tmp_path / "gone.gguf"),
+        "NOTEBOOK_LLM_NO_PROMPT": "1", "NOTEBOOK_LLM_DB": str(tmp_path / "log.db"),
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+        "PYTHONPATH": str(ROOT),
+    })
+    command = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p",
+               "no:cacheprovider", "-q", "-o", "addopts=", "--rootdir", str(cookbooks),
+               "08_replay.ipynb"]
+    result = subprocess.run(command, cwd=cookbooks, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert (cookbooks / "08_replay.llm.json").read_bytes() == stored  # replay writes nothing
