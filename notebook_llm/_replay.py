@@ -158,6 +158,8 @@ class Entry:
     request: dict[str, Any]
     answer: dict[str, Any]
     recorded_at: str
+    answer_json: str = ""
+    """``answer`` as JSON text, made once when the entry is first checked."""
 
 
 class ReplayFile:
@@ -260,7 +262,7 @@ class ReplayFile:
             )
         if not isinstance(answer.get("text"), str) or not isinstance(answer.get("usage"), dict):
             raise ReplayFileError(f'{where} has no "text" or "usage"')
-        return Entry(key, request, answer, str(raw.get("recorded_at") or ""))
+        return Entry(key, request, answer, str(raw.get("recorded_at") or ""), _canonical(answer))
 
     # writing
 
@@ -314,7 +316,7 @@ def _answer_of(completion: Completion) -> dict[str, Any]:
 def _completion_of(entry: Entry, source: Path, ctx: CallContext) -> Completion:
     """The stored answer as a completion marked replayed, at $0 now."""
     try:
-        completion = Completion.from_json(_canonical(entry.answer))
+        completion = Completion.from_json(entry.answer_json or _canonical(entry.answer))
     except (TypeError, ValueError) as exc:
         raise ReplayFileError(
             f"entry {entry.key!r} of the replay file {source} cannot be read back: {exc}"
@@ -472,6 +474,9 @@ class ReplayLookup(Middleware):
             return None
         entry = file.get(key)
         if entry is not None:
+            # Nothing is sent: trackers count the answer at $0, the call log (a record
+            # of calls made) does not get a row.
+            ctx.log = False
             return _completion_of(entry, file.path, ctx)
         if mode == "replay":
             model = ctx.model_as_written or "the default model"

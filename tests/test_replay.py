@@ -101,6 +101,18 @@ def test_replayed_answer_is_the_recorded_one_at_zero_cost_with_no_key(
     assert len(server.requests) == 1
 
 
+def test_replayed_answers_are_counted_at_zero_but_not_logged_as_calls(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    logged = nl.Client(db_path=db)
+    with nl.replay("record", path=tmp_path / "log.llm.json"):
+        logged.complete("count me once", "offline:echo")
+    with nl.replay("replay", path=tmp_path / "log.llm.json"):
+        again = logged.complete("count me once", "offline:echo")
+    assert again.replay is not None and again.replay.replayed
+    assert len(nl.logs(10, db_path=db).df) == 1  # the live call; the replay sent nothing
+    assert logged.tracker.calls == 2 and logged.tracker.cached == 1
+
+
 def test_parsed_object_replays_as_the_model(tmp_path: Path) -> None:
     class City(BaseModel):
         name: str
