@@ -31,6 +31,7 @@ import json
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -500,11 +501,20 @@ class ReplayRecorder(Middleware):
                 or completion.finish_reason in ("cancelled", "error")):
             return
         key, record, file, mode = noted
-        before = file.get(key) if mode == "record" else None
+        try:
+            before = file.get(key) if mode == "record" else None
+        except ReplayFileError:
+            before = None  # a damaged entry is replaced by the new answer
         entry = Entry(key, json.loads(redact(_canonical(record))), _answer_of(completion),
                       datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         drift = before is not None and before.answer.get("text") != completion.text
-        await _write(file, entry)
+        try:
+            await _write(file, entry)
+        except (OSError, ReplayFileError) as exc:
+            # The answer arrived and was paid for: it is returned, only not stored.
+            warnings.warn(f"the answer was not stored in the replay file: {exc}",
+                          RuntimeWarning, stacklevel=2)
+            return
         completion.replay = ReplayInfo(
             replayed=False, path=str(file.path), key=key, cost_usd=completion.cost_usd,
             cost_status=completion.cost_status, recorded_at=entry.recorded_at, drift=drift,

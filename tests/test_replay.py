@@ -318,6 +318,31 @@ def test_a_newer_format_is_refused_with_a_message(tmp_path: Path) -> None:
     assert "newer notebook-llm" in str(info.value) and "upgrade" in str(info.value)
 
 
+def test_recording_never_overwrites_a_newer_file_and_still_answers(tmp_path: Path) -> None:
+    path = _recorded(tmp_path)
+    with nl.replay("record", path=path):
+        data = json.loads(path.read_text())
+        data["version"] = 99  # another kernel, with a newer library, wrote it meanwhile
+        path.write_text(json.dumps(data))
+        before = path.read_text()
+        with pytest.warns(RuntimeWarning, match="newer notebook-llm"):
+            answer = nl.complete("a new prompt", "offline:echo")
+    assert answer.text == "a new prompt"  # the answer that arrived is not lost
+    assert path.read_text() == before
+
+
+def test_record_replaces_a_damaged_entry(tmp_path: Path) -> None:
+    path = _recorded(tmp_path)
+    data = json.loads(path.read_text())
+    (key,) = data["entries"]
+    data["entries"][key]["answer"]["text"] = "tampered"
+    path.write_text(json.dumps(data))
+    with nl.replay("record", path=path):
+        nl.complete("stored prompt", "offline:echo")
+    with nl.replay("replay", path=path):
+        assert nl.complete("stored prompt", "offline:echo").text == "stored prompt"
+
+
 def test_a_path_is_needed_where_the_notebook_is_unknown() -> None:
     with pytest.raises(ValueError, match="path="):
         nl.replay("replay")
