@@ -370,8 +370,8 @@ class _State:
     path: Path | None = None
     files: dict[Path, ReplayFile] = field(default_factory=dict)
     drifts: list[Drift] = field(default_factory=list)
-    implicit: tuple[str | None, Path | None] | None = None
-    """The notebook path looked up for the default mode, and its file if it exists."""
+    implicit: tuple[Path | None] | None = None
+    """The running notebook's replay file, once looked up (``(None,)``: not known)."""
 
 
 _state = _State()
@@ -412,8 +412,8 @@ def active() -> tuple[Mode, Path | None]:
     if mode is None or (path is None and mode != "off"):
         if path is None:
             if _state.implicit is None:
-                _state.implicit = (None, _notebook_file())
-            path = _state.implicit[1]
+                _state.implicit = (_notebook_file(),)
+            path = _state.implicit[0]
         if mode is None:
             mode = "auto" if path is not None and path.exists() else "off"
     return mode, path
@@ -649,10 +649,3 @@ def replay_diff() -> ReplayDiff:
     Each drift is shown as a unified diff of the stored and the new text.
     """
     return ReplayDiff(drifts())
-
-
-def _reset() -> None:
-    """Forget the session's settings and drifts (tests)."""
-    global _state
-    _state = _State()
-
