@@ -12,6 +12,13 @@ cell's stored output is checked on every CI run (tests/test_cookbooks.py).
     python cookbooks/_build.py                 # write the notebooks (no outputs)
     python cookbooks/_build.py --execute       # write, run and store outputs
     python cookbooks/_build.py --execute 03    # only the notebooks whose name has "03"
+    python cookbooks/_build.py --execute --record   # also re-record each <name>.llm.json
+
+``--record`` runs every model call live and stores the answers in the notebook's
+replay file (``01_quickstart.llm.json``...), which Jupyter (Binder) replays in
+``auto`` mode: "Run all" there is instant and needs no model. 08_replay records
+itself (``%llm_replay auto``): after ``--record``, run ``--execute 08`` once more so
+that its stored outputs are the replayed ones that CI compares.
 """
 
 from __future__ import annotations
@@ -992,10 +999,13 @@ def clean(nb: nbformat.NotebookNode) -> None:
         raise SystemExit(f"refusing to store outputs: key-like strings {leaked}")
 
 
-def execute(nb: nbformat.NotebookNode) -> float:
+def execute(nb: nbformat.NotebookNode, record: Path | None = None) -> float:
     old = dict(os.environ)
     with tempfile.TemporaryDirectory() as db_dir:
         env = run_environment(db_dir)  # from the environment as it is, before clearing it
+        if record is not None:
+            record.with_suffix("").with_suffix(".llm.json").unlink(missing_ok=True)
+            env.update(NOTEBOOK_LLM_REPLAY="record", NOTEBOOK_LLM_REPLAY_FILE=str(record))
         os.environ.clear()
         os.environ.update(env)
         try:
@@ -1021,6 +1031,7 @@ def failed_cells(nb: nbformat.NotebookNode) -> list[str]:
 
 def main(argv: list[str]) -> None:
     run = "--execute" in argv
+    record = "--record" in argv
     only = [a for a in argv if not a.startswith("--")]
     problems = []
     for name in NOTEBOOKS:
@@ -1028,7 +1039,7 @@ def main(argv: list[str]) -> None:
             continue
         nb = build(name)
         if run:
-            seconds = execute(nb)
+            seconds = execute(nb, HERE / name if record else None)
             problems += [f"{name}: {cell}" for cell in failed_cells(nb)]
             clean(nb)
             print(f"{name}: executed in {seconds:.1f}s")
