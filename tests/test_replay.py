@@ -343,6 +343,19 @@ def test_record_replaces_a_damaged_entry(tmp_path: Path) -> None:
         assert nl.complete("stored prompt", "offline:echo").text == "stored prompt"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "cookbooks").glob("*.llm.json")),
+                         ids=lambda p: p.name)
+def test_the_shipped_replay_files_are_intact(path: Path) -> None:
+    """Every entry of every cookbook's replay file passes its check (no hand edits or
+    half-resolved merges), and its notebook exists."""
+    from notebook_llm._replay import ReplayFile
+
+    file = ReplayFile(path)
+    keys = file.keys()
+    assert keys and all(file.get(key) is not None for key in keys)
+    assert path.with_name(path.name.replace(".llm.json", ".ipynb")).exists()
+
+
 def test_a_path_is_needed_where_the_notebook_is_unknown() -> None:
     with pytest.raises(ValueError, match="path="):
         nl.replay("replay")
