@@ -25,11 +25,9 @@ stored answer keeps its cost). The file itself is :class:`ReplayFile`.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -270,11 +268,15 @@ class ReplayFile:
     def _lock_path(self) -> str:
         """The lock every writer of this file takes: in the temporary directory, so no
         ``.lock`` file is left beside the notebook (and committed with it)."""
+        import tempfile
+
         digest = hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:24]
         return os.path.join(tempfile.gettempdir(), f"notebook-llm-replay-{digest}.lock")
 
     def put(self, entries: list[Entry]) -> None:
         """Store ``entries`` (replacing those with the same key), merged with the file."""
+        import tempfile
+
         from filelock import FileLock
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,6 +359,8 @@ class Drift:
 
     def diff(self) -> str:
         """A unified diff of the stored and the new text."""
+        import difflib
+
         return "".join(difflib.unified_diff(
             self.before.splitlines(keepends=True), self.after.splitlines(keepends=True),
             fromfile="stored", tofile="new",
