@@ -1,6 +1,6 @@
 """Replay benchmark: 1,000 stored answers replayed vs the same calls to a local model.
 
-    .venv/bin/python bench/bench_replay.py [--answers 1000] [--max-tokens 16] [--out F]
+    .venv/bin/python bench/bench_replay.py [--answers 1000] [--max-tokens 64] [--out F]
 
 One process, one client (the default middlewares, the call log on, as a user
 has it), the same prompts:
@@ -75,7 +75,7 @@ def lookup_seconds(client: nl.Client, prompts: list[str], max_tokens: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=1000)
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="replay rounds (median)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
