@@ -27,10 +27,12 @@ class Client(CoreClient):
     ``alist_models``) and sync (``complete``, ``stream``, ``embed``,
     ``list_models``).
 
-    Every call goes through the standard middlewares
+    Every call goes through the replay file first (``nl.replay``: a stored
+    answer replays at $0), then the standard middlewares
     (:func:`notebook_llm._middleware.standard_middlewares`): response cache, budget
     check, pricing (``completion.cost_usd``), trackers (``nl.track()``) and
-    the SQLite call log. Middlewares passed as ``middlewares=`` run after them.
+    the SQLite call log; last, the replay recorder stores the answer.
+    Middlewares passed as ``middlewares=`` run after them.
 
     Args:
         model: the default model, ``provider:model`` or an alias.
