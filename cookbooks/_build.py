@@ -12,6 +12,13 @@ cell's stored output is checked on every CI run (tests/test_cookbooks.py).
     python cookbooks/_build.py                 # write the notebooks (no outputs)
     python cookbooks/_build.py --execute       # write, run and store outputs
     python cookbooks/_build.py --execute 03    # only the notebooks whose name has "03"
+    python cookbooks/_build.py --execute --record   # also re-record each <name>.llm.json
+
+``--record`` runs every model call live and stores the answers in the notebook's
+replay file (``01_quickstart.llm.json``...), which Jupyter (Binder) replays in
+``auto`` mode: "Run all" there is instant and needs no model. 08_replay records
+itself (``%llm_replay auto``): after ``--record``, run ``--execute 08`` once more so
+that its stored outputs are the replayed ones that CI compares.
 """
 
 from __future__ import annotations
@@ -802,6 +809,150 @@ _llm.parsed
     ]
 
 
+# -- 08 ---------------------------------------------------------------------------
+
+def replay() -> list[nbformat.NotebookNode]:
+    return [
+        *header("08_replay.ipynb", "Replay: notebooks that run at $0 with no key, and prompt tests", """
+Record every model answer into a file next to the notebook (`08_replay.llm.json`), then
+"Run all" anywhere (Binder, Colab, CI, a colleague's laptop) replays them: the same
+Markdown, the same footer, $0 spent, no key, no network, no model. Prompts become tests
+with `%%llm_expect`. This notebook was recorded against `local:tiny`, a 1 MB llama.cpp
+test model, and ships its replay file: it runs even where that model is not installed.
+"""),
+        md("""
+## The model, when it is here
+
+`local:tiny` is stories260K, llama.cpp's own CI model (it writes children's stories, and
+does not follow instructions). In a checkout it lies in `../../shared/models`; on Binder
+or Colab it does not, and the replay file answers instead.
+"""),
+        code("""
+import os
+from pathlib import Path
+
+TINY = Path(os.environ.get("NOTEBOOK_LLM_TINY_GGUF", "../../shared/models/stories260K.gguf"))
+if TINY.exists():
+    nl.local.register("tiny", TINY)
+print("local:tiny is", "installed" if TINY.exists() else "not here: the replay file answers")
+""", ignore=True),
+        md("""
+## Turn replay on
+
+`%llm_replay MODE [PATH]` (or `nl.replay(mode, path=...)`, which also works in scripts and
+pytest):
+
+- `auto` answers from the file when it holds the request, and calls the model (and stores
+  the answer) for anything new. It is the default in Jupyter when the notebook has a
+  replay file.
+- `replay` answers only from the file; a changed prompt fails with an error naming the
+  cell, before anything is sent.
+- `record` calls the model for every cell and refreshes the file (`%%llm --live` does
+  that for one cell).
+- `off` leaves the file alone.
+
+PATH is needed where the kernel cannot learn the notebook's own path (nbval, papermill,
+VS Code). `$NOTEBOOK_LLM_REPLAY` overrides the mode: CI sets it to `replay`.
+"""),
+        code("""
+%llm_replay auto 08_replay.ipynb
+""", ignore=True),
+        md("""
+## A replayed cell looks like the live one
+
+(The answer streams into the cell through display updates, which `pytest --nbval` does
+not compare; the cells after it check the replay.)
+
+The footer shows the model, the tokens and the latency of the recorded call, says
+**replayed**, and puts **$0 now** next to what the call cost when it was recorded.
+"""),
+        code("""
+%%llm -m local:tiny -t 0 --max-tokens 40
+Once upon a time
+""", ignore=True),
+        code("""
+_llm.replay.replayed, _llm.cost_usd, _llm.replay.cost_usd, _llm.usage.output_tokens
+"""),
+        md("""
+The request's *fingerprint* covers the model as written in the cell (before defaults and
+aliases resolve, so a kernel whose default model differs still finds the answer), the
+messages, the options and the schema. Keys and headers are never part of it, and never
+stored. `%%chat`, `%%llm_compare`, `nl.complete`, `nl.stream`, `nl.compare` and `nl.batch`
+record and replay the same way.
+"""),
+        code("""
+%%chat -m local:tiny
+Once upon a time there was a little cat
+""", ignore=True),
+        code("""
+story = nl.complete("The dog ran to the park", "local:tiny", temperature=0, max_tokens=30)
+print(story.text)
+print(story.footer())
+"""),
+        code("""
+tales = nl.batch([f"Once upon a time there was a {animal}" for animal in ("fox", "bee", "cat")],
+                 "local:tiny", temperature=0, max_tokens=20, progress=False, job="replay-tales")
+tales.df[["output", "output_tokens"]]
+""", ignore=True),
+        md("""
+## Prompt tests as cells
+
+`%%llm_expect` sends one prompt (`--prompt "..."` with `{variables}`, or the cell above's
+with `--from-cell`) to each model and checks every answer against the assertions in the
+cell, one per line: `contains "x"`, `not contains "x"`, `regex ...`, `equals ...`,
+`json`, `schema NAME_OR_DSL`, `max_tokens N`, `max_cost 0.01`,
+`judge "is it polite?" >= 0.8` (a judge model's 0-1 score). It shows a pass/fail matrix;
+a failure fails the cell, so "Run all" and `pytest --nbval` stop there. Under replay it
+runs offline, judge included.
+"""),
+        code("""
+hero = "dragon"
+"""),
+        code("""
+%%llm_expect -m local:tiny,offline:echo --prompt "Once upon a time there was a {hero}" -t 0 --max-tokens 30
+regex \\w+
+not contains "sk-"
+max_tokens 30
+max_cost 0.001
+"""),
+        md("""
+The same from Python: `nl.expect` raises an `AssertionError` listing the failures (so it
+is a pytest test as it stands), or returns the matrix with `check=False`.
+"""),
+        code("""
+result = nl.expect("Once upon a time there was a dragon", ["offline:echo"],
+                   ['contains "dragon"', 'not contains "unicorn"'], check=False)
+print(result.summary())
+print(result.text())
+"""),
+        md("""
+## Drift
+
+`record` (or `%%llm --live`) calls the model again. When the new answer differs from the
+stored one, the footer says so and `nl.replay_diff()` shows the difference as a unified
+diff. Here nothing was re-recorded:
+"""),
+        code("""
+nl.replay_diff()
+"""),
+        md("""
+## In CI
+
+This notebook runs in CI with no key, with `local:tiny` hidden, and in strict replay
+mode, which proves that it needs nothing but its replay file:
+
+```
+NOTEBOOK_LLM_REPLAY=replay NOTEBOOK_LLM_TINY_GGUF=/nowhere.gguf \\
+    pytest --nbval cookbooks/08_replay.ipynb
+```
+
+The replay file is sorted, indented JSON, one entry per request: it diffs well and is
+safe to commit. An entry edited by hand, or a file from a newer notebook-llm, is refused
+with an error naming the file and the entry, never answered wrongly.
+"""),
+    ]
+
+
 # -- 09 ---------------------------------------------------------------------------
 
 def ask_your_data() -> list[nbformat.NotebookNode]:
@@ -1066,6 +1217,7 @@ NOTEBOOKS = {
     "05_embeddings.ipynb": embeddings,
     "06_local_models.ipynb": local_models,
     "07_tools_structured_output.ipynb": tools,
+    "08_replay.ipynb": replay,
     "09_ask_your_data.ipynb": ask_your_data,
     "10_pick_a_model.ipynb": pick_a_model,
 }
@@ -1116,12 +1268,15 @@ def clean(nb: nbformat.NotebookNode) -> None:
         raise SystemExit(f"refusing to store outputs: key-like strings {leaked}")
 
 
-def execute(nb: nbformat.NotebookNode) -> float:
+def execute(nb: nbformat.NotebookNode, record: Path | None = None) -> float:
     old = dict(os.environ)
     with tempfile.TemporaryDirectory() as db_dir:
-        environment = run_environment(db_dir)  # read before the clear below
+        env = run_environment(db_dir)  # from the environment as it is, before clearing it
+        if record is not None:
+            record.with_suffix("").with_suffix(".llm.json").unlink(missing_ok=True)
+            env.update(NOTEBOOK_LLM_REPLAY="record", NOTEBOOK_LLM_REPLAY_FILE=str(record))
         os.environ.clear()
-        os.environ.update(environment)
+        os.environ.update(env)
         try:
             started = time.monotonic()
             NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
@@ -1145,6 +1300,7 @@ def failed_cells(nb: nbformat.NotebookNode) -> list[str]:
 
 def main(argv: list[str]) -> None:
     run = "--execute" in argv
+    record = "--record" in argv
     only = [a for a in argv if not a.startswith("--")]
     problems = []
     for name in NOTEBOOKS:
@@ -1152,7 +1308,7 @@ def main(argv: list[str]) -> None:
             continue
         nb = build(name)
         if run:
-            seconds = execute(nb)
+            seconds = execute(nb, HERE / name if record else None)
             problems += [f"{name}: {cell}" for cell in failed_cells(nb)]
             clean(nb)
             print(f"{name}: executed in {seconds:.1f}s")

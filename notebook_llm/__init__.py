@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "acompare": "notebook_llm._compare",
     "arena": "notebook_llm._arena",
     "acomplete": "notebook_llm._api",
+    "aexpect": "notebook_llm._expect",
     "aembed": "notebook_llm.embeddings",
     "afind_local_servers": "notebook_llm.providers.discovery",
     "alist_models": "notebook_llm._api",
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "delete_collection": "notebook_llm.embeddings",
     "embed": "notebook_llm.embeddings",
     "estimate": "notebook_llm.batches",
+    "expect": "notebook_llm._expect",
     "fragments": "notebook_llm._fragments",
     "list_models": "notebook_llm._api",
     "list_providers": "notebook_llm._api",
@@ -75,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     "options": "notebook_llm._options",
     "plot_costs": "notebook_llm._usage",
     "register_modalities": "notebook_llm.core.modalities",
+    "replay": "notebook_llm._replay",
+    "replay_diff": "notebook_llm._replay",
     "resume_provider_batch": "notebook_llm.batches",
     "schema_dsl": "notebook_llm._schemas",
     "serve": "notebook_llm._serve",
@@ -200,6 +204,10 @@ if TYPE_CHECKING:
     from notebook_llm._decide import (
         Recommendation as Recommendation,
     )
+    from notebook_llm._expect import (
+        aexpect as aexpect,
+        expect as expect,
+    )
     from notebook_llm._fragments import (
         fragments as fragments,
     )
@@ -210,6 +218,10 @@ if TYPE_CHECKING:
     )
     from notebook_llm._options import (
         options as options,
+    )
+    from notebook_llm._replay import (
+        replay as replay,
+        replay_diff as replay_diff,
     )
     from notebook_llm._schemas import (
         schema_dsl as schema_dsl,

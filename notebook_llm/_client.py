@@ -21,6 +21,7 @@ from notebook_llm._middleware import (
     logging_enabled,
     standard_middlewares,
 )
+from notebook_llm._replay import ReplayLookup, ReplayRecorder
 from notebook_llm._tracking import DEFAULT_MAX_RECORDS, Tracker, carry_trackers
 from notebook_llm.core import loop as _loop
 from notebook_llm.core.client import CallContext, CoreClient
@@ -41,10 +42,12 @@ class Client(CoreClient):
     ``alist_models``) and sync (``complete``, ``stream``, ``embed``,
     ``list_models``).
 
-    Every call goes through the standard middlewares
+    Every call goes through the replay file first (``nl.replay``: a stored
+    answer replays at $0), then the standard middlewares
     (:func:`notebook_llm._middleware.standard_middlewares`): response cache, budget
     check, pricing (``completion.cost_usd``), trackers (``nl.track()``) and
-    the SQLite call log. Middlewares passed as ``middlewares=`` run after them.
+    the SQLite call log; last, the replay recorder stores the answer.
+    Middlewares passed as ``middlewares=`` run after them.
 
     Args:
         model: the default model, ``provider:model`` or an alias.
@@ -81,8 +84,12 @@ class Client(CoreClient):
         self.tracker = Tracker(budget_usd=budget_usd, name="client", max_records=max_records)
         """Every call made through this client: exact totals, its spend (and
         budget), and the most recent ``max_records`` calls one by one."""
+        # The replay file answers first (before the response cache and budgets)
+        # and records after pricing, so a stored answer keeps its cost.
         self.middlewares = [
+            ReplayLookup(),
             *standard_middlewares(db_path=db_path, tracker=self.tracker),
+            ReplayRecorder(),
             *extra,
         ]
         self.embedding_model: str | None = None

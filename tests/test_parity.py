@@ -28,6 +28,7 @@ TWINS = [
     ("list_models", "alist_models"),
     ("batch", "abatch"),
     ("compare", "acompare"),
+    ("expect", "aexpect"),
 ]
 
 
@@ -60,6 +61,12 @@ def test_completion_and_stream_options_are_the_call_options_record() -> None:
     options = list(CallOptions.names())
     assert _keyword_only(CoreClient.astream) == options
     assert _keyword_only(CoreClient.acomplete) == options
+
+
+def test_expect_options_are_the_expect_options_record() -> None:
+    from notebook_llm._expect import ExpectOptions
+
+    assert _keyword_only(nl.expect) == _keyword_only(nl.aexpect) == list(ExpectOptions.names())
 
 
 def test_batch_options_are_the_batch_options_record() -> None:

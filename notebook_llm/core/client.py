@@ -109,6 +109,8 @@ class CallContext:
     """Dollars a budget holds for this call while it runs, by tracker id."""
     tool_runs: list[ToolRun] = field(default_factory=list)
     """The tool calls whose results this request carries back (logged with it)."""
+    model_as_written: str | None = None
+    """The model string the caller gave, before defaults and aliases (``None``: the default)."""
 
     @property
     def model(self) -> str:
@@ -486,6 +488,7 @@ class CoreClient:
             tags=list(options.tags or []),
             metadata=dict(options.metadata or {}),
             format_model=format_model,
+            model_as_written=model,
         )
         return provider, ctx
 

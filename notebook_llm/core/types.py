@@ -30,6 +30,7 @@ __all__ = [
     "Modality",
     "ModelInfo",
     "ProviderInfo",
+    "ReplayInfo",
     "Request",
     "TextPart",
     "Tool",
@@ -246,6 +247,31 @@ class Chunk:
         return self.text
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayInfo:
+    """How a completion met the replay file (``nl.replay``): replayed from it, or recorded."""
+
+    replayed: bool
+    """True: answered from the file, nothing sent, $0 now. False: a live answer, stored."""
+    path: str
+    """The replay file."""
+    key: str
+    """The request's fingerprint, the entry's name in the file."""
+    cost_usd: float | None = None
+    """What the call cost when it was recorded."""
+    cost_status: str = "unknown"
+    recorded_at: str = ""
+    """When the answer was recorded (UTC, ISO 8601)."""
+    drift: bool = False
+    """A recorded answer that differs from the one stored before (``nl.replay_diff()``)."""
+
+    def note(self) -> str:
+        """The footer's words: replayed with the recorded cost, or recorded (with drift)."""
+        if self.replayed:
+            return f"replayed · $0 now (recorded: {format_usd(self.cost_usd, self.cost_status)})"
+        return "recorded · differs from the stored answer" if self.drift else "recorded"
+
+
 @dataclass
 class Completion:
     """The result of one call, in the same shape for every provider.
@@ -286,6 +312,8 @@ class Completion:
     """Requests sent for this answer, retries included (0 when none was: a cache hit)."""
     tool_runs: list[ToolRun] = field(default_factory=list, repr=False)
     """The tool calls the loop ran (or refused) before this answer, every round."""
+    replay: ReplayInfo | None = field(default=None, repr=False)
+    """Set when a replay file answered (``replay.replayed``) or stored this answer."""
 
     def __str__(self) -> str:
         return self.text
@@ -410,7 +438,12 @@ class Completion:
             parts.append(f"TTFT {self.ttft_s:.2f}s")
         if self.latency_s is not None:
             parts.append(f"{self.latency_s:.2f}s")
-        parts.append(format_usd(self.cost_usd, self.cost_status))
+        if self.replay is not None and self.replay.replayed:
+            parts.append(self.replay.note())
+        else:
+            parts.append(format_usd(self.cost_usd, self.cost_status))
+            if self.replay is not None:
+                parts.append(self.replay.note())
         if self.finish_note:
             parts.append(self.finish_note)
         return " · ".join(parts)

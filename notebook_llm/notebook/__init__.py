@@ -18,6 +18,7 @@ def load_ipython_extension(ipython: Any) -> None:
     from notebook_llm.notebook._asset_magics import AssetMagics
     from notebook_llm.notebook._fix_magics import FixMagics
     from notebook_llm.notebook._magics import LLMMagics
+    from notebook_llm.notebook._replay_magics import ReplayMagics
     from notebook_llm.notebook._serve_magics import ServeMagics
     from notebook_llm.notebook._tracebacks import install
 
@@ -28,6 +29,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(ServeMagics)
     ipython.register_magics(import_module("notebook_llm.notebook._tool_magics").ToolMagics)
     ipython.register_magics(FixMagics)
+    ipython.register_magics(ReplayMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -44,6 +44,7 @@ from notebook_llm.notebook._ipython import (
     magic_parser,
     parse_argstring,
 )
+from notebook_llm.notebook._replay_magics import live_options
 from notebook_llm.notebook._schema import resolve_schema
 from notebook_llm.notebook._tool_magics import (
     ToolSession,
@@ -184,6 +185,8 @@ class LLMMagics(Magics):
         options.update(call_assets(args, self._ns))  # --template, -p, -F, --sf, -O, ...
         if hasattr(args, "tool") and not hasattr(args, "new"):  # %%chat remembers its own
             options.update(tool_options(args, self._ns))
+        if getattr(args, "live", False):
+            options = live_options(options)
         return options
 
     def _view(self, fmt: Format) -> tuple[View, UIEvents | None]:
@@ -307,6 +310,7 @@ class LLMMagics(Magics):
     @argument("--figure", action="store_true", help="send the current matplotlib figure")
     @argument("-a", "--attach", action="append", help="a file or URL to send (repeatable)")
     @argument("--yes", action="store_true", help="send without showing the bill first")
+    @argument("--live", action="store_true", help="call the model, not the replay file; refresh it")
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask a model. ``%%llm [options]`` + prompt streams the answer into the
@@ -417,6 +421,7 @@ class LLMMagics(Magics):
     @argument("--tool", action="append", help="a tool for this and later turns (repeat)")
     @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
     @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
+    @argument("--live", action="store_true", help="call the model, not the replay file; refresh it")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
         """``%%chat``: continue a named conversation; the answer streams in."""
