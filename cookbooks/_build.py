@@ -892,7 +892,7 @@ print(story.footer())
         code("""
 tales = nl.batch([f"Once upon a time there was a {animal}" for animal in ("fox", "bee", "cat")],
                  "local:tiny", temperature=0, max_tokens=20, progress=False, job="replay-tales")
-tales.df[["output", "output_tokens"]]
+tales.df[["text", "output_tokens"]]
 """, ignore=True),
         md("""
 ## Prompt tests as cells

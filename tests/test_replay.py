@@ -254,7 +254,7 @@ def test_compare_and_batch_record_and_replay(tmp_path: Path) -> None:
     after = [c.completion for c in again.cells if c.completion is not None]
     assert [c.text for c in after] == before and len(after) == 2
     assert all(c.replay is not None and c.replay.replayed for c in after)
-    assert list(rows.df["output"]) == list(result.df["output"]) == prompts
+    assert list(rows.df["text"]) == list(result.df["text"]) == prompts
 
 
 # -- the file ---------------------------------------------------------------------------
