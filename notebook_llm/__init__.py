@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
     "set_logging": "notebook_llm._middleware",
+    "stop_all": "notebook_llm.core.inflight",
     "stream": "notebook_llm._api",
     "track": "notebook_llm._tracking",
     "usage": "notebook_llm._usage",
@@ -175,6 +176,9 @@ if TYPE_CHECKING:
         batch_jobs as batch_jobs,
         estimate as estimate,
         resume_provider_batch as resume_provider_batch,
+    )
+    from notebook_llm.core.inflight import (
+        stop_all as stop_all,
     )
     from notebook_llm.core.ratelimit import (
         RateLimit as RateLimit,

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import inflight, loop as _loop
 from notebook_llm.core.deadline import Deadline, within
 from notebook_llm.core.errors import (
     CancelledError,
@@ -567,15 +567,30 @@ class CoreClient:
         resolve, ctx = self._prepare(
             "complete", prompt_or_messages, model, options, provider_kwargs
         )
-        completion = await self._run_once(resolve, ctx)
-        rounds = 0
-        while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
-            rounds += 1
-            results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
-            ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
-            ctx.started_at = time.time()
-            ctx.attempts = 0
-            completion = await self._run_once(resolve, ctx)
+        kind: inflight.Kind = "tool_loop" if max_tool_rounds and ctx.request.tools else "complete"
+        with inflight.tracked(kind, ctx.model, _task_canceller()) as entry:
+            try:
+                completion = await self._run_once(resolve, ctx)
+                rounds = 0
+                while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
+                    rounds += 1
+                    results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
+                    ctx.request.messages = [
+                        *ctx.request.messages, completion.to_message(), *results
+                    ]
+                    ctx.started_at = time.time()
+                    ctx.attempts = 0
+                    completion = await self._run_once(resolve, ctx)
+            except asyncio.CancelledError:
+                if entry.stopped_by is None or entry.parent is not None:
+                    raise  # cancelled by its caller, or part of a batch that was stopped
+                task = asyncio.current_task()
+                if task is not None and hasattr(task, "uncancel"):
+                    task.uncancel()
+                raise CancelledError(
+                    f"Stopped ({entry.stopped_by}): the call to {ctx.model} was cancelled "
+                    "and nothing more is sent", provider=ctx.ref.provider, model=ctx.ref.name,
+                ) from None
         return completion
 
     async def _run_once(
@@ -732,7 +747,7 @@ class CoreClient:
                 raise parse_error
             return completion
 
-        return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx))
+        return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx), model=ctx.model)
 
     async def aembed(
         self,
@@ -792,6 +807,18 @@ class CoreClient:
     embed = _sync(aembed)
     list_models = _sync(alist_models)
     close = _sync(aclose)
+
+
+def _task_canceller() -> Callable[[], None]:
+    """Cancels the running task from any thread (what a stopped complete does)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def cancel() -> None:
+        if task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+    return cancel
 
 
 def _adapt_to_error(limiter: RateLimiter, error: BaseException, delay: float) -> None:

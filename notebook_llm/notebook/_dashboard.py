@@ -260,7 +260,9 @@ class Dashboard(_View):
         box = self._make_buttons() if self.widgets else None
         if box is not None:
             self._box = box
-            self._controls = self._show(widget_bundle(box), raw=True, display_id=True)
+            line = f"comparing {len(self.comparison.models)} models… (Stop in a live kernel)"
+            self._controls = self._show(widget_bundle(box, _note_bundle(line)), raw=True,
+                                        display_id=True)
         else:
             line = f"comparing {len(self.comparison.models)} models… (interrupt the kernel to stop)"
             self._controls = self._show(_note_bundle(line), raw=True, display_id=True)

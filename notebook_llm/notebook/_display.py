@@ -243,7 +243,10 @@ class CellView(View):
         button = _stop_button(stop) if (self.widgets and stop is not None) else None
         if button is not None:
             self._button = button
-            self._footer = self._show(widget_bundle(button), raw=True, display_id=True)
+            self._footer = self._show(
+                widget_bundle(button, footer_bundle(None, "streaming… (Stop in a live kernel)")),
+                raw=True, display_id=True,
+            )
         else:
             self._footer = self._show(
                 footer_bundle(None, "streaming… (interrupt the kernel to stop)"),
