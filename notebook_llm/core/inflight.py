@@ -38,14 +38,17 @@ __all__ = [
     "Entry",
     "Kind",
     "StopReport",
+    "add_status_source",
     "count",
     "current",
     "enter",
     "leave",
+    "refresh_status",
     "register",
     "running",
     "status_file",
     "stop_all",
+    "stop_request_file",
     "tracked",
     "unregister",
 ]
@@ -242,6 +245,8 @@ def stop_all(*, timeout: float = 1.0) -> StopReport:
 # -- the status file, for the JupyterLab extension ------------------------------------
 
 _status_path: str | Literal[False] | None = None
+_since = time.time()
+"""When the library was loaded in this process: the start of the session's spend."""
 _status_sources: dict[str, Callable[[], Any]] = {}
 
 
@@ -280,12 +285,75 @@ def _changed() -> None:
     path = status_file()
     if path:
         write_status(path)
+        if count():
+            _watch(path)
+
+
+def stop_request_file(status_path: str) -> str:
+    """Where a stop request for the kernel of ``status_path`` is dropped."""
+    folder, name = os.path.split(status_path)
+    return os.path.join(folder, name.replace("notebook-llm-inflight-", "notebook-llm-stop-", 1))
+
+
+_watcher: threading.Thread | None = None
+_WATCH_INTERVAL_S = 0.1
+_WATCH_LINGER_S = 2.0
+
+
+def _watch(status_path: str) -> None:
+    """Start the stop-request watcher while work is in flight (one thread at most).
+
+    The JupyterLab "Stop all LLM work" button cannot run code in a kernel
+    whose main thread is busy with the cell that streams; the server drops a
+    request file instead, and this thread turns it into :func:`stop_all`.
+    """
+    global _watcher
+    with _lock:
+        if _watcher is not None and _watcher.is_alive():
+            return
+        _watcher = threading.Thread(target=_watch_loop, args=(stop_request_file(status_path),),
+                                    name="notebook-llm-stop-watch", daemon=True)
+        _watcher.start()
+
+
+def _watch_loop(request_path: str) -> None:
+    began = time.time()
+    idle_since: float | None = None
+    while True:
+        requested = _take_request(request_path)
+        if requested is not None and requested >= began - 1.0:  # older ones are stale
+            stop_all()
+        if count():
+            idle_since = None
+        else:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > _WATCH_LINGER_S:
+                return
+        time.sleep(_WATCH_INTERVAL_S)
+
+
+def _take_request(path: str) -> float | None:
+    """The time of a pending stop request (the file is removed), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        os.remove(path)
+    except (OSError, ValueError):
+        return None
+    value = data.get("requested") if isinstance(data, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def refresh_status() -> None:
+    """Rewrite the status file now (after a setting it shows has changed)."""
+    _changed()
 
 
 def write_status(path: str) -> None:
     """Write the top level and the status sources to ``path`` (atomically)."""
     payload: dict[str, Any] = {
         "pid": os.getpid(),
+        "since": _since,
         "updated": time.time(),
         "running": [e.to_dict() for e in running(top_level=True)],
     }
