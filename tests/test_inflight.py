@@ -188,4 +188,4 @@ def test_a_kernel_writes_its_running_work_beside_its_connection_file(
     assert entry["kind"] == "stream" and entry["model"] == "offline:story"
     stopped = kernel.execute("r = nl.stop_all(); t.join(5); print(r)")
     assert stopped.status == "ok" and "stopped 1 stream" in stopped.text
-    assert json.loads(path.read_text())["running"] == []
+    _wait_for(lambda: json.loads(path.read_text())["running"] == [], timeout=2)

@@ -117,11 +117,21 @@ class Session:
         self.notebook = LabNotebook(page)
         self.console_errors: list[str] = []
         page.on("console", self._console)
-        page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
+        page.on("pageerror", lambda error: self.console_errors.append(
+            f"pageerror: {error}\n{error.stack or ''}"))
 
     def _console(self, message: Any) -> None:
         if message.type == "error":
-            self.console_errors.append(message.text)
+            where = (message.location or {}).get("url", "")
+            self.console_errors.append(f"{message.text}\n{where}")
+
+    def foreign_errors(self) -> list[str]:
+        """Errors that are not the app's own: Notebook 7 (7.6) itself throws
+        "reading 'schema'" from its core bundle on load, with or without this
+        extension; anything else counts."""
+        return [e for e in self.console_errors
+                if not (self.app == "notebook" and "reading 'schema'" in e
+                        and "/static/notebook/notebook_core" in e)]
 
     def status_text(self) -> str:
         return str(self.page.locator(STATUS).first.inner_text(timeout=10_000))
@@ -213,7 +223,7 @@ def test_the_extension_loads_without_console_errors(session: Session) -> None:
     ours = [e for e in session.console_errors
             if "notebook-llm" in e.lower() or "notebook_llm" in e.lower()]
     assert ours == [], ours
-    assert session.console_errors == [], session.console_errors
+    assert session.foreign_errors() == [], session.console_errors
     session.shot("loaded")
 
 
@@ -295,7 +305,7 @@ def test_a_saved_notebook_reopened_shows_static_fallbacks(session: Session) -> N
             # Widgets gave way to static output when the work ended.
             assert "application/vnd.jupyter.widget-view+json" not in data, name
     # Reopen on a fresh kernel: no widget model from the old one exists.
-    page.evaluate("window.jupyterapp.commands.execute('kernelmenu:restart', {})")
+    page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.restartKernel()")
     page.reload()
     session.notebook.wait_ready()
     for name in ("stream", "dashboard", "batch"):

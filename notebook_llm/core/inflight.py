@@ -51,6 +51,7 @@ __all__ = [
     "stop_request_file",
     "tracked",
     "unregister",
+    "write_status_to",
 ]
 
 Kind = Literal["stream", "complete", "tool_loop", "compare", "batch", "approval"]
@@ -255,6 +256,13 @@ def add_status_source(name: str, source: Callable[[], Any]) -> None:
     _status_sources[name] = source
 
 
+def write_status_to(path: str | None) -> None:
+    """Write the status file to ``path`` from now on (None: write none). A kernel
+    finds its own path by itself; this is for tests and benchmarks."""
+    global _status_path
+    _status_path = path if path is not None else False
+
+
 def status_file() -> str | None:
     """The status file of this kernel, or None outside a Jupyter kernel."""
     global _status_path
@@ -282,11 +290,19 @@ def _find_status_path() -> str | None:
 
 
 def _changed() -> None:
+    # Only a flag and, at most once per burst, a thread start: the file is written
+    # by the watcher thread, at most every _WATCH_INTERVAL_S.
+    path = status_file()
+    if path:
+        _dirty.set()
+        _watch(path)
+
+
+def refresh_status() -> None:
+    """Rewrite the status file now (after a setting it shows has changed)."""
     path = status_file()
     if path:
         write_status(path)
-        if count():
-            _watch(path)
 
 
 def stop_request_file(status_path: str) -> str:
@@ -295,31 +311,39 @@ def stop_request_file(status_path: str) -> str:
     return os.path.join(folder, name.replace("notebook-llm-inflight-", "notebook-llm-stop-", 1))
 
 
+_dirty = threading.Event()
 _watcher: threading.Thread | None = None
 _WATCH_INTERVAL_S = 0.1
 _WATCH_LINGER_S = 2.0
 
 
 def _watch(status_path: str) -> None:
-    """Start the stop-request watcher while work is in flight (one thread at most).
+    """Start the watcher thread if it is not running (one at most).
 
-    The JupyterLab "Stop all LLM work" button cannot run code in a kernel
-    whose main thread is busy with the cell that streams; the server drops a
-    request file instead, and this thread turns it into :func:`stop_all`.
+    While work is in flight (and a little after) it writes the status file
+    when something changed, and takes stop requests: the JupyterLab "Stop all
+    LLM work" button cannot run code in a kernel whose main thread is busy
+    with the cell that streams, so the server drops a request file instead,
+    which this thread turns into :func:`stop_all`.
     """
     global _watcher
     with _lock:
-        if _watcher is not None and _watcher.is_alive():
+        if _watcher is not None:
             return
-        _watcher = threading.Thread(target=_watch_loop, args=(stop_request_file(status_path),),
-                                    name="notebook-llm-stop-watch", daemon=True)
+        _watcher = threading.Thread(target=_watch_loop, args=(status_path,),
+                                    name="notebook-llm-inflight", daemon=True)
         _watcher.start()
 
 
-def _watch_loop(request_path: str) -> None:
+def _watch_loop(status_path: str) -> None:
+    global _watcher
+    request_path = stop_request_file(status_path)
     began = time.time()
     idle_since: float | None = None
     while True:
+        if _dirty.is_set():
+            _dirty.clear()
+            write_status(status_path)
         requested = _take_request(request_path)
         if requested is not None and requested >= began - 1.0:  # older ones are stale
             stop_all()
@@ -328,7 +352,10 @@ def _watch_loop(request_path: str) -> None:
         else:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since > _WATCH_LINGER_S:
-                return
+                with _lock:
+                    if not _dirty.is_set() and not _entries:
+                        _watcher = None
+                        return
         time.sleep(_WATCH_INTERVAL_S)
 
 
