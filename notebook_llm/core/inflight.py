@@ -371,11 +371,6 @@ def _take_request(path: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def refresh_status() -> None:
-    """Rewrite the status file now (after a setting it shows has changed)."""
-    _changed()
-
-
 def write_status(path: str) -> None:
     """Write the top level and the status sources to ``path`` (atomically)."""
     payload: dict[str, Any] = {
