@@ -189,3 +189,17 @@ def test_a_kernel_writes_its_running_work_beside_its_connection_file(
     stopped = kernel.execute("r = nl.stop_all(); t.join(5); print(r)")
     assert stopped.status == "ok" and "stopped 1 stream" in stopped.text
     _wait_for(lambda: json.loads(path.read_text())["running"] == [], timeout=2)
+
+
+def test_a_stop_button_goes_through_the_registry_and_says_who_stopped() -> None:
+    client = CoreClient()
+    with client.stream("a long tale", "offline:story", max_tokens=400, **SLOW) as stream:
+        pieces = iter(stream)
+        next(pieces)
+        [entry] = inflight.running()
+        stream.stop("button")
+        for _ in pieces:
+            pass
+    assert entry.stopped_by == "button"
+    assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+    assert inflight.running() == []

@@ -203,6 +203,15 @@ class AsyncStream:
         else:
             loop.call_soon_threadsafe(waiter.cancel)
 
+    def stop(self, by: str = "button") -> None:
+        """Stop it through the registry of work in flight, noting who stopped it
+        (``"button"``, ``"interrupt"``); the same as :meth:`cancel` otherwise."""
+        entry = self._entry
+        if entry is not None and entry.stopped_by is None:
+            entry.stop(by)
+        else:
+            self.cancel()
+
     def _register(self) -> None:
         # In the registry of work in flight from the first read to the end. The
         # entry holds the stream weakly, so the registry keeps nothing alive.
@@ -372,6 +381,10 @@ class Stream:
     def cancel(self) -> None:
         """Stop the stream now; callable from any thread (a Stop button)."""
         self._inner.cancel()
+
+    def stop(self, by: str = "button") -> None:
+        """Stop it through the registry of work in flight, noting who stopped it."""
+        self._inner.stop(by)
 
     def _start(self) -> None:
         from notebook_llm.core.loop import get_loop

@@ -168,9 +168,10 @@ class _View:
         """Stop every column (``model=None``) or one model's; partial text is kept."""
         if model is None:
             self.stop_all = True
+            self.comparison.stop()  # what the registry of work in flight calls too
         else:
             self.stopped_models.add(model)
-        self.comparison.cancel(model)
+            self.comparison.cancel(model)
         self.dirty = True
 
     def apply_stops(self) -> None:

@@ -97,7 +97,7 @@ def consume(
                 break
         except KeyboardInterrupt:
             interrupted = True
-            stream.cancel()
+            stream.stop("interrupt")
             if deadline is None:
                 deadline = time.monotonic() + _CANCEL_GRACE_S
     error: BaseException | None = None

@@ -188,7 +188,7 @@ class LLMMagics(Magics):
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         view, events = self._view(fmt)
-        view.start(stream.cancel)
+        view.start(lambda: stream.stop("button"))
         try:
             result = consume(stream, view.update, events=events)
         finally:
