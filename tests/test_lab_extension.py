@@ -89,7 +89,9 @@ CELLS = {
     "background": BACKGROUND,
     "long_stream": "%%llm -m offline:story --max-tokens 3000\nA long tale of a lighthouse",
     "report": REPORT,
+    "budget": 'budget = nl.Tracker(budget_usd=0.5, name="demo budget")',
     "hostile": '%%llm -m offline:echo\nhostile <img src=x onerror="window.__xss=1"> end',
+    "default": "print('default is', nl.default_client().default)",
     "stream": "%%llm -m offline:echo\nShort and sweet answer",
     "dashboard": "%%llm -m offline:echo,offline:story --max-tokens 20\nA lighthouse by the sea",
     "batch": 'nl.batch([f"row {i}" for i in range(30)], "offline:echo", rpm=1200)',
@@ -260,6 +262,8 @@ def test_status_counts_a_stream_and_stop_all_ends_stream_compare_and_batch(
 
 def test_the_panel_lists_calls_opens_one_and_runs_no_model_script(session: Session) -> None:
     page = session.page
+    session.run("budget")
+    session.wait("budget")
     session.run("hostile")
     assert "hostile" in session.wait("hostile")
     page.locator(STATUS).first.click()
@@ -285,6 +289,18 @@ def test_the_panel_lists_calls_opens_one_and_runs_no_model_script(session: Sessi
     time.sleep(0.5)
     assert page.evaluate("window.__xss") is None
     search.fill("")
+    # Budgets come from the kernel: the live tracker with a budget.
+    page.wait_for_function(
+        """() => (document.querySelector('[aria-labelledby=notebook-llm-budgets]') || {})
+                 .textContent.includes('demo budget: $0 of $0.5000')""", timeout=10_000)
+    # The model picker sets the kernel's default model (what %llm_config model M sets).
+    panel.locator(".jp-NotebookLLM-model input").fill("offline:story")
+    panel.locator(".jp-NotebookLLM-model button").click()
+    page.wait_for_function(
+        """() => document.querySelector('#notebook-llm-panel .jp-NotebookLLM-note[role=status]')
+                 .textContent === 'default model: offline:story'""", timeout=20_000)
+    session.run("default")
+    assert "default is offline:story" in session.wait("default")
     session.shot("panel")
 
 
