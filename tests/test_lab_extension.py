@@ -10,8 +10,8 @@ server extension enabled) and one page, running a notebook's cells in order:
 - the panel lists the calls and opens one into its prompt and answer, and
   model output with ``<img onerror>`` runs no script there;
 - the notebook, saved and reopened on a fresh kernel, shows the stream, the
-  compare dashboard and the batch bar as static output, never a widget that
-  is "Loading…".
+  compare dashboard and the batch bar as static output, and a widget saved
+  while live shows its fallback, never "Loading widget…".
 
 Chromium comes from Debian (``/usr/bin/chromium``), driven by ``playwright``
 with ``executable_path``; nothing downloads a browser. The extension must be
@@ -95,6 +95,16 @@ CELLS = {
     "stream": "%%llm -m offline:echo\nShort and sweet answer",
     "dashboard": "%%llm -m offline:echo,offline:story --max-tokens 20\nA lighthouse by the sea",
     "batch": 'nl.batch([f"row {i}" for i in range(30)], "offline:echo", rpm=1200)',
+    # A live widget as the library shows one (a Stop button with its fallback),
+    # left in the notebook as if it were saved while a stream ran.
+    "live_widget": (
+        "import ipywidgets\n"
+        "from IPython.display import display\n"
+        "from notebook_llm.notebook._widgets import widget_bundle\n"
+        "display(widget_bundle(ipywidgets.Button(description='Stop'),\n"
+        "                      {'text/plain': 'saved while live',\n"
+        "                       'text/html': '<b>saved while live</b>'}), raw=True)"
+    ),
 }
 INDEX = {name: i for i, name in enumerate(CELLS)}
 STATUS = ".jp-NotebookLLM-status"
@@ -306,9 +316,10 @@ def test_the_panel_lists_calls_opens_one_and_runs_no_model_script(session: Sessi
 
 def test_a_saved_notebook_reopened_shows_static_fallbacks(session: Session) -> None:
     page = session.page
-    for name in ("stream", "dashboard", "batch"):
+    for name in ("stream", "dashboard", "batch", "live_widget"):
         session.run(name)
         session.wait(name, timeout=60)
+    session.notebook.output(INDEX["live_widget"]).locator("button").wait_for(timeout=10_000)
     page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
     path = session.root / "extension.ipynb"
     deadline = time.monotonic() + 15
@@ -337,4 +348,9 @@ def test_a_saved_notebook_reopened_shows_static_fallbacks(session: Session) -> N
     batch = session.notebook.output(INDEX["batch"])
     assert batch.locator("progress").count() == 1
     assert "30/30" in batch.inner_text()
+    # The widget saved while live: its fallback, not "Loading widget..." for ever.
+    live = session.notebook.output(INDEX["live_widget"])
+    live.locator("b:has-text('saved while live')").wait_for(timeout=15_000)
+    assert "Loading widget" not in live.inner_text()
+    assert "Error displaying widget" not in live.inner_text()
     session.shot("reopened")

@@ -14,6 +14,8 @@
  * - A toolbar button, "Stop all LLM work": asks the server to drop a stop
  *   request beside the kernel, which the kernel's watcher turns into
  *   `nl.stop_all()` within a fraction of a second, even while a cell runs.
+ * - Widgets saved while live, reopened where no kernel holds their model,
+ *   show the static fallback their output carries (see fallback.ts).
  *
  * Everything from the call log (model text above all) goes into the page as
  * text (`textContent`), never as HTML.
@@ -31,6 +33,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { stopIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { watchStuckWidgets } from './fallback';
 import { CallLogPanel } from './panel';
 import { Api, IStatus } from './api';
 
@@ -184,6 +187,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     window.setInterval(() => void poll(), POLL_MS);
     void poll();
+    watchStuckWidgets(tracker);
   }
 };
 
