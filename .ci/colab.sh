@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 CONSTRAINTS=../shared/colab-constraints.txt
 VENV=.venv-colab
-TESTS=(tests/test_notebook.py tests/test_dashboard.py tests/test_progress.py)
+TESTS=(tests/test_notebook.py tests/test_notebook_surface.py tests/test_dashboard.py tests/test_progress.py)
 [ -f "$CONSTRAINTS" ] || { echo "error: $CONSTRAINTS is missing" >&2; exit 1; }
 
 # python3.13 on PATH, or a pyenv-installed 3.13 that the active pyenv version hides.

@@ -308,7 +308,7 @@ matrix.plot();
 ## Scoring
 
 `scorer=` is any function of the text (or of prompt and text); `judge="provider:model"`
-asks a model to grade each answer from 1 to 10 against a `rubric=` instead.
+asks a model to grade each answer against a `rubric=` instead, on the same 0-1 scale.
 """),
         code("""
 def words(text: str) -> int:
@@ -459,7 +459,7 @@ plan.estimate
         code("""
 extracted = nl.batch(reviews, MODEL, template="Extract the product, sentiment and stars from this review: {review}",
                      response_format=Review, max_tokens=60, temperature=0)
-reviews.join(extracted.to_pandas()[["product", "sentiment", "stars", "status", "error"]])
+extracted.to_pandas()[["review", "product", "sentiment", "stars", "status", "error"]]
 """, ignore=True),
         md("""
 ## Bulk work, progress and resume
@@ -493,7 +493,7 @@ summary = result.summary()
 print(summary["done"], summary["failed"], summary.get("pending"))
 """),
         code("""
-tickets.join(result.to_pandas()[["output", "status"]]).head(3)
+result.to_pandas()[["ticket", "text", "status"]].head(3)
 """),
         md("""
 `nl.batch_jobs()` lists every job with its state and cost; `BatchResult.load(job_id)`
@@ -850,8 +850,9 @@ def clean(nb: nbformat.NotebookNode) -> None:
 def execute(nb: nbformat.NotebookNode) -> float:
     old = dict(os.environ)
     with tempfile.TemporaryDirectory() as db_dir:
+        environment = run_environment(db_dir)  # read before the clear below
         os.environ.clear()
-        os.environ.update(run_environment(db_dir))
+        os.environ.update(environment)
         try:
             started = time.monotonic()
             NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,

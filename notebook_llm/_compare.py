@@ -286,7 +286,7 @@ def _footer(cell: Cell) -> str:
         f"{c.usage.input_tokens}+{c.usage.output_tokens} tok",
         speed,
         format_usd(c.cost_usd, c.cost_status),
-        "stopped" if c.finish_reason == "cancelled" else "",
+        c.finish_note,
     ]
     return " · ".join(p for p in parts if p)
 

@@ -370,7 +370,7 @@ class LogMiddleware(Middleware):
     async def after(
         self, ctx: CallContext, completion: Completion | None, error: BaseException | None
     ) -> None:
-        if not ctx.log or not _switches["log"]:
+        if not ctx.log or not _switches["log"] or ctx.stopped_unsent(completion, error):
             return
         try:
             notebook = _shell_notebook() or self._session_name

@@ -10,6 +10,7 @@ for headless use.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +35,69 @@ def new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (7.0, 3.5)) 
         return ax
     import matplotlib.pyplot as plt
 
-    _figure, created = plt.subplots(figsize=figsize, layout="constrained")
+    _figure, created = plt.subplots(
+        figsize=figsize, layout="constrained", subplot_kw={"axes_class": _quiet_classes()[0]}
+    )
     return created
 
 
-def _empty(ax: Axes, title: str) -> Axes:
+@functools.cache
+def _quiet_classes() -> tuple[type[Axes], type[Figure]]:
+    """An Axes and a Figure that show as their picture, once, never as a repr.
+
+    A notebook displays the value of a cell's last line: for a plain Axes
+    that is ``<Axes: title=...>`` printed above the figure, and a returned
+    pyplot Figure is drawn twice (as the value, and again by the inline
+    backend at the end of the cell). These subclasses' ``_ipython_display_``
+    (see `_display_figure`) shows the picture once instead. Everything else
+    is plain matplotlib.
+    """
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    class QuietAxes(Axes):
+        def _ipython_display_(self) -> None:
+            _display_figure(self.get_figure(root=True))
+
+    class QuietFigure(Figure):
+        def _ipython_display_(self) -> None:
+            _display_figure(self)
+
+    QuietAxes.__name__ = QuietAxes.__qualname__ = "Axes"
+    QuietFigure.__name__ = QuietFigure.__qualname__ = "Figure"
+    return QuietAxes, QuietFigure
+
+
+def _display_figure(figure: Any) -> None:
+    """Show ``figure`` once in a notebook.
+
+    With an interactive backend (a window, ipympl) the backend already shows
+    it. With the inline backend it is drawn here and handed back from pyplot,
+    so the end of the cell does not draw it again.
+    """
+    if figure is None:
+        return
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib import _pylab_helpers
+
+    managed = any(m.canvas.figure is figure for m in _pylab_helpers.Gcf.get_all_fig_managers())
+    if managed:
+        if "inline" not in matplotlib.get_backend().lower():
+            return
+        plt.close(figure)
+    from IPython.display import Image, display
+
+    png = io.BytesIO()
+    figure.savefig(png, format="png", bbox_inches="tight")
+    display(Image(data=png.getvalue(), format="png"))  # type: ignore[no-untyped-call]
+
+
+def _empty(ax: Axes, title: str, message: str = "No calls logged") -> Axes:
     ax.set_title(title)
-    ax.text(0.5, 0.5, "No calls logged", ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
     return ax
@@ -68,6 +125,8 @@ def plot_costs(
     title = title or f"Cost by {by}"
     if frame.empty:
         return _empty(ax, title)
+    if not frame["cost_usd"].fillna(0.0).any() and not frame["unpriced_calls"].any():
+        return _empty(ax, title, "No priced calls yet: every call so far was free")
     if by == "day":
         frame = frame.sort_values("day")
     labels = [str(value) for value in frame[by]]
@@ -84,6 +143,7 @@ def plot_costs(
     ax.set_ylabel("cost (USD)")
     ax.tick_params(axis="x", labelrotation=30 if len(labels) > 3 else 0)
     ax.margins(y=0.15)
+    ax.set_ylim(bottom=0)  # no negative dollars, even when every bar is 0
     return ax
 
 
@@ -117,6 +177,7 @@ def plot_usage_over_time(frame: pd.DataFrame, freq: str = "D", *, ax: Axes | Non
     ax.bar(x, series["cost_usd"].tolist(), width=width, color="#4c72b0", label="cost (USD)",
            align="edge")
     ax.set_ylabel("cost (USD)")
+    ax.set_ylim(bottom=0)
     tokens_ax = ax.twinx()
     tokens_ax.plot(x, series["total_tokens"].tolist(), color="#dd8452", marker="o",
                    label="tokens")
@@ -152,8 +213,10 @@ def bar_panels(
     import matplotlib.pyplot as plt
 
     count = max(len(panels), 1)
+    quiet_axes, quiet_figure = _quiet_classes()
     figure, grid = plt.subplots(1, count, figsize=figsize or (3.2 * count, 3.2),
-                                layout="constrained", squeeze=False)
+                                layout="constrained", squeeze=False, FigureClass=quiet_figure,
+                                subplot_kw={"axes_class": quiet_axes})
     labels = [_short(str(label)) for label in df.index]
     for ax, (column, label) in zip(grid[0], panels, strict=False):
         values = list(df[column]) if column in df.columns else [None] * len(labels)

@@ -53,6 +53,7 @@ __all__ = [
     "remote_images",
     "render_markdown",
     "render_streaming",
+    "sandboxed_html",
     "sanitize_html",
     "set_remote_images",
     "terminal_text",
@@ -121,7 +122,11 @@ def _load_markdown() -> MarkdownIt | None:
     # html=False: raw HTML in model output is shown as text, never passed on.
     # markdown-it's default validateLink refuses javascript:, vbscript:,
     # file: and non-image data: URLs (after decoding entities, any case).
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # breaks=True: a single newline is a line break, as in chat UIs. Models
+    # write poems, addresses and one-item-per-line lists that way.
+    md = MarkdownIt(
+        "commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True}
+    )
     md.enable(["table", "strikethrough"])
     md.add_render_rule("image", _render_image)
     return md
@@ -313,6 +318,70 @@ def sanitize_html(text: str) -> str:
     """
     sanitize = _load_sanitizer()
     return plain_html(text) if sanitize is None else sanitize(text)
+
+
+# HTML a model writes for display (``-f html``): ordinary markup, inline and
+# <style> styles and SVG. Scripts, frames, forms, <meta> (a refresh would
+# navigate the frame) and <base>/<link> are not on the list.
+_PAGE_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd",
+        "del", "details", "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3",
+        "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q",
+        "s", "small", "span", "strong", "style", "sub", "summary", "sup", "table", "tbody",
+        "td", "tfoot", "th", "thead", "tr", "u", "ul",
+        "svg", "g", "path", "rect", "circle", "ellipse", "line", "polyline", "polygon", "text",
+        "tspan", "title", "defs", "linearGradient", "radialGradient", "stop",
+    }
+)  # fmt: skip
+_PAGE_ATTRIBUTES: dict[str, set[str]] = {
+    "*": {
+        "style", "class", "id", "title", "width", "height", "align", "colspan", "rowspan",
+        "viewBox", "fill", "stroke", "stroke-width", "opacity", "transform", "x", "y", "x1",
+        "y1", "x2", "y2", "cx", "cy", "r", "rx", "ry", "d", "points", "font-size",
+        "text-anchor", "offset", "stop-color", "xmlns",
+    },
+    "a": {"href"},
+    "img": {"src", "alt"},
+    "ol": {"start"},
+}  # fmt: skip
+
+
+def sandboxed_html(text: str) -> str:
+    """HTML from a model shown as written, in a frame that cannot run or fetch anything.
+
+    Three layers: nh3 removes scripts, frames, forms and ``<meta>``; the
+    ``<iframe sandbox="">`` (no ``allow-scripts``, no ``allow-same-origin``)
+    runs no script and reaches nothing of the notebook's; and a Content
+    Security Policy inside it stops every network request, images from other
+    hosts included unless `set_remote_images` allows them. Styles, tables and
+    SVG render. Without nh3 installed, the escaped text.
+    """
+    try:
+        import nh3
+    except ImportError:
+        return plain_html(text)
+    clean = nh3.clean(
+        text, tags=set(_PAGE_TAGS), attributes=_PAGE_ATTRIBUTES, clean_content_tags={"script"},
+        url_schemes=set(_URL_SCHEMES), link_rel="noopener noreferrer", strip_comments=True,
+    )  # fmt: skip
+    images = "data: http: https:" if _remote_images else "data:"
+    policy = f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; font-src data:"
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
+        f"<style>body{{margin:0;font-family:sans-serif}}</style></head><body>{clean}</body></html>"
+    )
+    blocks = clean.count("\n") + len(_BLOCK_TAG.findall(clean))
+    height = min(600, max(80, 24 * (blocks + 2)))
+    return (
+        f'<iframe sandbox="" srcdoc="{html_escape(page)}" title="HTML from the model"'
+        f' style="width:100%;height:{height}px;border:1px solid rgba(128,128,128,.3);'
+        f'resize:vertical;overflow:auto"></iframe>'
+    )
+
+
+_BLOCK_TAG = re.compile(r"<(?:p|div|tr|li|h[1-6]|br|svg|pre|table)\b", re.IGNORECASE)
 
 
 def render_streaming(text: str) -> str:

@@ -469,10 +469,14 @@ class TrackingMiddleware(Middleware):
     async def after(
         self, ctx: CallContext, completion: Completion | None, error: BaseException | None
     ) -> None:
-        record = _record(ctx, completion, error)
         reserved, ctx.budget_held = ctx.budget_held, {}
         trackers = _trackers_of(ctx)
         own = self.own
+        if ctx.stopped_unsent(completion, error):  # not a call: only free its reservations
+            for tracker in _with_own(trackers, own):
+                tracker._release(reserved.pop(id(tracker), 0.0))
+            return
+        record = _record(ctx, completion, error)
         if not trackers and own is not None:  # the common case: no nl.track() block
             own._add(record, release=reserved.pop(id(own), 0.0) if reserved else 0.0)
             return

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COST_GROUPS",
+    "USAGE_COLUMNS",
     "Logs",
     "UsageTable",
     "costs",
@@ -142,6 +143,16 @@ _USAGE_COLUMNS = (
     "cached", "latency_s", "ttft_s", "finish_reason", "error_class", "error_message", "tags",
     "conversation_id", "batch_id", "notebook_path", "prompt", "response",
 )  # fmt: skip
+USAGE_COLUMNS = (
+    "time", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "latency_s",
+    "ttft_s", "finish_reason", "error_class", "error_message", "cached", "cost_status",
+    "provider", "response_model", "cached_input_tokens", "reasoning_tokens", "tags",
+    "conversation_id", "batch_id", "notebook_path", "prompt", "response", "id",
+)  # fmt: skip
+"""usage()'s columns as shown: what a person reads first (when, which model, how
+many tokens, what it cost) leads, and the call's id comes last."""
+
+
 class DefaultLimit(int):
     """The default limit: an ``int``, told apart from a limit the caller chose."""
 
@@ -284,9 +295,9 @@ def usage(
             found = _messages(log, [rowids[i] for i in missing])
             for i, text in zip(missing, found, strict=True):
                 prompts[i] = last_user_text(text)
-        df = pd.DataFrame(data, columns=list(_USAGE_COLUMNS))
+        df = pd.DataFrame(data, columns=list(USAGE_COLUMNS))
     else:
-        df = pd.DataFrame.from_records([], columns=list(_USAGE_COLUMNS))
+        df = pd.DataFrame.from_records([], columns=list(USAGE_COLUMNS))
     if isinstance(limit, DefaultLimit) and len(df) == limit:
         _warn_if_cut(log, where, params, limit)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601").dt.tz_convert(_local_tz())

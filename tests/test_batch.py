@@ -94,8 +94,8 @@ def test_batch_list_of_prompts(db: str) -> None:
     assert result.state == "done" and result.done == 3 and result.failed == 0
     frame = result.to_pandas()
     assert list(frame.index) == [0, 1, 2]
-    assert list(frame["output"]) == ["hello", "world", "third one"]
-    assert list(frame.columns[:1]) == ["output"]
+    assert list(frame["text"]) == ["hello", "world", "third one"]
+    assert list(frame.columns[:1]) == ["text"]
     for column in ("input_tokens", "output_tokens", "cost_usd", "latency_s", "attempts", "error",
                    "model"):
         assert column in frame.columns
@@ -120,9 +120,9 @@ def test_checkpointed_text_round_trips_exactly(db: str) -> None:
     # and a row key that looks like a number must stay text.
     prompts = ['say "hi"\\n\tnow', "naïve café — 日本語 🙂", "\\u00e9 literally", "{}[],:"]
     frame = batch(prompts, "offline:echo", db_path=db, progress=False).to_pandas()
-    assert list(frame["output"]) == prompts
+    assert list(frame["text"]) == prompts
     again = batch(prompts, "offline:echo", db_path=db, progress=False)
-    assert again.cached == len(prompts) and list(again.to_pandas()["output"]) == prompts
+    assert again.cached == len(prompts) and list(again.to_pandas()["text"]) == prompts
     with sqlite3.connect(db) as conn:
         kinds = {row[0] for row in conn.execute("SELECT typeof(row_key) FROM batch_rows")}
     assert kinds == {"text"}
@@ -134,7 +134,7 @@ def test_batch_message_lists(db: str) -> None:
         [{"role": "user", "content": "second"}],
     ]
     frame = batch(conversations, "offline:echo", db_path=db, progress=False).to_pandas()
-    assert list(frame["output"]) == ["first", "second"]
+    assert list(frame["text"]) == ["first", "second"]
 
 
 def test_batch_dataframe_template_aligns_to_index(db: str) -> None:
@@ -144,9 +144,18 @@ def test_batch_dataframe_template_aligns_to_index(db: str) -> None:
                    progress=False)
     frame = result.to_pandas()
     assert frame.index.equals(df.index)
-    assert frame.loc["r2", "output"] == "Review (1*): awful"
-    joined = df.join(frame)
-    assert joined.loc["r5", "output"] == "Review (3*): fine"
+    assert frame.loc["r2", "text"] == "Review (1*): awful"
+    # The input columns come along, in front of the answer.
+    assert list(frame.columns[:3]) == ["review", "stars", "text"]
+    assert frame.loc["r5", "stars"] == 3 and frame.loc["r5", "text"] == "Review (3*): fine"
+
+
+def test_batch_input_column_named_like_a_result_column_is_renamed(db: str) -> None:
+    df = pd.DataFrame({"text": ["a", "b"], "model": ["x", "y"]})
+    frame = batch(df, "offline:echo", template="{text}", db_path=db, progress=False).to_pandas()
+    assert list(frame.columns[:3]) == ["input_text", "input_model", "text"]
+    assert frame["input_text"].tolist() == frame["text"].tolist() == ["a", "b"]
+    assert frame["model"].tolist() == ["offline:echo"] * 2
 
 
 def test_batch_several_models_long_format(db: str) -> None:
@@ -154,9 +163,10 @@ def test_batch_several_models_long_format(db: str) -> None:
     frame = batch(df, ["offline:echo", "offline:story"], template="{q}", max_tokens=4, db_path=db,
                   progress=False).to_pandas()
     assert list(frame.index) == [10, 10, 20, 20]
+    assert list(frame["q"]) == ["a", "a", "b", "b"]
     assert list(frame["model"]) == ["offline:echo", "offline:story"] * 2
-    assert frame.loc[frame["model"] == "offline:echo", "output"].tolist() == ["a", "b"]
-    assert frame["output"].notna().all()
+    assert frame.loc[frame["model"] == "offline:echo", "text"].tolist() == ["a", "b"]
+    assert frame["text"].notna().all()
 
 
 class Sentiment(BaseModel):
@@ -168,7 +178,7 @@ def test_batch_pydantic_fields_become_columns(db: str) -> None:
     prompts = [json.dumps({"label": "pos", "score": 3}), json.dumps({"label": "neg", "score": 1})]
     frame = batch(prompts, "offline:echo", response_format=Sentiment, db_path=db,
                   progress=False).to_pandas()
-    assert list(frame.columns[:3]) == ["output", "label", "score"]
+    assert list(frame.columns[:3]) == ["text", "label", "score"]
     assert frame["label"].tolist() == ["pos", "neg"] and frame["score"].tolist() == [3, 1]
 
 
@@ -185,7 +195,7 @@ def test_batch_rerun_resumes_without_sending(db: str) -> None:
     assert len(seen) == 30
     again = batch(prompts, "offline:echo", client=client, db_path=db, progress=False)
     assert len(seen) == 30 and again.job_id == first.job_id and again.cached == 30
-    assert again.to_pandas()["output"].tolist() == prompts
+    assert again.to_pandas()["text"].tolist() == prompts
     batch(prompts, "offline:echo", client=client, db_path=db, progress=False, resume=False)
     assert len(seen) == 60
     jobs = batch_jobs(db)
@@ -247,7 +257,7 @@ def test_batch_survives_faults_with_exactly_one_success_per_row(db: str) -> None
         wall = time.perf_counter() - started
     frame = result.to_pandas()
     assert result.done == 1000 and result.failed == 0 and result.pending == 0
-    assert frame["output"].tolist() == [f"answer to {r}" for r in rows]
+    assert frame["text"].tolist() == [f"answer to {r}" for r in rows]
     assert set(successes.values()) == {1} and len(successes) == 1000
     assert frame.loc[[i for i in range(1000) if i % 5 == 0], "attempts"].eq(2).all()
     assert frame.loc[[i for i in range(1000) if i % 5], "attempts"].eq(1).all()
@@ -286,7 +296,7 @@ def test_batch_follows_announced_rate_limits(db: str, rpm: float | None) -> None
         result = batch(rows, MODEL, client=client, rpm=rpm, concurrency=8, db_path=db,
                        progress=False)
     assert result.done == 30 and result.failed == 0
-    assert result.to_pandas()["output"].tolist() == [f"answer to {r}" for r in rows]
+    assert result.to_pandas()["text"].tolist() == [f"answer to {r}" for r in rows]
     assert shared.rpm == 600 and shared.tpm == 1_000_000
     assert shared.waited_s > 0  # the announced count ran out, so requests waited for it
 
@@ -356,6 +366,32 @@ def test_batch_stop_keeps_finished_rows_and_rerun_finishes(db: str) -> None:
     first_done = result.done
     again = batch(rows, "offline:echo", chunk_delay=0, concurrency=4, db_path=db, progress=False)
     assert again.state == "done" and again.done == 300 and again.cached == first_done
+
+
+def test_stopped_batch_logs_only_the_rows_it_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rpm=5 holds the queued rows in the job's rate limiter; Stop cancels
+    # them there, before they are sent: they are pending rows, not failed calls.
+    import notebook_llm as nl
+    from notebook_llm.store.log import call_log
+
+    log_db = tmp_path / "calls.db"
+    monkeypatch.setenv("NOTEBOOK_LLM_DB", str(log_db))
+    previous = nl.set_logging(True)
+    client = nl.Client(cache=False)
+    try:
+        result = batch([f"q{i}" for i in range(20)], "offline:echo", client=client, rpm=5,
+                       concurrency=8, db_path=str(tmp_path / "jobs.db"), progress=StopAfter(3))
+        assert client.tracker.errors == 0
+    finally:
+        nl.set_logging(previous)
+        client.close()
+    logged = call_log(log_db).query()
+    call_log(log_db).close()
+    assert result.state == "stopped" and result.pending > 0
+    assert [row for row in logged if row["error_class"]] == []
+    assert len(logged) == result.done
 
 
 class Slow(Middleware):
@@ -486,7 +522,7 @@ def test_batch_against_llama_cpp_server(db: str) -> None:
                        client=client, max_tokens=8, concurrency=4, db_path=db, progress=False)
         frame = result.to_pandas()
         assert result.done == 10 and result.failed == 0
-        assert frame["output"].str.len().gt(0).all() and frame["output_tokens"].le(8).all()
+        assert frame["text"].str.len().gt(0).all() and frame["output_tokens"].le(8).all()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -534,8 +570,8 @@ def test_provider_mode_maps_results_and_survives_restart(
                       client=client, db_path=db, poll_interval=0.01, progress=False, max_tokens=20)
         frame = again.to_pandas()
         assert frame.index.tolist() == ["a", "b", "c"]
-        assert frame.loc["a", "output"] == "echo: alpha"
-        assert frame.loc["c", "output"] == "echo: gamma"
+        assert frame.loc["a", "text"] == "echo: alpha"
+        assert frame.loc["c", "text"] == "echo: gamma"
         assert frame.loc["b", "status"] == "failed"
         assert "Injected failure" in frame.loc["b", "error"]
         assert frame.loc["a", "input_tokens"] == 9 and frame.loc["a", "cost_usd"] > 0

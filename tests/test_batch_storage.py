@@ -75,7 +75,7 @@ def test_full_disk_stops_the_batch_and_keeps_every_paid_answer(small_disk: Path)
         frame = info.value.result.to_pandas()
         answered = frame[frame["status"] == "done"]
         assert len(answered) == paid  # no paid answer lost
-        assert all(text.endswith(ANSWER) for text in answered["output"])
+        assert all(text.endswith(ANSWER) for text in answered["text"])
         jobs = JobStore(db)
         try:
             assert jobs.unsaved("full-disk")  # some of them only in memory
@@ -91,7 +91,7 @@ def test_full_disk_stops_the_batch_and_keeps_every_paid_answer(small_disk: Path)
         assert sent == sorted(prompts)
         frame = result.to_pandas()
         assert frame["status"].tolist() == ["done"] * ROWS
-        assert frame["output"].tolist() == [f"{p}:{ANSWER}" for p in prompts]
+        assert frame["text"].tolist() == [f"{p}:{ANSWER}" for p in prompts]
         jobs = JobStore(db)
         try:
             assert jobs.unsaved("full-disk") == []

@@ -65,6 +65,8 @@ XSS_HTML = (
     '<strong>bold</strong> <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script> '
     '<a id="jslink" href="javascript:window.__xss=3">html link</a> '
     '<svg onload="window.__xss=4"></svg> <iframe src="javascript:window.__xss=5"></iframe>'
+    '<img src="http://images.invalid/html.png"> <meta http-equiv="refresh" content="0;url=x">'
+    '<div style="color:rgb(200, 0, 0)">styled</div>'
 )
 XSS_MARKDOWN = (
     '%%llm -m offline:echo\n'
@@ -99,8 +101,11 @@ CELLS = {
     "tool_call": TOOL_CALL,
 }
 INDEX = {name: i for i, name in enumerate(CELLS)}
+# -f html shows the page in an <iframe sandbox=""> (no scripts, a CSP against
+# fetches): that frame is allowed, and its content is checked on its own.
 DANGEROUS = """el => [...el.querySelectorAll('*')].filter(node =>
-    ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED'].includes(node.tagName)
+    ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED', 'META'].includes(node.tagName)
+       && !(node.tagName === 'IFRAME' && node.getAttribute('sandbox') === '')
     || [...node.attributes].some(a => a.name.toLowerCase().startsWith('on')
                                    || /^\\s*javascript:/i.test(a.value))
 ).map(node => node.outerHTML)"""
@@ -283,9 +288,20 @@ def test_model_output_cannot_run_script(notebook: LabNotebook, cell: str) -> Non
     notebook.wait_done(index, timeout=30)
     output = notebook.output(index)
     html = output.inner_html()
-    assert output.locator("b, strong").count() >= 1, html  # harmless HTML still renders
     dangerous = output.evaluate(DANGEROUS)
     assert dangerous == [], dangerous
+    if cell == "xss_html":
+        # Ordinary HTML renders as written, styles included, inside the sandbox.
+        assert output.locator("iframe").count() == 1, html
+        assert output.locator("iframe").get_attribute("sandbox") == ""
+        page_in_frame = output.frame_locator("iframe")
+        assert page_in_frame.locator("strong").count() == 1
+        styled = page_in_frame.locator("div", has_text="styled")
+        assert styled.evaluate("el => getComputedStyle(el).color") == "rgb(200, 0, 0)"
+        assert page_in_frame.locator("body").evaluate(DANGEROUS) == []
+        assert [url for url in REQUESTED if "html.png" in url] == []
+    else:
+        assert output.locator("b, strong").count() >= 1, html  # harmless HTML still renders
     for link in output.locator("a").all():
         href = link.get_attribute("href") or ""
         assert not href.strip().lower().startswith("javascript"), href

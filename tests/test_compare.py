@@ -207,3 +207,11 @@ def test_compare_offline_and_real_llama_server(client: Client, llama_chat_server
 def test_compare_errors_are_llm_errors(client: Client) -> None:
     result = compare("x", models=["offline:echo"], client=client, fail="boom")
     assert isinstance(result.cells[0].error, errors.ProviderError)
+
+
+def test_a_card_cut_off_by_max_tokens_says_so(client: Client) -> None:
+    result = compare("A lighthouse by the sea", models=["offline:story", "offline:echo"],
+                     max_tokens=5, client=client)
+    story, echo = result._repr_html_().split("</td>")[:2]
+    assert "cut off at max_tokens" in story and "cut off" not in echo
+

@@ -42,6 +42,16 @@ def test_complete_max_tokens_cuts_with_length(client: CoreClient) -> None:
     completion = client.complete("one two three four five", max_tokens=2)
     assert completion.text == "one two"
     assert completion.finish_reason == "length"
+    assert completion.footer().endswith("cut off at max_tokens")
+
+
+@pytest.mark.parametrize("limit", [1, 5, 17, 40])
+def test_offline_story_never_writes_more_than_max_tokens(client: CoreClient, limit: int) -> None:
+    completion = client.complete("A lighthouse by the sea", "offline:story", max_tokens=limit)
+    assert 0 < completion.usage.output_tokens <= limit
+    assert completion.finish_reason == "length"
+    streamed = client.stream("A lighthouse by the sea", "offline:story", max_tokens=limit)
+    assert "".join(chunk.text for chunk in streamed) == completion.text
 
 
 def test_stream_sync_yields_chunks_and_completion(client: CoreClient) -> None:
@@ -333,3 +343,16 @@ def test_import_is_cheap() -> None:
     code = f"import sys, notebook_llm; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_mistyped_names_get_the_closest_suggested(client: CoreClient) -> None:
+    from notebook_llm.core.errors import did_you_mean
+
+    with pytest.raises(errors.ModelNotFoundError, match="Did you mean 'story'"):
+        client.complete("hi", "offline:stroy")
+    with pytest.raises(errors.UnknownProviderError, match="Did you mean 'openai'"):
+        client.complete("hi", "opnai:gpt-4o-mini")
+    assert did_you_mean("smolm2", ["minilm", "smollm2"]) == " Did you mean 'smollm2'?"
+    assert did_you_mean("SMOLLM2", ["smollm2"]) == " Did you mean 'smollm2'?"
+    assert did_you_mean("zzz", ["smollm2"]) == ""
+

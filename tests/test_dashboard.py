@@ -157,6 +157,7 @@ def test_runs_and_options_reach_every_call(kernel: KernelSession) -> None:
     assert "(run 2)" in done.html
     assert value(kernel, "[len(_llm.cells), _llm.runs]") == [4, 2]
     assert value(kernel, "sorted({c.completion.finish_reason for c in _llm.cells})") == ["length"]
+    assert "cut off at max_tokens" in done.html  # each card says why it ended early
     assert "latency_p95_s" in done.outputs[-1]["data"]["text/html"]
 
 

@@ -253,6 +253,8 @@ def test_local_minilm_embeddings(client: CoreClient, monkeypatch: pytest.MonkeyP
 def test_local_errors_say_what_to_do(client: CoreClient, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelNotFoundError, match="No local model named 'nope'"):
         client.complete("hi", model="local:nope")
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'smollm2'"):
+        client.complete("hi", model="local:smolm2")
     with pytest.raises(ModelNotFoundError, match="No GGUF file"):
         client.complete("hi", model="local:/no/such/model.gguf")
     monkeypatch.setenv("NOTEBOOK_LLM_MINILM_GGUF", "/no/such/minilm.gguf")

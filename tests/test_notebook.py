@@ -6,8 +6,10 @@ sends them and every IOPub message is recorded (tests/support/kernel.py).
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -138,9 +140,15 @@ def test_format_text_and_html(kernel: KernelSession) -> None:
     done = ok(kernel, "%%llm -m offline:echo -f text\n# not a heading <b>")
     assert "<h1>" not in done.html and "&lt;b&gt;" in done.html
     done = ok(kernel, "%%llm -m offline:echo -f html\n<strong>bold</strong>"
-                      '<img src=x onerror="alert(1)"><script>alert(2)</script>')
-    assert "<strong>bold</strong>" in done.html and "onerror" not in done.html
-    assert "<script" not in done.html
+                      '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+                      '<div style="color:red">red</div>')
+    # A sandboxed frame (no allow-scripts) holds the page, styles kept, script gone.
+    frame = re.search(r'<iframe sandbox="" srcdoc="([^"]*)"', done.html)
+    assert frame is not None, done.html
+    page = html.unescape(frame.group(1))
+    assert "<strong>bold</strong>" in page and '<div style="color:red">red</div>' in page
+    assert "onerror" not in page and "<script" not in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
 
 
 def test_format_code_goes_into_a_new_cell(kernel: KernelSession) -> None:

@@ -127,6 +127,18 @@ def test_registered_ui_draws_the_widget_view_and_waits(in_kernel: Any) -> None:
     assert progress_module.run(answer()) == 42 and ui.waited == 1
 
 
+def test_widget_stop_button_reads_stopped_then_goes_away() -> None:
+    pytest.importorskip("ipywidgets")
+    from notebook_llm.notebook._progress import WidgetView
+
+    view = WidgetView(Progress(10, stream=io.StringIO()))
+    assert view.stop.description == "Stop" and view.stop.layout.display is None
+    view.stopping()
+    assert view.stop.description == "Stopped" and view.stop.disabled
+    view.close()
+    assert view.stop.layout.display == "none"
+
+
 def test_no_widgets_or_a_broken_ui_falls_back_to_text(in_kernel: Any) -> None:
     in_kernel(FakeUI(None))  # as if ipywidgets were missing
     out = io.StringIO()
@@ -212,6 +224,10 @@ def test_stop_button_stops_a_blocking_batch_and_a_rerun_finishes(kernel: KernelS
     assert done.finished - state["clicked"] < 3.0  # type: ignore[operator]
     job_state, count = _figures(done)
     assert job_state == "stopped" and 0 < count < 200
+    # Once the job has ended the Stop button goes away (its layout is hidden).
+    states = [m["content"]["data"].get("state", {}) for m in done.messages
+              if m["msg_type"] == "comm_msg"]
+    assert {"display": "none"} in states, states
 
     again = kernel.execute(
         'result = nl.batch(rows, "offline:echo", job="stoppable")\n'

@@ -676,3 +676,45 @@ def test_throttle_uses_monotonic_clock_by_default() -> None:
 def test_throttle_rejects_non_positive_rate(rate: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         Throttle(max_per_second=rate)
+
+
+# -- -f html: a sandboxed page ------------------------------------------------------
+
+
+def _framed_page(markup: str) -> str:
+    import html
+
+    found = re.fullmatch(r'<iframe sandbox="" srcdoc="([^"]*)"[^>]*></iframe>', markup)
+    assert found is not None, markup
+    return html.unescape(found.group(1))
+
+
+def test_sandboxed_html_keeps_markup_and_drops_what_runs_or_navigates() -> None:
+    page = _framed_page(_render.sandboxed_html(
+        '<table><tr><td style="color:red">1</td></tr></table><svg viewBox="0 0 2 2">'
+        '<circle cx="1" cy="1" r="1" fill="red"/></svg><style>td{padding:2px}</style>'
+        '<script>alert(1)</script><img src=x onerror=alert(2)><iframe src="//e.example">'
+        '</iframe><meta http-equiv="refresh" content="0;url=//e.example"><form action="//e">'
+        '<base href="//e.example/">"quote" &amp; </iframe><script>alert(3)</script>'
+    ))
+    assert '<td style="color:red">1</td>' in page and "<circle" in page
+    assert "<style>td{padding:2px}</style>" in page
+    body = page.split("<body>", 1)[1]
+    for gone in ("<script", "onerror", "<iframe", "refresh", "<form", "<base", "alert(3)"):
+        assert gone not in body, gone
+
+
+def test_sandboxed_html_policy_blocks_fetches_unless_images_are_allowed() -> None:
+    page = _framed_page(_render.sandboxed_html('<img src="https://e.example/a.png">'))
+    assert "default-src 'none'" in page and "img-src data:;" in page
+
+
+def test_sandboxed_html_policy_lets_remote_images_in_when_allowed(remote_images_on) -> None:
+    page = _framed_page(_render.sandboxed_html('<img src="https://e.example/a.png">'))
+    assert "img-src data: http: https:;" in page and 'src="https://e.example/a.png"' in page
+
+
+def test_markdown_keeps_single_line_breaks() -> None:
+    html = render_markdown("Roses are red,\nviolets are blue.\n\n- one\n- two")
+    assert html.startswith("<p>Roses are red,<br>\nviolets are blue.</p>"), html
+    assert "<li>one</li>" in html

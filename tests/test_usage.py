@@ -15,6 +15,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import notebook_llm as nl
@@ -410,6 +411,10 @@ def test_usage_filters(db) -> None:
     _three_calls()
     df = nl.usage()
     assert len(df) == 3
+    # What a person reads first leads; the 32-hex call id comes last.
+    assert list(df.columns[:6]) == ["time", "model", "input_tokens", "output_tokens",
+                                    "total_tokens", "cost_usd"]
+    assert df.columns[-1] == "id"
     assert str(df["time"].dtype).startswith("datetime64")
     assert df["prompt"].tolist() == ["alpha", "beta", "gamma"]
     assert nl.usage(model="offline:story")["prompt"].tolist() == ["beta"]
@@ -484,8 +489,15 @@ def test_plots_render_with_agg(db, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     empty = nl.plot_costs()
     assert empty.get_title() == "Cost by model"
     _three_calls()
-    ax = nl.plot_costs(by="model")
-    assert len(ax.patches) == 2
+    free = nl.plot_costs(by="model")  # offline calls are free: no bars of $0
+    assert [t.get_text() for t in free.texts] == [
+        "No priced calls yet: every call so far was free"
+    ]
+    from notebook_llm import _plots
+
+    costs = pd.DataFrame({"model": ["a", "b"], "cost_usd": [0.0, 0.0], "unpriced_calls": [0, 2]})
+    ax = _plots.plot_costs(costs, "model")
+    assert len(ax.patches) == 2 and ax.get_ylim()[0] == 0  # no negative dollar ticks
     over_time = plot_usage_over_time(freq="h")
     assert over_time.right_ax.get_ylabel() == "tokens"
     for axes in (ax, over_time):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import notebook_llm as nl
-from notebook_llm._usage import COST_GROUPS, parse_time
+from notebook_llm._usage import COST_GROUPS, USAGE_COLUMNS, parse_time
 from notebook_llm.store.log import CallLog, call_log
 
 # -- the reference: the previous pandas implementation, kept here verbatim ------------------
@@ -103,7 +103,7 @@ def ref_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("cost_usd", "latency_s", "ttft_s"):
         df[column] = pd.to_numeric(df[column]).astype("float64")
     df["cached"] = df["cached"].fillna(0).astype(bool)
-    return df
+    return df[list(USAGE_COLUMNS)]  # the same data; usage() shows time and model first
 
 
 def ref_costs(log: CallLog, by: str, since=None, until=None) -> pd.DataFrame:

@@ -269,7 +269,7 @@ async def run_provider(
         jobs.insert_rows(job.id, [row.encode() for row in rows])
     return await _poll(job, plan.models, sdks, jobs, db=db, poll_interval=poll_interval,
                        progress=progress, format_model=plan.format_model, index=plan.inputs.index,
-                       rows=plan.rows)
+                       frame=plan.inputs.frame, rows=plan.rows)
 
 
 async def _poll(
@@ -284,6 +284,7 @@ async def _poll(
     format_model: Any,
     index: Any,
     rows: int,
+    frame: Any = None,
 ) -> BatchResult:
     started = time.perf_counter()
     interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
@@ -358,7 +359,7 @@ async def _poll(
         progress.close(state)
     return BatchResult(
         job.id, name=job.name, state=state, mode="provider", models=[m.name for m in models],
-        rows=rows, db=db, index=index, format_model=format_model,
+        rows=rows, db=db, index=index, frame=frame, format_model=format_model,
         elapsed_s=time.perf_counter() - started, provider_batches=batches,
     )
 

@@ -109,6 +109,7 @@ class BatchResult:
         rows: int,
         db: Any = None,
         index: Any = None,
+        frame: Any = None,
         format_model: Any = None,
         cached: int = 0,
         elapsed_s: float = 0.0,
@@ -133,6 +134,7 @@ class BatchResult:
         self.done = self.failed = 0
         self.cost_usd = 0.0
         self._db = db
+        self._frame = frame
         self._index = index
         self._format_model = format_model
         self._rerun = rerun
@@ -183,12 +185,16 @@ class BatchResult:
     def to_pandas(self) -> Any:
         """The rows as a DataFrame aligned to the input's index.
 
-        Columns: ``output`` (the text), the parsed fields when ``response_format``
-        was a Pydantic model (or parsed JSON objects), ``input_tokens``,
-        ``output_tokens``, ``cost_usd``, ``latency_s``, ``attempts``, ``error``,
-        ``model`` and ``status`` (``done``, ``failed``, ``pending`` or
-        ``submitted``). With several models the frame is long: one row per
-        (input row, model), the input index repeated.
+        Columns: the input DataFrame's own columns first (when the input was a
+        DataFrame; one that shares a name with a result column is renamed
+        ``input_<name>``), then ``text`` (the answer, named as on
+        ``Completion`` and ``Comparison``), the parsed fields when
+        ``response_format`` was a Pydantic model (or parsed JSON objects),
+        ``input_tokens``, ``output_tokens``, ``cost_usd``, ``latency_s``,
+        ``attempts``, ``error``, ``model`` and ``status`` (``done``,
+        ``failed``, ``pending`` or ``submitted``). With several models the
+        frame is long: one row per (input row, model), the input index repeated.
+        A result loaded by job id has no input frame: ``df.join(result.to_pandas())``.
         """
         import pandas as pd
 
@@ -245,7 +251,7 @@ class BatchResult:
             index = base if width == 1 else base.repeat(width)
         frame = pd.DataFrame(
             {
-                "output": output,
+                "text": output,
                 "input_tokens": pd.array(tokens_in, dtype="Int64"),
                 "output_tokens": pd.array(tokens_out, dtype="Int64"),
                 "cost_usd": pd.array(cost, dtype="Float64"),
@@ -267,7 +273,27 @@ class BatchResult:
             )
         if not fields and any(value is not None for value in parsed):
             frame.insert(1, "parsed", parsed)
-        return frame
+        return self._with_inputs(frame, width)
+
+    def _with_inputs(self, frame: Any, width: int) -> Any:
+        """``frame`` with the input DataFrame's columns in front (repeated per model)."""
+        inputs = self._frame
+        if inputs is None or len(inputs) != self.rows or not len(inputs.columns):
+            return frame
+        inputs = inputs.loc[inputs.index.repeat(width)] if width > 1 else inputs
+        taken = {str(column) for column in frame.columns}
+        inputs = inputs.rename(
+            columns={c: f"input_{c}" for c in inputs.columns if str(c) in taken}
+        )
+        if inputs.columns.has_duplicates:
+            return frame
+        import pandas as pd
+
+        # Side by side by position: the index may repeat (several models).
+        joined = pd.concat(
+            [inputs.reset_index(drop=True), frame.reset_index(drop=True)], axis=1
+        )
+        return joined.set_axis(frame.index, axis=0)
 
     def _parsed_fields(self, parsed: list[Any]) -> list[str]:
         model = self._format_model

@@ -377,7 +377,8 @@ async def _run_direct(
     result = BatchResult(
         job_id, name=plan.name, state=state, mode="direct", models=[m.name for m in plan.models],
         rows=plan.rows, db=jobs.store.path if not jobs.store.is_memory else jobs.store,
-        index=plan.inputs.index, format_model=plan.format_model, cached=stats.cached,
+        index=plan.inputs.index, frame=plan.inputs.frame, format_model=plan.format_model,
+        cached=stats.cached,
         elapsed_s=time.perf_counter() - started, stop_reason=stats.stop_reason, rerun=rerun,
     )
     if writer.failure is not None and writer.unsaved:

@@ -101,6 +101,12 @@ class CallContext:
         """``provider:model`` as asked."""
         return str(self.ref)
 
+    def stopped_unsent(self, completion: Completion | None, error: BaseException | None) -> bool:
+        """Whether the call was stopped before any request left: cancelled while
+        it waited (for a rate limiter, say), no answer, nothing to log or count.
+        A stopped batch's queued rows end this way."""
+        return completion is None and self.attempts == 0 and isinstance(error, CancelledError)
+
 
 class Middleware:
     """Hooks around every call. Subclasses override what they need."""

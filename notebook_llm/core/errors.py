@@ -28,7 +28,9 @@ never contain a key: key-looking strings from providers are redacted.
 from __future__ import annotations
 
 import builtins
+import difflib
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from notebook_llm.core.secrets import scrub
@@ -249,3 +251,14 @@ class StorageError(LLMError):
 
 RETRYABLE: tuple[type[LLMError], ...] = (RateLimitError, ProviderError, ConnectionError)
 """Errors worth retrying with backoff. Timeouts are retried only when configured."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` to a mistyped
+    ``name`` (``opnai``, ``smolm2``), or ``""``; every "unknown name" message
+    uses it."""
+    close = difflib.get_close_matches(name, sorted(set(choices)), n=1)
+    if not close:
+        close = difflib.get_close_matches(name.lower(), sorted({c.lower() for c in choices}), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+

@@ -10,12 +10,11 @@ attribute (a :class:`ProviderInfo`).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from notebook_llm.core.errors import UnknownProviderError
+from notebook_llm.core.errors import UnknownProviderError, did_you_mean
 from notebook_llm.core.types import Capabilities, ProviderInfo
 
 if TYPE_CHECKING:
@@ -334,8 +333,7 @@ def get_spec(name: str) -> ProviderSpec:
     try:
         return table[name]
     except KeyError:
-        close = difflib.get_close_matches(name, table, n=1)
-        suggestion = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownProviderError(
-            f"Unknown provider {name!r}.{suggestion} Known providers: {', '.join(sorted(table))}"
+            f"Unknown provider {name!r}.{did_you_mean(name, table)} "
+            f"Known providers: {', '.join(sorted(table))}"
         ) from None

@@ -339,9 +339,16 @@ class Completion:
         if self.latency_s is not None:
             parts.append(f"{self.latency_s:.2f}s")
         parts.append(format_usd(self.cost_usd, self.cost_status))
-        if self.finish_reason not in ("stop", "tool_calls"):
-            parts.append(self.finish_reason)
+        if self.finish_note:
+            parts.append(self.finish_note)
         return " · ".join(parts)
+
+    @property
+    def finish_note(self) -> str:
+        """How the answer ended, in words, when it did not end on its own:
+        ``cut off at max_tokens``, ``content filtered``, ``stopped`` or ``error``;
+        ``""`` otherwise. Every footer (cell, compare card, dashboard) shows it."""
+        return _FINISH_NOTES.get(self.finish_reason, "")
 
     def _repr_markdown_(self) -> str:
         from notebook_llm._render import escape_markdown, markdown_code, markdown_text
@@ -356,6 +363,14 @@ class Completion:
             body += f"\n\n**Tool calls**\n\n{calls}"
         return f"{body}\n\n---\n<small>{markdown_text(self.footer())}</small>"
 
+
+
+_FINISH_NOTES: dict[str, str] = {
+    "length": "cut off at max_tokens",
+    "content_filter": "content filtered",
+    "cancelled": "stopped",
+    "error": "error",
+}
 
 
 @dataclass(slots=True)

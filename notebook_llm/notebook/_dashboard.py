@@ -98,6 +98,7 @@ def _cell_footer(cell: Cell, status: str, started: float | None, first: float | 
             f"{c.usage.input_tokens}+{c.usage.output_tokens} tok",
             f"{speed:.0f} tok/s" if speed else "",
             format_usd(c.cost_usd, c.cost_status),
+            c.finish_note if c.finish_note and c.finish_note != status else "",
             status,
         ]
     else:

@@ -168,7 +168,7 @@ def _final_bundle(completion: Completion, fmt: Format) -> dict[str, Any]:
     if fmt == "text" or (fmt == "json"):
         return {"text/html": _render.plain_html(text), "text/plain": text}
     if fmt == "html":
-        return {"text/html": _render.sanitize_html(text), "text/plain": text}
+        return {"text/html": _render.sandboxed_html(text), "text/plain": text}
     if fmt == "code":
         code = first_code_block(text)
         return {"text/html": _render.render_markdown(_fenced(code)), "text/plain": code}

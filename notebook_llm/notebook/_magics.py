@@ -257,7 +257,9 @@ class LLMMagics(Magics):
     # -- %%llm / %llm ----------------------------------------------------------
 
     @magic_arguments()
-    @argument("-m", "--model", help="provider:model or an alias (default: the client's)")
+    @argument("-m", "--model", action="append", default=[],
+              help="provider:model or an alias (default: the client's); "
+                   "two or more (-m a -m b, or -m a,b) compare them side by side")
     @argument("-s", "--system", help="a system prompt (quote it)")
     @argument("-t", "--temperature", type=float, help="sampling temperature")
     @argument("--max-tokens", type=int, help="the most tokens to generate")
@@ -281,12 +283,13 @@ class LLMMagics(Magics):
         args = parse_argstring(self.llm, line)
         if args.output and not args.output.isidentifier():
             raise CellError(f"-o {args.output}: not a variable name", title="UsageError")
-        if args.model and "," in args.model:  # -m a,b: compare side by side
+        if len(models := _models(args.model, required=False)) > 1:  # compare side by side
             if args.schema or args.no_stream or args.format != "markdown":
                 raise CellError("-f, --schema and --no-stream do not apply to a comparison",
                                 title="UsageError", hint="Use %%llm_compare -m a -m b.")
-            self._compare(self._prompt(cell), _models([args.model]), args)
+            self._compare(self._prompt(cell), models, args)
             return None
+        args.model = models[0] if models else None
         prompt = self._prompt(cell)
         options = self._call_options(args)
         fmt: Format = args.format
@@ -298,6 +301,10 @@ class LLMMagics(Magics):
     def _llm_line(self, line: str) -> Completion | None:
         options_text, prompt_text = _split_options(line, magic_parser(self.llm))
         args = parse_argstring(self.llm, options_text)
+        if len(models := _models(args.model, required=False)) > 1:
+            raise CellError("x = %llm takes one model", title="UsageError",
+                            hint="Compare models in a cell: %%llm -m a -m b, or nl.compare().")
+        args.model = models[0] if models else None
         prompt = self._prompt(prompt_text)
         options = self._call_options(args)
         try:
@@ -497,11 +504,11 @@ class LLMMagics(Magics):
         return Table(["provider", "variable", "source", "key"], rows)
 
 
-def _models(values: list[str]) -> list[str]:
+def _models(values: list[str], required: bool = True) -> list[str]:
     """The model strings of ``-m a,b -m c``, in order; each at most once."""
     models = [m.strip() for value in values for m in (_unquote(value) or "").split(",")]
     models = [m for m in models if m]
-    if not models:
+    if not models and required:
         raise CellError("name the models to compare: -m a -m b (or -m a,b)", title="UsageError")
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:

@@ -109,12 +109,15 @@ class WidgetView:
         self.figures.value = self.figures_html()
 
     def stopping(self) -> None:
-        self.stop.description = "Stopping..."
+        # The job stops within moments; "Stopping..." would not fit the button.
+        self.stop.description = "Stopped"
         self.stop.disabled = True
 
     def close(self) -> None:
-        """The job ended: the widgets give way to their static form."""
+        """The job has ended: Stop goes away, and the widgets give way to their static form
+        (the bar and the figures as HTML, with no button)."""
         self.stop.disabled = True
+        self.stop.layout.display = "none"
         handle = getattr(self, "handle", None)
         if handle is not None:
             handle.update(self.static_bundle(), raw=True)

@@ -23,7 +23,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from notebook_llm.core.errors import ModelNotFoundError, ProviderError
+from notebook_llm.core.errors import ModelNotFoundError, ProviderError, did_you_mean
 from notebook_llm.core.types import (
     Chunk,
     Completion,
@@ -125,7 +125,8 @@ class OfflineProvider(Provider):
         if request.model == "story":
             return _story(_last_user_text(request), request.max_tokens or 60)
         raise ModelNotFoundError(
-            f"No offline model {request.model!r}; offline models are "
+            f"No offline model {request.model!r}."
+            f"{did_you_mean(request.model, CHAT_MODELS + EMBEDDING_MODELS)} Offline models are "
             f"{', '.join(CHAT_MODELS + EMBEDDING_MODELS)}",
             provider=self.name,
             model=request.model,
@@ -135,10 +136,21 @@ class OfflineProvider(Provider):
         # Honour max_tokens the way a real model would: cut and say "length".
         if request.max_tokens is None:
             return text, "stop"
-        pieces = _CHUNK.findall(text)
-        if len(pieces) <= request.max_tokens:
+        limit = request.max_tokens
+        if count_tokens(text) <= limit:
             return text, "stop"
-        return "".join(pieces[: request.max_tokens]), "length"
+        # The longest run of whole pieces whose token count fits (a binary search).
+        pieces = _CHUNK.findall(text)
+        low, high = 0, min(len(pieces), limit)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if count_tokens("".join(pieces[:middle])) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:  # the first word and its punctuation are over the limit already
+            return "".join(_TOKEN.findall(text)[:limit]), "length"
+        return "".join(pieces[:low]), "length"
 
     async def complete(self, request: Request) -> Completion:
         """Answer at once."""

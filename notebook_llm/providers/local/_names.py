@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from notebook_llm.core.errors import ModelNotFoundError
+from notebook_llm.core.errors import ModelNotFoundError, did_you_mean
 from notebook_llm.providers.local._gguf import read_gguf_metadata
 
 __all__ = [
@@ -204,7 +204,8 @@ def resolve_model(name_or_path: str) -> ResolvedModel:
     if not looks_like_path:
         known = sorted({*_BUILTINS, *_registered})
         raise ModelNotFoundError(
-            f"No local model named {name!r}. Use one of {', '.join(known)}, a path "
+            f"No local model named {name!r}.{did_you_mean(name, known)} "
+            f"Use one of {', '.join(known)}, a path "
             "('local:/path/to/model.gguf'), or register a name with "
             "notebook_llm.local.register(name, path)",
             provider=PROVIDER,
