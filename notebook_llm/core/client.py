@@ -574,29 +574,29 @@ class CoreClient:
             "complete", prompt_or_messages, model, options, provider_kwargs
         )
         kind: inflight.Kind = "tool_loop" if max_tool_rounds and ctx.request.tools else "complete"
-        with inflight.tracked(kind, ctx.model, _task_canceller()) as entry:
+        with inflight.tracked(kind, ctx.model, inflight.task_canceller()) as entry:
             try:
-                completion = await self._run_once(resolve, ctx)
-                rounds = 0
-                while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
-                    rounds += 1
-                    results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
-                    ctx.request.messages = [
-                        *ctx.request.messages, completion.to_message(), *results
-                    ]
-                    ctx.started_at = time.time()
-                    ctx.attempts = 0
-                    completion = await self._run_once(resolve, ctx)
+                return await self._rounds(resolve, ctx, max_tool_rounds)
             except asyncio.CancelledError:
-                if entry.stopped_by is None or entry.parent is not None:
+                if not inflight.stopped_at_top(entry):
                     raise  # cancelled by its caller, or part of a batch that was stopped
-                task = asyncio.current_task()
-                if task is not None and hasattr(task, "uncancel"):
-                    task.uncancel()
                 raise CancelledError(
                     f"Stopped ({entry.stopped_by}): the call to {ctx.model} was cancelled "
                     "and nothing more is sent", provider=ctx.ref.provider, model=ctx.ref.name,
                 ) from None
+
+    async def _rounds(
+        self, resolve: Callable[[], Provider], ctx: CallContext, max_tool_rounds: int
+    ) -> Completion:
+        completion = await self._run_once(resolve, ctx)
+        rounds = 0
+        while completion.tool_calls and rounds < max_tool_rounds and ctx.request.tools:
+            rounds += 1
+            results = await run_tool_calls(completion.tool_calls, ctx.request.tools)
+            ctx.request.messages = [*ctx.request.messages, completion.to_message(), *results]
+            ctx.started_at = time.time()
+            ctx.attempts = 0
+            completion = await self._run_once(resolve, ctx)
         return completion
 
     async def _run_once(
@@ -813,18 +813,6 @@ class CoreClient:
     embed = _sync(aembed)
     list_models = _sync(alist_models)
     close = _sync(aclose)
-
-
-def _task_canceller() -> Callable[[], None]:
-    """Cancels the running task from any thread (what a stopped complete does)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def cancel() -> None:
-        if task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-
-    return cancel
 
 
 def _adapt_to_error(limiter: RateLimiter, error: BaseException, delay: float) -> None:

@@ -20,6 +20,7 @@ asking the busy kernel. Outside a kernel nothing is written.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -49,6 +50,8 @@ __all__ = [
     "status_file",
     "stop_all",
     "stop_request_file",
+    "stopped_at_top",
+    "task_canceller",
     "tracked",
     "unregister",
     "write_status_to",
@@ -196,6 +199,31 @@ def tracked(
     finally:
         leave(token)
         unregister(entry)
+
+
+def task_canceller() -> Callable[[], None]:
+    """A cancel callable for the running asyncio task, safe to call from any thread
+    (what stopping a complete or a tool loop does)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def cancel() -> None:
+        if task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+    return cancel
+
+
+def stopped_at_top(entry: Entry) -> bool:
+    """True when ``entry`` itself was stopped and has no parent; then the running
+    task's cancellation is withdrawn, so it can end with the library's own error
+    instead of asyncio's (a child propagates the cancellation to its parent)."""
+    if entry.stopped_by is None or entry.parent is not None:
+        return False
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+    return True
 
 
 def running(*, top_level: bool = False) -> list[Entry]:
