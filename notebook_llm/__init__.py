@@ -85,6 +85,7 @@ _EXPORTS: dict[str, str] = {
     "set_cache": "notebook_llm._middleware",
     "set_default_client": "notebook_llm._api",
     "set_logging": "notebook_llm._middleware",
+    "stop_all": "notebook_llm.core.inflight",
     "stream": "notebook_llm._api",
     "templates": "notebook_llm._templates",
     "tool": "notebook_llm.core.tools",
@@ -255,6 +256,9 @@ if TYPE_CHECKING:
     )
     from notebook_llm.core.errors import (
         CancelToolCall as CancelToolCall,
+    )
+    from notebook_llm.core.inflight import (
+        stop_all as stop_all,
     )
     from notebook_llm.core.modalities import (
         register_modalities as register_modalities,

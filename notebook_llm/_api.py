@@ -9,6 +9,7 @@ from typing import Any
 
 from notebook_llm._client import Client
 from notebook_llm._settings import apply_saved
+from notebook_llm.core import inflight
 
 __all__ = [
     "acomplete",
@@ -37,6 +38,14 @@ def default_client() -> Client:
                 apply_saved(client)  # aliases and defaults saved with %llm_config --save
                 _default = client
     return _default
+
+
+def _default_model_setting() -> str | None:
+    """The default client's configured model (no probing), for the JupyterLab panel."""
+    return _default.default if _default is not None else None
+
+
+inflight.add_status_source("default_model", _default_model_setting)
 
 
 def set_default_client(client: Client | None) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from notebook_llm._api import default_client
 from notebook_llm._judge import Verdict, ajudge
 from notebook_llm._templates import Template
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import inflight, loop as _loop
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.money import format_usd
 from notebook_llm.core.stream import AsyncStream
@@ -119,6 +119,7 @@ class Comparison:
         """The judge model, when ``judge=`` scored the answers."""
         self.rubric: str | None = None
         """What the judge graded against (``None``: the default rubric)."""
+        self._stopping = False
 
     @property
     def judge_calls(self) -> list[Completion]:
@@ -190,6 +191,16 @@ class Comparison:
     def done(self) -> bool:
         """True when no cell is still running."""
         return all(c.status not in ("pending", "running") for c in self.cells)
+
+    @property
+    def stopping(self) -> bool:
+        """True once every column was asked to stop (:meth:`stop`)."""
+        return self._stopping
+
+    def stop(self) -> None:
+        """Stop every cell, including those whose stream has not begun yet."""
+        self._stopping = True
+        self.cancel()
 
     def cancel(self, model: str | None = None) -> None:
         """Stop every running cell, or only ``model``'s."""
@@ -509,6 +520,8 @@ async def acompare(
                 tags=["compare"], **_template_arguments(comparison, cell), **params
             )
             cell.stream = stream
+            if comparison.stopping:
+                stream.cancel()  # stopped before this column began
             async for chunk in stream:
                 if chunk.text:
                     cell.text += chunk.text
@@ -528,7 +541,8 @@ async def acompare(
                 on_update(comparison, cell)
 
     try:
-        await asyncio.gather(*(run_cell(cell) for cell in comparison.cells))
+        with inflight.tracked("compare", ", ".join(comparison.models), comparison.stop):
+            await asyncio.gather(*(run_cell(cell) for cell in comparison.cells))
     finally:
         for cell in comparison.cells:
             if cell.status in ("pending", "running"):

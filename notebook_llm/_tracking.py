@@ -31,13 +31,14 @@ import contextvars
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from notebook_llm import pricing
-from notebook_llm.core import capture_hooks, loop as _loop
+from notebook_llm.core import capture_hooks, inflight, loop as _loop
 from notebook_llm.core.client import CallContext, Middleware
 from notebook_llm.core.errors import BudgetExceededError, CancelledError
 from notebook_llm.core.money import format_usd
@@ -224,6 +225,7 @@ class Tracker:
         capture: bool = False,
     ) -> None:
         self.budget_usd = budget_usd
+        _all_trackers.add(self)
         self.name = name
         self.capture = capture
         self._lock = threading.Lock()
@@ -566,3 +568,18 @@ def _budget_message(tracker: Tracker, estimate: float) -> str:
         f"is already spent{in_flight}. "
         "Raise budget_usd, lower max_tokens, or use a cheaper model"
     )
+
+
+_all_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _budgets() -> list[dict[str, Any]]:
+    """The live trackers that hold a budget (the JupyterLab panel's budgets)."""
+    return [
+        {"name": t.name or "budget", "budget_usd": t.budget_usd, "spent_usd": t.cost_usd,
+         "remaining_usd": t.remaining_usd, "calls": t.calls}
+        for t in list(_all_trackers) if t.budget_usd is not None
+    ]
+
+
+inflight.add_status_source("budgets", _budgets)

@@ -203,10 +203,24 @@ def _figures(done: Execution) -> tuple[str, int]:
 
 def test_stop_button_stops_a_blocking_batch_and_a_rerun_finishes(kernel: KernelSession) -> None:
     state: dict[str, Any] = {}
-    done = kernel.execute(BLOCKING, timeout=60, on_message=_click_stop_after(kernel, 1.0, state))
+    click = _click_stop_after(kernel, 1.0, state)
+    shown: list[dict[str, Any]] = []
+
+    def on_message(execution: Execution, msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "display_data":
+            shown.append(msg["content"]["data"])
+        click(execution, msg)
+
+    done = kernel.execute(BLOCKING, timeout=60, on_message=on_message)
     assert done.status == "ok", done.text
     assert "clicked" in state, "no Stop button was shown"
-    assert any(WIDGET_MIME in o.get("data", {}) for o in done.outputs)  # the widget view
+    # While live, the widget's output carries a static form too (a notebook saved
+    # then shows a bar, not "Loading widget...").
+    [live] = [data for data in shown if WIDGET_MIME in data]
+    assert "<progress" in live["text/html"] and "stoppable" in live["text/plain"]
+    # The widgets gave way to their static form: a saved notebook shows the bar.
+    assert not any(WIDGET_MIME in o.get("data", {}) for o in done.outputs)
+    assert "<progress" in done.html and "stopped" in done.html
     assert done.finished - state["clicked"] < 3.0  # type: ignore[operator]
     job_state, count = _figures(done)
     assert job_state == "stopped" and 0 < count < 200

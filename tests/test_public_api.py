@@ -90,6 +90,7 @@ PUBLIC = [
     "set_cache",
     "set_default_client",
     "set_logging",
+    "stop_all",
     "stream",
     "templates",
     "tool",

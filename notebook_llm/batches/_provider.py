@@ -37,7 +37,7 @@ from notebook_llm.batches._plan import (
     row_cost,
 )
 from notebook_llm.batches._result import BatchResult
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import inflight, loop as _loop
 from notebook_llm.core.capture_hooks import mark_own
 from notebook_llm.core.errors import InvalidRequestError, LLMError, UnsupportedError
 from notebook_llm.core.registry import get_spec
@@ -295,9 +295,22 @@ async def _poll(
     statuses: dict[str, str] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    detached = False
+
+    def detach() -> None:
+        # nl.stop_all(): stop waiting here, leave the batch running at the provider.
+        nonlocal detached
+        detached = True
+        stop.set()
+
     if progress is not None:
         progress.on_stop = lambda: loop.call_soon_threadsafe(stop.set)
         progress.update(total=job.total, force=True)
+    entry = inflight.register(
+        "batch", ", ".join(m.name for m in models),
+        lambda: loop.call_soon_threadsafe(detach), label=job.name or job.id,
+        note=_left_running(job, models, batches),
+    )
     try:
         while pending:
             for name, m in list(pending.items()):
@@ -311,6 +324,8 @@ async def _poll(
                 progress.update(done=counts.get("done", 0) + counts.get("failed", 0),
                                 failed=counts.get("failed", 0), cost_usd=jobs.cost(job.id))
             if not pending:
+                break
+            if stop.is_set() and detached:
                 break
             if stop.is_set():
                 for name, m in pending.items():
@@ -328,6 +343,7 @@ async def _poll(
             progress.close("submitted")
         raise
     finally:
+        inflight.unregister(entry)
         for sdk in sdks.values():
             try:
                 await sdk.close()
@@ -335,7 +351,8 @@ async def _poll(
                 pass
     counts = jobs.counts(job.id)
     done = counts.get("done", 0) + counts.get("failed", 0)
-    state = "done" if done >= job.total else ("cancelled" if stop.is_set() else "submitted")
+    cancelled = stop.is_set() and not detached
+    state = "done" if done >= job.total else ("cancelled" if cancelled else "submitted")
     if any(s in ("failed", "expired") for s in statuses.values()):
         state = "failed" if done < job.total else state
     jobs.set_state(job.id, state)
@@ -345,6 +362,17 @@ async def _poll(
         job.id, name=job.name, state=state, mode="provider", models=[m.name for m in models],
         rows=rows, db=db, index=index, frame=frame, format_model=format_model,
         elapsed_s=time.perf_counter() - started, provider_batches=batches,
+    )
+
+
+def _left_running(job: JobRecord, models: list[BatchModel], batches: dict[str, str]) -> str:
+    """What nl.stop_all() says about a provider batch it leaves running."""
+    ids = ", ".join(f"{batches[m.name]} ({m.provider})" for m in models if m.name in batches)
+    return (
+        f"Batch job {job.name or job.id!r} is still running at the provider ({ids}): "
+        f"resume waiting with nl.resume_provider_batch({job.id!r}); to cancel it at the "
+        "provider, resume it and press its Stop button, or cancel the batch id in the "
+        "provider's dashboard."
     )
 
 

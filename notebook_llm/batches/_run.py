@@ -39,7 +39,7 @@ from notebook_llm.batches._plan import (
 )
 from notebook_llm.batches._provider import run_provider
 from notebook_llm.batches._result import BatchEstimate, BatchResult
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import inflight, loop as _loop
 from notebook_llm.core.client import CoreClient
 from notebook_llm.core.errors import (
     BudgetExceededError,
@@ -341,9 +341,18 @@ async def _run_direct(
             await asyncio.sleep(0.1)
             show()
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    tick = asyncio.ensure_future(ticker()) if progress is not None else None
     interrupted = False
+    entry = inflight.register(
+        "batch", ", ".join(m.name for m in plan.models),
+        lambda: loop.call_soon_threadsafe(stop_now, "stopped by nl.stop_all()"),
+        label=plan.name or job_id,
+    )
+    token = inflight.enter(entry)  # the rows' calls are its children
+    try:
+        workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        tick = asyncio.ensure_future(ticker()) if progress is not None else None
+    finally:
+        inflight.leave(token)
     try:
         await asyncio.wait(workers)
     except asyncio.CancelledError:
@@ -352,6 +361,7 @@ async def _run_direct(
         stop_now("interrupted")
         await asyncio.wait(workers)
     finally:
+        inflight.unregister(entry)
         if tick is not None:
             tick.cancel()
         writer.close()

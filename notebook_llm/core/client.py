@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from notebook_llm.core import loop as _loop
+from notebook_llm.core import inflight, loop as _loop
 from notebook_llm.core._toolloop import ToolLoop, ToolLoopStream, completion_runs
 from notebook_llm.core.deadline import Deadline, within
 from notebook_llm.core.errors import (
@@ -623,6 +623,21 @@ class CoreClient:
             "complete", prompt_or_messages, model, options, provider_kwargs
         )
         loop = ToolLoop.for_call(ctx.request.tools, options)
+        kind: inflight.Kind = "tool_loop" if loop is not None else "complete"
+        with inflight.tracked(kind, ctx.model, inflight.task_canceller()) as entry:
+            try:
+                return await self._rounds(resolve, ctx, loop)
+            except asyncio.CancelledError:
+                if not inflight.stopped_at_top(entry):
+                    raise  # cancelled by its caller, or part of a batch that was stopped
+                raise CancelledError(
+                    f"Stopped ({entry.stopped_by}): the call to {ctx.model} was cancelled "
+                    "and nothing more is sent", provider=ctx.ref.provider, model=ctx.ref.name,
+                ) from None
+
+    async def _rounds(
+        self, resolve: Callable[[], Provider], ctx: CallContext, loop: ToolLoop | None
+    ) -> Completion:
         completion = await self._run_once(resolve, ctx)
         while loop is not None and loop.wants(completion.tool_calls):
             results = await loop.run(completion.tool_calls)
@@ -816,7 +831,7 @@ class CoreClient:
                 raise parse_error
             return completion
 
-        return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx))
+        return AsyncStream(opener, finisher, deadline=lambda: _deadline(ctx), model=ctx.model)
 
     async def aembed(
         self,

@@ -13,9 +13,11 @@ import json
 import queue
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from notebook_llm.core import inflight
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Chunk, Completion, FinishReason, ToolCall, Usage
 
@@ -161,8 +163,11 @@ class AsyncStream:
         finisher: Finisher,
         *,
         deadline: Callable[[], Deadline] | None = None,
+        model: str = "",
     ) -> None:
         self._opener = opener
+        self.model = model
+        self._entry: inflight.Entry | None = None
         self._finisher = finisher
         self._make_deadline = deadline
         self._timer: asyncio.TimerHandle | None = None
@@ -200,6 +205,28 @@ class AsyncStream:
             return
         call_on_loop(loop, waiter.cancel)
 
+    def stop(self, by: str = "button") -> None:
+        """Stop it through the registry of work in flight, noting who stopped it
+        (``"button"``, ``"interrupt"``); the same as :meth:`cancel` otherwise."""
+        entry = self._entry
+        if entry is not None and entry.stopped_by is None:
+            entry.stop(by)
+        else:
+            self.cancel()
+
+    def _register(self) -> None:
+        # In the registry of work in flight from the first read to the end. The
+        # entry holds the stream weakly, so the registry keeps nothing alive.
+        ref = weakref.ref(self)
+
+        def cancel() -> None:
+            stream = ref()
+            if stream is not None:
+                stream.cancel()
+
+        entry = self._entry = inflight.register("stream", self.model, cancel)
+        weakref.finalize(self, inflight.unregister, entry)
+
     def _start_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         # One timer for the stream's whole life (set when iteration starts),
         # not one per chunk: the deadline bounds the call, not each read.
@@ -223,6 +250,8 @@ class AsyncStream:
             raise StopAsyncIteration
         self._loop = asyncio.get_running_loop()
         self._waiter = asyncio.current_task()
+        if self._entry is None:
+            self._register()
         if self._make_deadline is not None:
             self._start_deadline(self._loop)
         try:
@@ -274,6 +303,8 @@ class AsyncStream:
         if self._done:
             return
         self._done = True
+        if self._entry is not None:
+            inflight.unregister(self._entry)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -352,6 +383,10 @@ class Stream:
     def cancel(self) -> None:
         """Stop the stream now; callable from any thread (a Stop button)."""
         self._inner.cancel()
+
+    def stop(self, by: str = "button") -> None:
+        """Stop it through the registry of work in flight, noting who stopped it."""
+        self._inner.stop(by)
 
     def _start(self) -> None:
         from notebook_llm.core.loop import get_loop

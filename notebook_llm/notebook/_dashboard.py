@@ -169,9 +169,10 @@ class _View:
         """Stop every column (``model=None``) or one model's; partial text is kept."""
         if model is None:
             self.stop_all = True
+            self.comparison.stop()  # what the registry of work in flight calls too
         else:
             self.stopped_models.add(model)
-        self.comparison.cancel(model)
+            self.comparison.cancel(model)
         self.dirty = True
 
     def apply_stops(self) -> None:
@@ -261,7 +262,9 @@ class Dashboard(_View):
         box = self._make_buttons() if self.widgets else None
         if box is not None:
             self._box = box
-            self._controls = self._show(widget_bundle(box), raw=True, display_id=True)
+            line = f"comparing {len(self.comparison.models)} models… (Stop in a live kernel)"
+            self._controls = self._show(widget_bundle(box, _note_bundle(line)), raw=True,
+                                        display_id=True)
         else:
             line = f"comparing {len(self.comparison.models)} models… (interrupt the kernel to stop)"
             self._controls = self._show(_note_bundle(line), raw=True, display_id=True)

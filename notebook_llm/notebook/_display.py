@@ -111,7 +111,7 @@ def consume(
                 break
         except KeyboardInterrupt:
             interrupted = True
-            stream.cancel()
+            stream.stop("interrupt")
             if deadline is None:
                 deadline = time.monotonic() + _CANCEL_GRACE_S
     if on_tools is not None and len(runs) != shown_runs:
@@ -265,7 +265,10 @@ class CellView(View):
         button = _stop_button(stop) if (self.widgets and stop is not None) else None
         if button is not None:
             self._button = button
-            self._footer = self._show(widget_bundle(button), raw=True, display_id=True)
+            self._footer = self._show(
+                widget_bundle(button, footer_bundle(None, "streaming… (Stop in a live kernel)")),
+                raw=True, display_id=True,
+            )
         else:
             self._footer = self._show(
                 footer_bundle(None, "streaming… (interrupt the kernel to stop)"),

@@ -207,7 +207,7 @@ class LLMMagics(Magics):
         except LLMError as exc:
             raise _as_cell_error(exc) from None
         view, events = self._view(fmt)
-        view.start(stream.cancel)
+        view.start(lambda: stream.stop("button"))
         server = tools.serve(view, widgets=events is not None)
         try:
             result = consume(stream, view.update, events=events, on_tools=view.tools,

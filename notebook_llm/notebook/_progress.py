@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import html
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from notebook_llm.core.loop import wait as wait_done
 from notebook_llm.core.money import format_usd
 from notebook_llm.core.shell import current_kernel
 from notebook_llm.notebook._uipoll import UIEvents, deferred_sigint
+from notebook_llm.notebook._widgets import widget_bundle
 from notebook_llm.progress import Progress, format_duration, format_rate
 
 __all__ = ["WidgetView", "view", "wait"]
@@ -52,13 +53,48 @@ class WidgetView:
         self.stop.on_click(lambda _button: progress.stop())
         self.figures = widgets.HTML()
         self.box = widgets.VBox([widgets.HBox([self.bar, self.label, self.stop]), self.figures])
+        self.handle: Any = None
 
     def show(self) -> WidgetView:
-        """Display the widgets in the current cell."""
+        """Display the widgets in the current cell, with a static fallback beside them.
+
+        The output carries ``text/plain`` and ``text/html`` forms of the bar
+        too, and when the job ends the widgets are replaced by that static
+        form, so a saved notebook shows the bar without a kernel.
+        """
         from notebook_llm.notebook._ipython import display
 
-        display(self.box)
+        self.handle = display(widget_bundle(self.box, self.static_bundle()), raw=True,
+                              display_id=True)
         return self
+
+    def label_html(self) -> str:
+        f = self.progress.figures()
+        title = html.escape(self.progress.title)
+        return f"<b>{title}</b> {f['done']:,}/{f['total']:,} {html.escape(self.progress.state)}"
+
+    def figures_html(self) -> str:
+        f = self.progress.figures()
+        return (
+            f"<small>cached {f['cached']:,} · failed {f['failed']:,} · retrying "
+            f"{f['retrying']:,} · {format_rate(f['requests_per_min'])} req/min · "
+            f"{format_rate(f['tokens_per_min'])} tok/min · elapsed "
+            f"{format_duration(f['elapsed_s'])} · ETA {format_duration(f['eta_s'])} · cost "
+            f"{format_usd(f['cost_usd'])} (projected {format_usd(f['projected_cost_usd'])})"
+            "</small>"
+        )
+
+    def static_bundle(self) -> dict[str, str]:
+        """The bar as HTML (a ``<progress>`` element) and as the text line."""
+        f = self.progress.figures()
+        total = max(f["total"], 1)
+        bar = (f'<progress value="{min(f["done"], total)}" max="{total}" '
+               'style="width:40%;vertical-align:middle"></progress>')
+        return {
+            "text/html": f'<div class="notebook-llm-progress">{bar} {self.label_html()}'
+                         f"<br>{self.figures_html()}</div>",
+            "text/plain": self.progress.line(),
+        }
 
     def draw(self) -> None:
         progress = self.progress
@@ -69,18 +105,8 @@ class WidgetView:
             self.bar.bar_style = "warning"
         elif progress.state == "done":
             self.bar.bar_style = "success"
-        title = html.escape(progress.title)
-        self.label.value = (
-            f"<b>{title}</b> {f['done']:,}/{f['total']:,} {html.escape(progress.state)}"
-        )
-        self.figures.value = (
-            f"<small>cached {f['cached']:,} · failed {f['failed']:,} · retrying "
-            f"{f['retrying']:,} · {format_rate(f['requests_per_min'])} req/min · "
-            f"{format_rate(f['tokens_per_min'])} tok/min · elapsed "
-            f"{format_duration(f['elapsed_s'])} · ETA {format_duration(f['eta_s'])} · cost "
-            f"{format_usd(f['cost_usd'])} (projected {format_usd(f['projected_cost_usd'])})"
-            "</small>"
-        )
+        self.label.value = self.label_html()
+        self.figures.value = self.figures_html()
 
     def stopping(self) -> None:
         # The job stops within moments; "Stopping..." would not fit the button.
@@ -88,9 +114,15 @@ class WidgetView:
         self.stop.disabled = True
 
     def close(self) -> None:
-        """The job has ended: Stop has nothing left to stop, so it goes away."""
+        """The job has ended: Stop goes away, and the widgets give way to their static form
+        (the bar and the figures as HTML, with no button)."""
         self.stop.disabled = True
         self.stop.layout.display = "none"
+        handle = getattr(self, "handle", None)
+        if handle is not None:
+            handle.update(self.static_bundle(), raw=True)
+            for widget in (self.bar, self.label, self.stop, self.figures, self.box):
+                widget.close()
 
 
 def view(progress: Progress) -> WidgetView | None:

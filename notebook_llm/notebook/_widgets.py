@@ -20,8 +20,20 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _PLAIN_LIMIT = 110
 
 
-def widget_bundle(widget: Any) -> dict[str, Any]:
-    """The MIME bundle that shows ``widget`` (a view of its model, and a text form)."""
+def widget_bundle(widget: Any, fallback: dict[str, str] | None = None) -> dict[str, Any]:
+    """The MIME bundle that shows ``widget`` (a view of its model, and a text form).
+
+    ``fallback`` (``text/plain`` and ``text/html``) goes into the same bundle:
+    what a notebook saved while the widget was live shows where no kernel
+    holds the widget's model (a reopened notebook, nbconvert, GitHub).
+    """
+    bundle = _widget_bundle(widget)
+    if fallback:
+        bundle.update(fallback)
+    return bundle
+
+
+def _widget_bundle(widget: Any) -> dict[str, Any]:
     to_bundle = getattr(widget, "_repr_mimebundle_", None)
     if callable(to_bundle):  # ipywidgets 8
         shown: dict[str, Any] | None = to_bundle()

@@ -10,6 +10,7 @@ nothing here downloads a browser.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -54,7 +55,11 @@ class Lab:
     log: Any
     home: str
 
+    app: str = "jupyterlab"
+
     def notebook_url(self, name: str) -> str:
+        if self.app == "notebook":
+            return f"{self.url}notebooks/{name}?token={self.token}"
         return f"{self.url}lab/tree/{name}?token={self.token}&reset"
 
     def stop(self) -> None:
@@ -73,8 +78,17 @@ class Lab:
         return self.log.read().decode("utf-8", "replace")[-size:]
 
 
-def start_lab(root: Path, env: dict[str, str], timeout: float = 90) -> Lab:
-    """JupyterLab serving ``root`` on 127.0.0.1, ready when this returns."""
+def start_lab(
+    root: Path,
+    env: dict[str, str],
+    timeout: float = 90,
+    *,
+    app: str = "jupyterlab",
+    config: dict[str, Any] | None = None,
+) -> Lab:
+    """JupyterLab (or Notebook 7, ``app="notebook"``) serving ``root`` on 127.0.0.1,
+    ready when this returns. ``config`` is written as the server's
+    ``jupyter_server_config.json`` (server extensions to enable, say)."""
     port = free_port()
     token = secrets.token_hex(16)
     home = tempfile.mkdtemp(prefix="lab-home-")
@@ -83,15 +97,21 @@ def start_lab(root: Path, env: dict[str, str], timeout: float = 90) -> Lab:
         "JUPYTER_CONFIG_DIR": os.path.join(home, "config"),
         "JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"),
     }
+    if config:
+        os.makedirs(env["JUPYTER_CONFIG_DIR"], exist_ok=True)
+        Path(env["JUPYTER_CONFIG_DIR"], "jupyter_server_config.json").write_text(
+            json.dumps(config))
+    klass = "LabApp" if app == "jupyterlab" else "JupyterNotebookApp"
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+        sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1",
         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         "--ServerApp.port_retries=0",
-        "--LabApp.expose_app_in_browser=True",
-        f"--LabApp.workspaces_dir={os.path.join(home, 'workspaces')}",
-        f"--LabApp.user_settings_dir={os.path.join(home, 'settings')}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--{klass}.expose_app_in_browser=True",
+        f"--{klass}.workspaces_dir={os.path.join(home, 'workspaces')}",
+        f"--{klass}.user_settings_dir={os.path.join(home, 'settings')}",
     ]
+    if app == "jupyterlab":
+        command.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
     # No "get notified about Jupyter news?" toast over the screenshots.
     settings = Path(home, "settings", "@jupyterlab", "apputils-extension")
     settings.mkdir(parents=True)
@@ -100,7 +120,7 @@ def start_lab(root: Path, env: dict[str, str], timeout: float = 90) -> Lab:
         command.append("--allow-root")  # CI containers run as root
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    lab = Lab(process, f"http://127.0.0.1:{port}/", token, log, home)
+    lab = Lab(process, f"http://127.0.0.1:{port}/", token, log, home, app)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
