@@ -18,6 +18,7 @@ import pytest
 import notebook_llm as nl
 from notebook_llm import errors
 from notebook_llm._client import Client
+from notebook_llm.core import inflight
 from notebook_llm.core.client import CoreClient
 from notebook_llm.core.types import Tool
 
@@ -261,6 +262,33 @@ def test_stop_during_a_tool_ends_the_whole_loop() -> None:
     assert stream.completion.finish_reason == "cancelled"
     assert events == ["running"]  # the stream ends at once: no result event
     assert [r.status for r in stream.completion.tool_runs] == ["cancelled"]  # no second round
+
+
+def test_stop_all_ends_a_tool_loop_waiting_for_a_person() -> None:
+    asked = threading.Event()
+
+    async def before_call(tool: Any, arguments: Any) -> bool:
+        asked.set()
+        await asyncio.Event().wait()  # nobody ever answers
+        return True
+
+    client = CoreClient()
+    stream = client.stream("call add {\"a\": 1, \"b\": 2}", model=MODEL, tools=[add],
+                           approve=before_call)
+    kinds: list[str] = []
+
+    def stop_when_asked() -> None:
+        asked.wait(10)
+        kinds.extend(entry.kind for entry in inflight.running())
+        nl.stop_all()
+
+    threading.Thread(target=stop_when_asked, daemon=True).start()
+    started = time.monotonic()
+    list(stream)
+    assert time.monotonic() - started < 5
+    assert "tool_loop" in kinds  # the loop itself is in the registry, not only its rounds
+    assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+    assert [entry.kind for entry in inflight.running()] == []
 
 
 def test_bad_options_are_refused_before_sending() -> None:

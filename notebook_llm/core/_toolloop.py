@@ -28,6 +28,7 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from notebook_llm.core import inflight
 from notebook_llm.core.errors import CancelToolCall, InvalidRequestError
 from notebook_llm.core.options import CallOptions
 from notebook_llm.core.stream import AsyncStream, aclose_quietly, call_on_loop
@@ -375,6 +376,8 @@ class ToolLoopStream(AsyncStream):
         next_round: Callable[[list[Message], list[ToolRun]], AsyncStream],
     ) -> None:
         self._round = first
+        self.model = first.model
+        self._entry: inflight.Entry | None = None
         self._tools = tools
         self._next_round = next_round
         self._chunks = self._rounds()
@@ -415,6 +418,8 @@ class ToolLoopStream(AsyncStream):
     async def __anext__(self) -> Chunk:
         if self._done:
             raise StopAsyncIteration
+        if self._entry is None:  # the whole loop, tools and questions included, is stoppable
+            self._register("tool_loop")
         self._loop = asyncio.get_running_loop()
         self._waiter = asyncio.current_task()
         if self._cancel_requested and not self._in_tools:
@@ -423,9 +428,11 @@ class ToolLoopStream(AsyncStream):
             return await self._chunks.__anext__()
         except StopAsyncIteration:
             self._done = True
+            self._unregister()
             raise
         except asyncio.CancelledError:
             self._done = True
+            self._unregister()
             self._conclude(self._round.completion, cancelled=True)
             if not self._cancel_requested:
                 raise
@@ -435,17 +442,23 @@ class ToolLoopStream(AsyncStream):
             raise StopAsyncIteration from None
         except BaseException as exc:
             self._done = True
+            self._unregister()
             self.error = exc
             self._conclude(self._round.completion)
             raise
         finally:
             self._waiter = None
 
+    def _unregister(self) -> None:
+        if self._entry is not None:
+            inflight.unregister(self._entry)
+
     async def aclose(self) -> None:
         """Stop early (as when leaving an ``async for`` with ``break``)."""
         if not self._done:
             self._cancel_requested = True
             self._done = True
+            self._unregister()
             await self._round.aclose()
             await aclose_quietly(self._chunks)
             self._conclude(self._round.completion, cancelled=True)

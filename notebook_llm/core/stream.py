@@ -214,7 +214,7 @@ class AsyncStream:
         else:
             self.cancel()
 
-    def _register(self) -> None:
+    def _register(self, kind: inflight.Kind = "stream") -> None:
         # In the registry of work in flight from the first read to the end. The
         # entry holds the stream weakly, so the registry keeps nothing alive.
         ref = weakref.ref(self)
@@ -224,7 +224,7 @@ class AsyncStream:
             if stream is not None:
                 stream.cancel()
 
-        entry = self._entry = inflight.register("stream", self.model, cancel)
+        entry = self._entry = inflight.register(kind, self.model, cancel)
         weakref.finalize(self, inflight.unregister, entry)
 
     def _start_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
