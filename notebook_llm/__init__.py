@@ -22,7 +22,9 @@ _EXPORTS: dict[str, str] = {
     "Collection": "notebook_llm.embeddings",
     "Comparison": "notebook_llm._compare",
     "Completion": "notebook_llm.core.types",
+    "Conversation": "notebook_llm._conversations",
     "Embeddings": "notebook_llm.embeddings",
+    "LogEntry": "notebook_llm._log_entry",
     "ModelInfo": "notebook_llm.core.types",
     "Progress": "notebook_llm.progress",
     "ProviderInfo": "notebook_llm.core.types",
@@ -44,10 +46,13 @@ _EXPORTS: dict[str, str] = {
     "batch": "notebook_llm.batches",
     "batch_jobs": "notebook_llm.batches",
     "cache": "notebook_llm._middleware",
+    "chat": "notebook_llm._conversations",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
     "complete": "notebook_llm._api",
+    "conversation": "notebook_llm._conversations",
+    "conversations": "notebook_llm._conversations",
     "costs": "notebook_llm._usage",
     "default_client": "notebook_llm._api",
     "default_model": "notebook_llm._api",
@@ -56,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "estimate": "notebook_llm.batches",
     "list_models": "notebook_llm._api",
     "list_providers": "notebook_llm._api",
+    "log_backup": "notebook_llm._log_files",
+    "log_entry": "notebook_llm._log_entry",
+    "log_prune": "notebook_llm._log_files",
     "logs": "notebook_llm._usage",
     "plot_costs": "notebook_llm._usage",
     "resume_provider_batch": "notebook_llm.batches",
@@ -151,6 +159,20 @@ if TYPE_CHECKING:
         Comparison as Comparison,
         acompare as acompare,
         compare as compare,
+    )
+    from notebook_llm._conversations import (
+        Conversation as Conversation,
+        chat as chat,
+        conversation as conversation,
+        conversations as conversations,
+    )
+    from notebook_llm._log_entry import (
+        LogEntry as LogEntry,
+        log_entry as log_entry,
+    )
+    from notebook_llm._log_files import (
+        log_backup as log_backup,
+        log_prune as log_prune,
     )
     from notebook_llm._middleware import (
         cache as cache,

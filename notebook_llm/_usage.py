@@ -18,18 +18,27 @@ import re
 import sqlite3
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from notebook_llm._render import terminal_text
 from notebook_llm.core.money import format_usd
 from notebook_llm.store.log import call_log, utc_iso
+from notebook_llm.store.search import (
+    RANK,
+    SEARCH_FROM,
+    SNIPPET_SQL,
+    check_query,
+    last_user_text,
+    marked_segments,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
+    from notebook_llm._log_entry import LogEntry
     from notebook_llm.store.db import PathLike
     from notebook_llm.store.log import CallLog
 
@@ -107,7 +116,7 @@ def parse_time(value: TimeLike) -> datetime | None:
 
 def _where(
     since: TimeLike, until: TimeLike, model: str | None = None, provider: str | None = None,
-    tag: str | None = None,
+    tag: str | None = None, conversation: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL condition (``""`` for every call) and its parameters."""
     where: list[str] = []
@@ -131,6 +140,9 @@ def _where(
         where.append("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(calls.tags_json)"
                      " THEN calls.tags_json END) WHERE value = ?)")
         params.append(tag)
+    if conversation is not None:
+        where.append("conversation_id = ?")
+        params.append(conversation)
     return " AND ".join(where), params
 
 
@@ -182,21 +194,6 @@ _USAGE_SELECT = ", ".join([
 
 
 _TIME_ORDER = operator.itemgetter(2, 0)  # (created_at, rowid) of a _USAGE_SELECT row
-
-
-def last_user_text(messages_json: str | None) -> str:
-    """The text of the last user message in a logged ``messages_json`` (``""`` when none)."""
-    try:
-        messages = json.loads(messages_json or "[]")
-    except ValueError:
-        return ""
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
 
 
 def _tags(tags_json: str | None) -> Any:
@@ -257,8 +254,6 @@ def usage(
         it as any DataFrame: ``nl.usage("7d").to_csv("calls.csv")`` or
         ``.to_parquet("calls.parquet")``.
     """
-    import pandas as pd
-
     log = call_log(db_path)
     log.flush()
     where, params = _where(since, until, model, provider, tag)
@@ -272,6 +267,16 @@ def usage(
         # The newest `limit` rows, still returned oldest first.
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
         rows = log.store.tuples(sql, tuple(params))[::-1]
+    df = _usage_frame(log, rows)
+    if isinstance(limit, DefaultLimit) and len(df) == limit:
+        _warn_if_cut(log, where, params, limit)
+    return df
+
+
+def _usage_frame(log: CallLog, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Rows of ``_USAGE_SELECT`` (rowid first) as :func:`usage`'s frame, in their order."""
+    import pandas as pd
+
     if rows:
         rowids, *values = zip(*rows, strict=True)
         del rows
@@ -287,8 +292,6 @@ def usage(
         df = pd.DataFrame(data, columns=list(_USAGE_COLUMNS))
     else:
         df = pd.DataFrame.from_records([], columns=list(_USAGE_COLUMNS))
-    if isinstance(limit, DefaultLimit) and len(df) == limit:
-        _warn_if_cut(log, where, params, limit)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601").dt.tz_convert(_local_tz())
     for column in _TOKEN_COLUMNS:
         df[column] = pd.to_numeric(df[column]).fillna(0).astype("int64")
@@ -494,11 +497,20 @@ class Logs:
 
     ``logs(5)`` in a cell shows model, time, prompt, response excerpt,
     tokens and cost of each; ``logs(100).df.to_csv("calls.csv")`` exports.
+    A search (``logs(q=...)``) keeps the order of relevance everywhere: in
+    :attr:`df` (with a ``rank`` column) and on screen, with the matches
+    highlighted. :meth:`call` opens one row into the whole call.
     """
 
-    def __init__(self, df: pd.DataFrame) -> None:
+    def __init__(
+        self, df: pd.DataFrame, *, query: str | None = None,
+        snippets: list[tuple[str | None, str | None]] | None = None,
+    ) -> None:
         self.df = df
-        """The calls, as :func:`usage` returns them."""
+        """The calls, as :func:`usage` returns them (a search: best match first)."""
+        self.query = query
+        """The search, when this is one."""
+        self._snippets = snippets or []
 
     def __len__(self) -> int:
         return len(self.df)
@@ -507,9 +519,26 @@ class Logs:
         """Same as :attr:`df`."""
         return self.df
 
+    def _shown(self) -> pd.DataFrame:
+        """The rows in the order they are shown: newest first, or best match first."""
+        return self.df if self.query is not None else self.df.iloc[::-1]
+
+    def call(self, which: int | str) -> LogEntry:
+        """One call in full: ``which`` is its place as shown (0 is the first) or its id."""
+        from notebook_llm._log_entry import log_entry
+
+        if isinstance(which, str):
+            return log_entry(which, db_path=self._db_path)
+        shown = self._shown()
+        if not -len(shown) <= which < len(shown):
+            raise IndexError(f"call({which}): there are {len(shown)} calls here")
+        return log_entry(str(shown["id"].iloc[which]), db_path=self._db_path)
+
+    _db_path: PathLike | None = None
+
     def _lines(self) -> list[tuple[str, str, str, str]]:
         out = []
-        for row in self.df.iloc[::-1].itertuples(index=False):
+        for row in self._shown().itertuples(index=False):
             cost = format_usd(None if row.cost_usd != row.cost_usd else row.cost_usd,
                                row.cost_status or "unknown")
             head = (f"{row.model} · {row.time:%Y-%m-%d %H:%M:%S} · "
@@ -522,16 +551,53 @@ class Logs:
             out.append((head, _excerpt(row.prompt, 200), _excerpt(row.response, 300), error))
         return out
 
+    def _repr_html_(self) -> str | None:
+        """A search's results with the matches highlighted (escaped); ``None`` otherwise."""
+        if self.query is None:
+            return None
+        from notebook_llm._render import html_escape
+
+        if self.df.empty:
+            return f"<p>No logged call matches <code>{html_escape(self.query)}</code>.</p>"
+        cards = []
+        for i, ((head, _prompt, _response, error), (prompt, response)) in enumerate(
+            zip(self._lines(), self._matches(), strict=True)
+        ):
+            call_id = html_escape(self._shown()["id"].iloc[i])
+            card = [f"<div><strong>{html_escape(head)}</strong>"
+                    f" <small><code>{call_id}</code></small>"]
+            card.append(f"<div><em>Prompt:</em> {_marked_html(prompt)}</div>")
+            if response:
+                card.append(f"<div><em>Response:</em> {_marked_html(response)}</div>")
+            if error:
+                card.append(f"<div><em>Error:</em> {html_escape(_excerpt(error, 300))}</div>")
+            cards.append("".join(card) + "</div>")
+        return '<div class="notebook-llm-logs">' + "<hr>".join(cards) + "</div>"
+
+    def _matches(self) -> list[tuple[str, str]]:
+        """Each shown row's prompt and response excerpts, with the search's marks."""
+        out = []
+        for i, row in enumerate(self._shown().itertuples(index=False)):
+            prompt, response = self._snippets[i] if i < len(self._snippets) else (None, None)
+            out.append((prompt or _excerpt(row.prompt, 200),
+                        response or _excerpt(row.response, 300)))
+        return out
+
     def _repr_markdown_(self) -> str:
         from notebook_llm._render import escape_markdown, markdown_text
 
         if self.df.empty:
             return "*No calls logged.*"
+        lines = self._lines()
+        show: Callable[[str], str] = escape_markdown
+        texts = [(prompt, response) for _head, prompt, response, _error in lines]
+        if self.query is not None:
+            show, texts = _marked_markdown, self._matches()
         cards = []
-        for head, prompt, response, error in self._lines():
-            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
+        for (head, _p, _r, error), (prompt, response) in zip(lines, texts, strict=True):
+            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {show(prompt)}"]
             if response:
-                card += ["", f"*Response:* {escape_markdown(response)}"]
+                card += ["", f"*Response:* {show(response)}"]
             if error:
                 card += ["", f"*Error:* {escape_markdown(_excerpt(error, 300))}"]
             cards.append("\n".join(card))
@@ -539,9 +605,14 @@ class Logs:
 
     def __repr__(self) -> str:
         if self.df.empty:
-            return "No calls logged."
+            return "No calls logged." if self.query is None else (
+                terminal_text(f"No logged call matches {self.query!r}."))
         blocks = []
-        for head, prompt, response, error in self._lines():
+        cards = self._lines()
+        if self.query is not None:
+            marked = [(_marked_plain(p), _marked_plain(r)) for p, r in self._matches()]
+            cards = [(h, p, r, e) for (h, _p, _r, e), (p, r) in zip(cards, marked, strict=True)]
+        for head, prompt, response, error in cards:
             lines = [head, f"  prompt:   {prompt}"]
             if response:
                 lines.append(f"  response: {response}")
@@ -551,15 +622,103 @@ class Logs:
         return terminal_text("\n\n".join(blocks))
 
 
-def logs(n: int = 3, *, model: str | None = None, db_path: PathLike | None = None) -> Logs:
-    """The last ``n`` calls, newest first when shown.
+def _marked_html(text: str) -> str:
+    from notebook_llm._render import html_escape
+
+    return "".join(f"<mark>{html_escape(part)}</mark>" if match else html_escape(part)
+                   for part, match in marked_segments(" ".join(text.split())))
+
+
+def _marked_markdown(text: str) -> str:
+    from notebook_llm._render import markdown_text
+
+    out = []
+    for part, match in marked_segments(" ".join(text.split())):
+        escaped = markdown_text(part)
+        if match and escaped:
+            escaped = f"**{escaped}**"
+        lead = " " if part[:1].isspace() else ""
+        trail = " " if part[-1:].isspace() else ""
+        out.append(f"{lead}{escaped}{trail}")
+    return "".join(out)
+
+
+def _marked_plain(text: str) -> str:
+    return "".join(f"«{part}»" if match else part
+                   for part, match in marked_segments(" ".join(text.split())))
+
+
+def logs(
+    n: int = 3,
+    *,
+    q: str | None = None,
+    model: str | None = None,
+    since: TimeLike = None,
+    tag: str | None = None,
+    conversation: Any = None,
+    db_path: PathLike | None = None,
+) -> Logs:
+    """The last ``n`` calls, newest first when shown; with ``q=``, the ``n`` best matches.
+
+    Args:
+        n: how many calls.
+        q: full-text search over prompts and responses (SQLite FTS5): words
+            (all must appear, ``refund*`` for a prefix), ``"a phrase"``,
+            ``OR``, ``NOT``, ``prompt:`` or ``response:`` for one side. Rows
+            come best match first, with a ``rank`` column, and the matches
+            are highlighted when shown. Bad syntax raises a ValueError that
+            says what to type.
+        model: ``provider:model`` or the bare model name.
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        tag: only calls carrying this tag.
+        conversation: only this conversation's calls (a conversation or its id).
+        db_path: the database file (default: ``$NOTEBOOK_LLM_DB``, else the user data dir).
 
     Example::
 
         nl.logs(5)                              # readable in a cell
+        nl.logs(q="refund policy", since="7d").call(0)    # the best match, in full
         nl.logs(1000).df.to_parquet("calls.parquet")
     """
-    return Logs(usage(model=model, limit=n, db_path=db_path))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive whole number, not {n!r}")
+    conversation_id = (None if conversation is None
+                       else str(getattr(conversation, "id", conversation)))
+    if q is None:
+        where, params = _where(since, None, model, None, tag, conversation_id)
+        log = call_log(db_path)
+        log.flush()
+        sql = f"SELECT {_USAGE_SELECT} FROM calls" + (f" WHERE {where}" if where else "")
+        sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(n)}"
+        result = Logs(_usage_frame(log, log.store.tuples(sql, tuple(params))[::-1]))
+    else:
+        result = _search(q, n, _where(since, None, model, None, tag, conversation_id), db_path)
+    result._db_path = db_path
+    return result
+
+
+def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | None) -> Logs:
+    """The ``n`` best matches of ``q``: ranked rowids first, then their rows and excerpts."""
+    log = call_log(db_path)
+    log.flush()
+    query = check_query(log.store.conn, q)
+    condition, params = where
+    filtered = f" AND {condition}" if condition else ""
+    ranked = log.store.tuples(
+        f"SELECT calls_fts.rowid, {RANK} FROM {SEARCH_FROM} WHERE calls_fts MATCH ?{filtered}"
+        f" ORDER BY {RANK} LIMIT {int(n)}", (query, *params))
+    rowids = [row[0] for row in ranked]
+    marks = ", ".join("?" for _ in rowids)
+    by_rowid = {row[0]: row for row in log.store.tuples(
+        f"SELECT {_USAGE_SELECT} FROM calls WHERE rowid IN ({marks})", tuple(rowids))}
+    snippets = {row[0]: (row[1], row[2]) for row in log.store.tuples(
+        f"SELECT rowid, {SNIPPET_SQL} FROM calls_fts WHERE calls_fts MATCH ?"
+        f" AND rowid IN ({marks})", (query, *rowids))}
+    df = _usage_frame(log, [by_rowid[rowid] for rowid in rowids])
+    df["rank"] = [float(cast(float, row[1])) for row in ranked]
+    return Logs(df, query=query, snippets=[cast("tuple[str | None, str | None]",
+                                                snippets.get(rowid, (None, None)))
+                                           for rowid in rowids])
 
 
 class UsageTable:

@@ -24,7 +24,15 @@ from notebook_llm.core.types import Usage
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, Provider
 
-__all__ = ["FREE_PROVIDERS", "PROVIDER_IDS", "CostStatus", "estimate", "model_prices", "price"]
+__all__ = [
+    "FREE_PROVIDERS",
+    "PROVIDER_IDS",
+    "CostStatus",
+    "context_window",
+    "estimate",
+    "model_prices",
+    "price",
+]
 
 logger = logging.getLogger("notebook_llm.pricing")
 
@@ -253,6 +261,15 @@ def model_prices(provider: str, model: str) -> dict[str, Any] | None:
     out["tiered"] = tiered
     out["free"] = False
     return out
+
+
+def context_window(provider: str, model: str) -> int | None:
+    """The model's context window in tokens, from the genai-prices data; ``None`` when unknown."""
+    found = _lookup(provider, _strip_prefix(provider, model))
+    if found is None:
+        return None
+    window = getattr(found[1], "context_window", None)
+    return int(window) if window else None
 
 
 def _usage_counts(usage: Usage) -> dict[str, int]:

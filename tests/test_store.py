@@ -54,6 +54,13 @@ def test_migrate_blank() -> None:
         "collections",
         "collection_items",
         "embedding_cache",
+        "conversations",  # m009
+        # m010: the FTS5 index and its shadow tables
+        "calls_fts",
+        "calls_fts_data",
+        "calls_fts_idx",
+        "calls_fts_docsize",
+        "calls_fts_config",
     }
     assert columns(conn, "_migrations") == {"name": "TEXT", "applied_at": "TEXT"}
     assert columns(conn, "calls") == {
@@ -85,6 +92,19 @@ def test_migrate_blank() -> None:
         "conversation_id": "TEXT",
         "batch_id": "TEXT",
         "notebook_path": "TEXT",
+        "conversation_position": "INTEGER",  # m009
+    }
+    assert columns(conn, "conversations") == {
+        "id": "TEXT",
+        "name": "TEXT",
+        "model": "TEXT",
+        "system": "TEXT",
+        "created_at": "TEXT",
+        "last_used_at": "TEXT",
+        "parent_id": "TEXT",
+        "forked_at": "INTEGER",
+        "summary": "TEXT",
+        "summary_turns": "INTEGER",
     }
     assert columns(conn, "cache") == {
         "key": "TEXT",
@@ -160,7 +180,8 @@ def test_migrate_blank() -> None:
     assert pk == {"job_id": 1, "row_key": 2, "model": 3}
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
-                       "m005_calls_usage_index", "m006_drop_model_provider_indexes"]
+                       "m005_calls_usage_index", "m006_drop_model_provider_indexes",
+                       "m009_conversations", "m010_calls_fts"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:
@@ -444,6 +465,11 @@ def test_calllog_four_processes_lose_nothing(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 4000
     assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 4000
     assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+    # The search index was kept in step by every writer: one entry per call,
+    # each matching its row (FTS5's own check reads the rows back).
+    assert conn.execute(
+        "SELECT count(*) FROM calls_fts WHERE calls_fts MATCH 'hello'").fetchone()[0] == 4000
+    conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
     conn.close()
 
 

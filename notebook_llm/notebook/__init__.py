@@ -13,11 +13,13 @@ __all__ = ["load_ipython_extension", "show_compare", "unload_ipython_extension"]
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (``%%llm``, ``%%chat``, ``%llm_models``, ...)."""
+    from notebook_llm.notebook._log_magics import LogMagics
     from notebook_llm.notebook._magics import LLMMagics
     from notebook_llm.notebook._tracebacks import install
 
     install(ipython)
     ipython.register_magics(LLMMagics)
+    ipython.register_magics(LogMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

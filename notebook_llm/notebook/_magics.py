@@ -19,8 +19,9 @@ from IPython.core.magic import Magics, magics_class
 
 from notebook_llm import _render
 from notebook_llm._api import default_client
+from notebook_llm._conversations import Conversation, select_conversation
 from notebook_llm.core.errors import LLMError
-from notebook_llm.core.types import Completion, Message
+from notebook_llm.core.types import Completion
 from notebook_llm.notebook._display import (
     CellView,
     Format,
@@ -123,7 +124,7 @@ class LLMMagics(Magics):
         self.settings = NotebookConfig()
         self.errors: dict[int, str] = {}
         """The last error of each cell by execution count, for ``{Err[n]}``."""
-        self.chats: dict[str, list[Message]] = {}
+        self.chats: dict[str, Conversation] = {}
         shell.events.register("post_run_cell", self._record_error)
 
     def _record_error(self, result: Any) -> None:
@@ -361,9 +362,13 @@ class LLMMagics(Magics):
     @argument("-m", "--model", help="provider:model or an alias")
     @argument("--new", action="store_true", help="start the conversation afresh")
     @argument("--name", default="default", help="which conversation (default: 'default')")
+    @argument("-c", "--continue", dest="resume", action="store_true",
+              help="continue the most recent conversation in the log (also after a restart)")
+    @argument("--cid", help="continue this logged conversation (an id from nl.conversations())")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
-        """``%%chat``: continue a named conversation; the answer streams in."""
+        """``%%chat``: continue a named conversation; the answer streams in. Every
+        turn is logged, so ``%%chat -c`` or ``--cid ID`` carries on after a restart."""
         args = parse_argstring(self.chat, line)
         if args.new:
             self.chats.pop(args.name, None)
@@ -371,33 +376,35 @@ class LLMMagics(Magics):
             if args.new:
                 return None
             raise CellError("%%chat needs a message in the cell body", title="UsageError")
-        user: Message = {"role": "user", "content": self._prompt(cell)}
-        history = self.chats.setdefault(args.name, [])
-        options = self._call_options(args)
-        result = self._stream([*history, user], args.model, "markdown", options)
+        try:
+            conversation = select_conversation(
+                self.chats, args.name, new=args.new, resume=args.resume,
+                cid=_unquote(args.cid), model=_unquote(args.model))
+            turn = conversation.prepare(self._prompt(cell), warn=False)
+        except (KeyError, ValueError) as exc:
+            raise CellError(str(exc.args[0]), title="UsageError") from None
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        if turn.note is not None:
+            print(turn.note)
+        options = {**self._call_options(args), **turn.call_options()}
+        result = self._stream(turn.messages, turn.model, "markdown", options)
         completion = result.completion
         if completion is not None and (completion.text or completion.tool_calls) and (
                 result.error is None or result.stopped):
-            history.extend([user, completion.to_message()])
+            conversation.record(turn, completion)
         self._conclude(result, None, "markdown")
         return None
 
     @line_magic
-    def chat_history(self, line: str) -> MarkdownText:
-        """``%chat_history [NAME]``: the turns of a conversation."""
+    def chat_history(self, line: str) -> MarkdownText | Conversation:
+        """``%chat_history [NAME]``: the turns of a conversation, as a transcript."""
         name = line.strip() or "default"
-        turns = self.chats.get(name, [])
-        if not turns:
-            return MarkdownText(f"*No messages in conversation {name!r}.*",
+        conversation = self.chats.get(name)
+        if conversation is None or not conversation.turns:
+            return MarkdownText(f"*No messages in conversation {_render.markdown_text(name)}.*",
                                 f"No messages in conversation {name!r}.")
-        markdown, plain = [], []
-        for message in turns:
-            role = str(message.get("role", "?"))
-            content = str(message.get("content") or "")
-            markdown.append(f"**{_render.markdown_text(role)}**\n\n"
-                            f"{_render.escape_markdown(content)}")
-            plain.append(f"{role}: {content}")
-        return MarkdownText("\n\n---\n\n".join(markdown), "\n".join(plain))
+        return conversation
 
     @line_magic
     def chat_clear(self, line: str) -> None:

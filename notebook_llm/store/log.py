@@ -91,6 +91,7 @@ CALL_COLUMNS: tuple[str, ...] = (
     "conversation_id",
     "batch_id",
     "notebook_path",
+    "conversation_position",
 )
 """The columns of the ``calls`` table, in order."""
 
@@ -119,7 +120,7 @@ _TEXT_ONCE = tuple(i for i, column in enumerate(CALL_COLUMNS)
 _TEXT_REPEATING = tuple(i for i, column in enumerate(CALL_COLUMNS) if column in _REPEATING)
 _WIDTH = len(CALL_COLUMNS)
 # Rows prepared (GIL held) between two inserts (GIL free), and rows per INSERT:
-# 32 x 28 parameters stay under SQLite's oldest limit of 999 per statement.
+# 32 x 29 parameters stay under SQLite's oldest limit of 999 per statement.
 _CHUNK = 32
 _LEADING_WHERE = re.compile(r"^where\s+", re.IGNORECASE)
 _INSERT_SQL = (

@@ -1,0 +1,107 @@
+"""Full-text search over the call log: the FTS5 index ``calls_fts`` (migration ``m010``).
+
+The index holds each call's prompt (its last user message) and its response.
+:func:`check_query` turns an FTS5 syntax error into a message that says what
+to type instead; :data:`SEARCH_FROM` joins the index to ``calls`` and
+:data:`RANK` orders by relevance (bm25). Matches come back between
+:data:`MARK_OPEN` and :data:`MARK_CLOSE`, characters from Unicode's private
+use area: :func:`marked_segments` splits such text so that a display can
+escape the text and draw the marks itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+__all__ = [
+    "MARK_CLOSE",
+    "MARK_OPEN",
+    "RANK",
+    "SEARCH_FROM",
+    "SNIPPET_SQL",
+    "check_query",
+    "last_user_text",
+    "marked_segments",
+]
+
+MARK_OPEN = "\ue000"
+"""Put before each match by :data:`SNIPPET_SQL`."""
+MARK_CLOSE = "\ue001"
+"""Put after each match by :data:`SNIPPET_SQL`."""
+
+SEARCH_FROM = "calls_fts JOIN calls ON calls.rowid = calls_fts.rowid"
+"""The ``FROM`` clause of a search; the condition is ``calls_fts MATCH ?``."""
+
+RANK = "bm25(calls_fts)"
+"""Relevance: lower is better (SQLite's bm25 is negative, best first when ascending)."""
+
+# Up to 32 tokens around the best matches of the prompt (column 0) and the
+# response (column 1).
+SNIPPET_SQL = (
+    f"snippet(calls_fts, 0, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 32),"
+    f" snippet(calls_fts, 1, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 32)"
+)
+"""Two columns: the prompt's and the response's excerpt around the matches."""
+
+def check_query(conn: sqlite3.Connection, query: str) -> str:
+    """``query`` when FTS5 accepts it; else a :class:`ValueError` saying what to type.
+
+    FTS5's syntax: words (all must appear; ``refund*`` matches a prefix),
+    ``"a phrase"``, ``OR``, ``NOT``, ``NEAR(a b, 5)``, parentheses, and
+    ``prompt:`` / ``response:`` for one column. Anything else (``gpt-4o``,
+    ``what?``) must be quoted.
+    """
+    text = query.strip() if isinstance(query, str) else ""
+    if not text:
+        raise ValueError("q= is empty: pass the words to search for, e.g. q='refund policy'")
+    try:
+        conn.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? LIMIT 0", (text,)).fetchall()
+    except sqlite3.OperationalError as exc:
+        quoted = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
+        raise ValueError(
+            f"Cannot search for {text!r}: {exc}. Search takes words, \"quoted phrases\", "
+            "OR, NOT, NEAR(...) and prefix* ; put anything else in double quotes, "
+            f"e.g. q={quoted!r}"
+        ) from None
+    return text
+
+
+def marked_segments(text: str | None) -> list[tuple[str, bool]]:
+    """``text`` from :data:`SNIPPET_SQL` as ``(segment, is_match)`` pairs, in order.
+
+    Marks that do not pair up (text that held the marker characters itself)
+    are dropped rather than trusted.
+    """
+    segments: list[tuple[str, bool]] = []
+    inside = False
+    current: list[str] = []
+    for char in text or "":
+        if char == MARK_OPEN and not inside:
+            if current:
+                segments.append(("".join(current), False))
+            current, inside = [], True
+        elif char == MARK_CLOSE and inside:
+            if current:
+                segments.append(("".join(current), True))
+            current, inside = [], False
+        elif char not in (MARK_OPEN, MARK_CLOSE):
+            current.append(char)
+    if current:
+        segments.append(("".join(current), inside))
+    return segments
+
+
+def last_user_text(messages_json: str | None) -> str:
+    """The text of the last user message in a logged ``messages_json`` (``""`` when none)."""
+    try:
+        messages = json.loads(messages_json or "[]")
+    except ValueError:
+        return ""
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
