@@ -41,7 +41,7 @@ from notebook_llm._render import (
 from notebook_llm.core.errors import ContextLengthError, redact
 from notebook_llm.core.money import format_usd
 from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
-from notebook_llm.core.tokens import estimate_prompt_tokens
+from notebook_llm.core.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from notebook_llm.core.types import Chunk, Completion, Message, Request
 from notebook_llm.pricing import context_window as known_context_window
 from notebook_llm.store.log import call_log, new_call_id, utc_iso
@@ -99,9 +99,10 @@ class ContextNote:
     summary_model: str | None = None
 
     def __str__(self) -> str:
-        what = (f"left out the {self.turns} oldest turns (still in the transcript)"
+        turns = f"{self.turns} oldest turn{'' if self.turns == 1 else 's'}"
+        what = (f"left out the {turns} (still in the transcript)"
                 if self.strategy == "truncate" else
-                f"summarised the {self.turns} oldest turns with {self.summary_model}")
+                f"summarised the {turns} with {self.summary_model}")
         return (f"The conversation nears the model's context ({self.context_window:,} tokens): "
                 f"about {self.tokens_before:,} tokens, {self.tokens_after:,} after it {what}. "
                 "Change with strategy='truncate' or 'summarise'.")
@@ -386,25 +387,21 @@ class Conversation:
         result and in :attr:`notes`, and a :class:`ContextWarning` says so
         (``warn=False``: a front end that shows the note itself).
         """
-        turn, todo = self._plan(_user_message(prompt), max_tokens)
+        turn, todo, budget = self._plan(_user_message(prompt), max_tokens)
         if todo:
-            summary_model = self.summary_model or turn.model
-            text = self.client.complete(*self._summary_request(todo), summary_model,
-                                        max_tokens=600, tags=[SUMMARY_TAG],
-                                        metadata={"conversation_id": self.id}).text
-            turn = self._summarised(turn, todo, text, max_tokens)
+            args, options = self._summary_request(turn, todo, budget)
+            text = self.client.complete(*args, **options).text
+            turn = self._summarised(turn, todo, text, budget)
         return self._announce(turn, warn)
 
     async def aprepare(self, prompt: str | Message, *, max_tokens: int | None = None,
                        warn: bool = True) -> PreparedTurn:
         """Async :meth:`prepare`."""
-        turn, todo = self._plan(_user_message(prompt), max_tokens)
+        turn, todo, budget = self._plan(_user_message(prompt), max_tokens)
         if todo:
-            summary_model = self.summary_model or turn.model
-            done = await self.client.acomplete(*self._summary_request(todo), summary_model,
-                                               max_tokens=600, tags=[SUMMARY_TAG],
-                                               metadata={"conversation_id": self.id})
-            turn = self._summarised(turn, todo, done.text, max_tokens)
+            args, options = self._summary_request(turn, todo, budget)
+            text = (await self.client.acomplete(*args, **options)).text
+            turn = self._summarised(turn, todo, text, budget)
         return self._announce(turn, warn)
 
     def record(self, turn: PreparedTurn, completion: Completion) -> Turn:
@@ -422,8 +419,10 @@ class Conversation:
             self._save()
         return kept
 
-    def _plan(self, user: Message, max_tokens: int | None) -> tuple[PreparedTurn, list[Turn]]:
-        """The turn to send, and the turns to summarise first (none: send as it is)."""
+    def _plan(self, user: Message,
+              max_tokens: int | None) -> tuple[PreparedTurn, list[Turn], int]:
+        """The turn to send, the turns to summarise first (none: send as it is), and
+        the tokens it may take."""
         model = self.model or self.client.default_model().model
         if not self._saved and self.model is None:
             self.model = model  # a restart continues with the model this started with
@@ -433,12 +432,12 @@ class Conversation:
                             position=len(self.turns), conversation_id=self.id)
         window = self._window(model)
         if window is None:
-            return turn, []
+            return turn, [], 0
         reserve = max_tokens or max(256, min(4096, window // 8))
         budget = int((window - reserve) * FILL)
         before = self._tokens(turn)
         if before <= budget:
-            return turn, []
+            return turn, [], 0
         alone = self._tokens(replace(turn, messages=[user], system=self.system))
         if alone > budget:
             raise ContextLengthError(
@@ -455,27 +454,39 @@ class Conversation:
             if self._tokens(trial) <= target:
                 break
         if self.strategy == "summarise":
-            return turn, self.turns[: start + drop]
+            return turn, self.turns[: start + drop], budget
         after = replace(turn, messages=[*_flatten(self.turns[start + drop:]), user])
         note = ContextNote("truncate", window, before, self._tokens(after), start + drop)
-        return replace(after, note=note), []
+        return replace(after, note=note), [], budget
 
     def _summarised(self, turn: PreparedTurn, todo: list[Turn], summary: str,
-                    max_tokens: int | None) -> PreparedTurn:
+                    budget: int) -> PreparedTurn:
         before = self._tokens(turn)
-        self.summary, self.summary_turns = summary.strip(), len(todo)
-        after = replace(turn, system=self._system_with_summary(self.summary),
-                        messages=[*_flatten(self.turns[len(todo):]), turn.user])
+        kept = [*_flatten(self.turns[len(todo):]), turn.user]
+        # A summary model that ignores max_tokens must not undo the work.
+        room = budget - self._tokens(replace(turn, system=self.system, messages=kept))
+        summary = summary.strip()[: max(room, 0) * CHARS_PER_TOKEN]
+        self.summary, self.summary_turns = summary, len(todo)
+        after = replace(turn, system=self._system_with_summary(summary), messages=kept)
         model = self.summary_model or turn.model
         window = self._window(turn.model) or 0
         return replace(after, note=ContextNote("summarise", window, before, self._tokens(after),
                                                len(todo), str(model)))
 
-    def _summary_request(self, todo: list[Turn]) -> tuple[str]:
+    def _summary_request(self, turn: PreparedTurn, todo: list[Turn],
+                         budget: int) -> tuple[tuple[str, str], dict[str, Any]]:
+        """The summary call's arguments: prompt and model, then its options.
+
+        Logged with the conversation's id and no position: it counts in the
+        conversation's cost, and is not a turn.
+        """
         lines = [f"Earlier summary: {self.summary}"] if self.summary else []
-        for turn in todo[self.summary_turns if self.summary else 0:]:
-            lines += [f"User: {turn.prompt}", f"Assistant: {turn.text}"]
-        return (_SUMMARY_PROMPT + "\n".join(lines),)
+        for old in todo[self.summary_turns if self.summary else 0:]:
+            lines += [f"User: {old.prompt}", f"Assistant: {old.text}"]
+        prompt = _SUMMARY_PROMPT + "\n".join(lines)
+        return (prompt, self.summary_model or turn.model), {
+            "max_tokens": _summary_tokens(budget), "tags": [SUMMARY_TAG],
+            "metadata": {"conversation_id": self.id}}
 
     def _announce(self, turn: PreparedTurn, warn: bool) -> PreparedTurn:
         if turn.note is not None:
@@ -582,6 +593,11 @@ class Conversation:
             lines += [f"  {line}" for line in self._tool_lines(turn)]
             lines.append(f"assistant ({turn.model}): {turn.text}")
         return terminal_text("\n".join(lines))
+
+
+def _summary_tokens(budget: int) -> int:
+    """The summary's length: a quarter of what the conversation may take, 64 to 600 tokens."""
+    return max(64, min(600, budget // 4))
 
 
 def _user_message(prompt: str | Message) -> Message:
