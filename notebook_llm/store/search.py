@@ -56,7 +56,7 @@ def check_query(conn: sqlite3.Connection, query: str) -> str:
     if not text:
         raise ValueError("q= is empty: pass the words to search for, e.g. q='refund policy'")
     try:
-        conn.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? LIMIT 0", (text,)).fetchall()
+        conn.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? LIMIT 1", (text,)).fetchall()
     except sqlite3.OperationalError as exc:
         quoted = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
         raise ValueError(
