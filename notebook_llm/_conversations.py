@@ -521,8 +521,14 @@ class Conversation:
         return getattr(self.client, "db_path", None)
 
     def _save(self) -> None:
-        """Write the conversation's row (its turns are the log's calls)."""
-        store = call_log(self._db_path()).store
+        """Write the conversation's row, and commit its calls now.
+
+        A turn is the log's call: committed at once rather than within the
+        writer's interval, so a kernel killed right after a turn keeps it.
+        """
+        log = call_log(self._db_path())
+        log.flush()
+        store = log.store
         store.execute(
             "INSERT INTO conversations (id, name, model, system, created_at, last_used_at,"
             " parent_id, forked_at, summary, summary_turns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

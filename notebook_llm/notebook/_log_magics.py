@@ -34,7 +34,11 @@ class LogMagics(Magics):
         """``%llm_logs [-q TEXT] [-n 20] [-m MODEL] [--cid ID] [--since 7d] [--tag T]``:
         the latest calls, or the best matches of a search with the matches
         highlighted. ``_.call(0)`` opens the first one in full."""
-        args = parse_argstring(self.llm_logs, line)
+        try:
+            args = parse_argstring(self.llm_logs, line)
+        except ValueError as exc:  # shlex: an unclosed quote
+            raise CellError(f"cannot read the options: {exc}", title="UsageError",
+                            hint='Close the quotes: -q "a phrase".') from None
         query = " ".join(_unquote_single(word) for word in args.query) if args.query else None
         options: dict[str, Any] = {"q": query, "model": args.model, "since": args.since,
                                    "tag": args.tag, "conversation": args.cid}
