@@ -27,6 +27,7 @@ from notebook_llm.core.money import format_usd
 from notebook_llm.store.log import call_log, utc_iso
 from notebook_llm.store.search import (
     RANK,
+    RANK_LIMIT,
     SEARCH_FROM,
     SNIPPET_SQL,
     check_query,
@@ -504,13 +505,15 @@ class Logs:
 
     def __init__(
         self, df: pd.DataFrame, *, query: str | None = None,
-        snippets: list[tuple[str | None, str | None]] | None = None,
+        snippets: list[tuple[str | None, str | None]] | None = None, note: str | None = None,
     ) -> None:
         self.df = df
         """The calls, as :func:`usage` returns them (a search: best match first)."""
         self.query = query
         """The search, when this is one."""
         self._snippets = snippets or []
+        self.note = note
+        """What to know about these results (a search with more matches than it ranks)."""
 
     def __len__(self) -> int:
         return len(self.df)
@@ -572,7 +575,8 @@ class Logs:
             if error:
                 card.append(f"<div><em>Error:</em> {html_escape(_excerpt(error, 300))}</div>")
             cards.append("".join(card) + "</div>")
-        return '<div class="notebook-llm-logs">' + "<hr>".join(cards) + "</div>"
+        note = f"<p><small>{html_escape(self.note)}</small></p>" if self.note else ""
+        return f'<div class="notebook-llm-logs">{note}' + "<hr>".join(cards) + "</div>"
 
     def _matches(self) -> list[tuple[str, str]]:
         """Each shown row's prompt and response excerpts, with the search's marks."""
@@ -601,6 +605,8 @@ class Logs:
             if error:
                 card += ["", f"*Error:* {escape_markdown(_excerpt(error, 300))}"]
             cards.append("\n".join(card))
+        if self.note:
+            cards.insert(0, f"*{markdown_text(self.note)}*")
         return "\n\n---\n\n".join(cards)
 
     def __repr__(self) -> str:
@@ -612,6 +618,8 @@ class Logs:
         if self.query is not None:
             marked = [(_marked_plain(p), _marked_plain(r)) for p, r in self._matches()]
             cards = [(h, p, r, e) for (h, _p, _r, e), (p, r) in zip(cards, marked, strict=True)]
+        if self.note:
+            blocks.append(self.note)
         for head, prompt, response, error in cards:
             lines = [head, f"  prompt:   {prompt}"]
             if response:
@@ -704,8 +712,21 @@ def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | No
     query = check_query(log.store.conn, q)
     condition, params = where
     filtered = f" AND {condition}" if condition else ""
+    source = SEARCH_FROM if condition else "calls_fts"
+    # Ranking costs SQLite about 10-20 us a match: a word in most of 100,000
+    # calls would take a second. Past RANK_LIMIT matches, the newest
+    # RANK_LIMIT are ranked (FTS5 lists matches in rowid order, cheaply),
+    # and the result says so.
+    newest = log.store.tuples(
+        f"SELECT calls_fts.rowid FROM {source} WHERE calls_fts MATCH ?{filtered}"
+        f" ORDER BY calls_fts.rowid DESC LIMIT 1 OFFSET {RANK_LIMIT}", (query, *params))
+    note = None
+    if newest:
+        filtered += f" AND calls_fts.rowid > {int(cast(int, newest[0][0]))}"
+        note = (f"More than {RANK_LIMIT:,} calls match: these are the best of the newest "
+                f"{RANK_LIMIT:,}. Add words, or since=, model=, tag= to narrow the search.")
     ranked = log.store.tuples(
-        f"SELECT calls_fts.rowid, {RANK} FROM {SEARCH_FROM} WHERE calls_fts MATCH ?{filtered}"
+        f"SELECT calls_fts.rowid, {RANK} FROM {source} WHERE calls_fts MATCH ?{filtered}"
         f" ORDER BY {RANK} LIMIT {int(n)}", (query, *params))
     rowids = [row[0] for row in ranked]
     marks = ", ".join("?" for _ in rowids)
@@ -716,9 +737,9 @@ def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | No
         f" AND rowid IN ({marks})", (query, *rowids))}
     df = _usage_frame(log, [by_rowid[rowid] for rowid in rowids])
     df["rank"] = [float(cast(float, row[1])) for row in ranked]
-    return Logs(df, query=query, snippets=[cast("tuple[str | None, str | None]",
-                                                snippets.get(rowid, (None, None)))
-                                           for rowid in rowids])
+    return Logs(df, query=query, note=note,
+                snippets=[cast("tuple[str | None, str | None]", snippets.get(rowid, (None, None)))
+                          for rowid in rowids])
 
 
 class UsageTable:

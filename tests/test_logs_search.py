@@ -241,3 +241,21 @@ def test_call_log_writer_keeps_the_index_in_step(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM calls_fts WHERE calls_fts MATCH 'number'"
                         ).fetchone()[0] == 280
     log.close()
+
+
+def test_search_with_more_matches_than_it_ranks_says_so(
+    db: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from notebook_llm import _usage
+
+    everything = nl.logs(10, q="refund", db_path=db)
+    assert everything.note is None
+    monkeypatch.setattr(_usage, "RANK_LIMIT", 2)
+    found = nl.logs(10, q="refund", db_path=db)
+    assert len(found) == 2 and found.note and "newest 2" in found.note
+    newest = nl.logs(10, db_path=db).df  # oldest first
+    refund_rows = newest[newest["prompt"].str.contains("refund|Refund", regex=True)
+                         | newest["response"].str.contains("refund", regex=True)]
+    assert set(found.df["id"]) == set(refund_rows["id"].iloc[-2:])
+    assert found.note in repr(found) and "newest 2" in (found._repr_html_() or "")
+    assert "newest 2" in found._repr_markdown_()

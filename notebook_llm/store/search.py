@@ -18,6 +18,7 @@ __all__ = [
     "MARK_CLOSE",
     "MARK_OPEN",
     "RANK",
+    "RANK_LIMIT",
     "SEARCH_FROM",
     "SNIPPET_SQL",
     "check_query",
@@ -32,6 +33,9 @@ MARK_CLOSE = "\ue001"
 
 SEARCH_FROM = "calls_fts JOIN calls ON calls.rowid = calls_fts.rowid"
 """The ``FROM`` clause of a search; the condition is ``calls_fts MATCH ?``."""
+
+RANK_LIMIT = 2000
+"""The most matches one search ranks: past that, the newest this many."""
 
 RANK = "bm25(calls_fts)"
 """Relevance: lower is better (SQLite's bm25 is negative, best first when ascending)."""
