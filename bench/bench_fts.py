@@ -46,7 +46,8 @@ QUERIES = [
     ("w0003", "a very common word (most calls)"),
     ('"w0042 w0043"', "a phrase"),
     ("refund OR invoice", "OR of two rare words"),
-    ("w004*", "a prefix"),
+    ("refun*", "a prefix (refund, refunds...)"),
+    ("w004*", "a broad prefix: 10 words, 9 calls in 10"),
     ("refund NOT invoice", "NOT"),
 ]
 FILTERED = [

@@ -711,23 +711,34 @@ def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | No
     log.flush()
     query = check_query(log.store.conn, q)
     condition, params = where
-    filtered = f" AND {condition}" if condition else ""
-    source = SEARCH_FROM if condition else "calls_fts"
-    # Ranking costs SQLite about 10-20 us a match: a word in most of 100,000
-    # calls would take a second. Past RANK_LIMIT matches, the newest
-    # RANK_LIMIT are ranked (FTS5 lists matches in rowid order, cheaply),
-    # and the result says so.
-    newest = log.store.tuples(
-        f"SELECT calls_fts.rowid FROM {source} WHERE calls_fts MATCH ?{filtered}"
-        f" ORDER BY calls_fts.rowid DESC LIMIT 1 OFFSET {RANK_LIMIT}", (query, *params))
+    # Ranking costs SQLite a few microseconds a match (bm25), and a filter
+    # reads each match's row: a word in most of 100,000 calls would take a
+    # second. So at most RANK_LIMIT matches are ranked, the newest (FTS5
+    # lists matches in rowid order, cheaply), and the result says so.
+    if condition:
+        newest = log.store.tuples(
+            f"SELECT calls_fts.rowid FROM {SEARCH_FROM} WHERE calls_fts MATCH ? AND {condition}"
+            f" ORDER BY calls_fts.rowid DESC LIMIT {RANK_LIMIT + 1}", (query, *params))
+        capped = len(newest) > RANK_LIMIT
+        candidates = {int(cast(int, row[0])) for row in newest[:RANK_LIMIT]}
+        # Rank the matches in the candidates' rowid range without reading their
+        # rows, then keep the candidates: cheaper than ranking through the join.
+        in_range = log.store.tuples(
+            f"SELECT rowid, {RANK} FROM calls_fts WHERE calls_fts MATCH ? AND rowid >= ?"
+            f" ORDER BY {RANK}", (query, min(candidates, default=0)))
+        ranked = [row for row in in_range if row[0] in candidates][: int(n)]
+    else:
+        newest = log.store.tuples(
+            "SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?"
+            f" ORDER BY rowid DESC LIMIT 1 OFFSET {RANK_LIMIT}", (query,))
+        capped = bool(newest)
+        ranked = log.store.tuples(
+            f"SELECT rowid, {RANK} FROM calls_fts WHERE calls_fts MATCH ? AND rowid > ?"
+            f" ORDER BY {RANK} LIMIT {int(n)}", (query, newest[0][0] if newest else 0))
     note = None
-    if newest:
-        filtered += f" AND calls_fts.rowid > {int(cast(int, newest[0][0]))}"
+    if capped:
         note = (f"More than {RANK_LIMIT:,} calls match: these are the best of the newest "
                 f"{RANK_LIMIT:,}. Add words, or since=, model=, tag= to narrow the search.")
-    ranked = log.store.tuples(
-        f"SELECT calls_fts.rowid, {RANK} FROM {source} WHERE calls_fts MATCH ?{filtered}"
-        f" ORDER BY {RANK} LIMIT {int(n)}", (query, *params))
     rowids = [row[0] for row in ranked]
     marks = ", ".join("?" for _ in rowids)
     by_rowid = {row[0]: row for row in log.store.tuples(

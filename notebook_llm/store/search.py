@@ -34,7 +34,7 @@ MARK_CLOSE = "\ue001"
 SEARCH_FROM = "calls_fts JOIN calls ON calls.rowid = calls_fts.rowid"
 """The ``FROM`` clause of a search; the condition is ``calls_fts MATCH ?``."""
 
-RANK_LIMIT = 2000
+RANK_LIMIT = 1000
 """The most matches one search ranks: past that, the newest this many."""
 
 RANK = "bm25(calls_fts)"
