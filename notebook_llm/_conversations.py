@@ -38,7 +38,9 @@ from notebook_llm._render import (
     render_markdown,
     terminal_text,
 )
+from notebook_llm._tracking import carry_trackers
 from notebook_llm.core.errors import ContextLengthError, redact
+from notebook_llm.core.loop import run
 from notebook_llm.core.money import format_usd
 from notebook_llm.core.stream import AsyncStream, CompletionBuilder, Stream
 from notebook_llm.core.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
@@ -317,29 +319,49 @@ class Conversation:
     def send(self, prompt: str | Message, *, temperature: float | None = None,
              max_tokens: int | None = None, tools: Sequence[Any] | None = None,
              tags: Sequence[str] | None = None, timeout: float | None = None) -> Completion:
-        """Send one message and return the answer (the turn is kept and logged)."""
-        options = TurnOptions(temperature=temperature, max_tokens=max_tokens, tools=tools,
-                              tags=tags, timeout=timeout)
-        turn = self.prepare(prompt, max_tokens=options.max_tokens)
-        completion = self.client.complete(turn.messages, turn.model, **turn.call_options(),
-                                          **options.call_options(),
-                                          max_tool_rounds=8 if tools else 0)
-        self.record(turn, completion)
-        return completion
+        """Send one message and return the answer (the turn is kept and logged).
+
+        Runs :meth:`asend` on the library's loop, with this thread's ``nl.track()``
+        blocks.
+        """
+        return run(carry_trackers(self.asend(
+            prompt, temperature=temperature, max_tokens=max_tokens, tools=tools, tags=tags,
+            timeout=timeout)))
 
     async def asend(self, prompt: str | Message, *, temperature: float | None = None,
                     max_tokens: int | None = None, tools: Sequence[Any] | None = None,
                     tags: Sequence[str] | None = None,
                     timeout: float | None = None) -> Completion:
-        """Async :meth:`send`."""
+        """Send one message and return the answer (the turn is kept and logged).
+
+        With tools, the model's tool calls are run and answered (up to 8 rounds).
+        When the model's context is unknown and the provider says the
+        conversation is too long, the context strategy acts on what was sent
+        (told as usual) and the turn is sent once more.
+        """
         options = TurnOptions(temperature=temperature, max_tokens=max_tokens, tools=tools,
                               tags=tags, timeout=timeout)
-        turn = await self.aprepare(prompt, max_tokens=options.max_tokens)
-        completion = await self.client.acomplete(turn.messages, turn.model,
-                                                 **turn.call_options(), **options.call_options(),
-                                                 max_tool_rounds=8 if tools else 0)
-        self.record(turn, completion)
-        return completion
+        for attempt in (1, 2):
+            turn = await self.aprepare(prompt, max_tokens=options.max_tokens)
+            try:
+                completion = await self.client.acomplete(
+                    turn.messages, turn.model, **turn.call_options(), **options.call_options(),
+                    max_tool_rounds=8 if tools else 0)
+            except ContextLengthError:
+                if attempt == 2 or not self._learn_window(turn):
+                    raise
+                continue
+            self.record(turn, completion)
+            return completion
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _learn_window(self, turn: PreparedTurn) -> bool:
+        """After the provider refused ``turn`` as too long: take what was sent as the
+        context window, if none was known, so the strategy acts on the next try."""
+        if self._window(turn.model) is not None or len(turn.messages) < 2:
+            return False
+        self.context_window = self._tokens(turn)
+        return True
 
     def stream(self, prompt: str | Message, *, temperature: float | None = None,
                max_tokens: int | None = None, tools: Sequence[Any] | None = None,

@@ -15,7 +15,7 @@ import pytest
 
 import notebook_llm as nl
 from notebook_llm import errors
-from notebook_llm._conversations import ContextWarning, select_conversation
+from notebook_llm._conversations import ContextWarning, Turn, select_conversation
 from notebook_llm.store.log import call_log
 from tests.support.replay import ReplayServer, Reply, load_fixture
 
@@ -283,3 +283,31 @@ def test_turn_with_tool_calls_keeps_calls_and_results(tmp_path: Path) -> None:
     assert shown.turns[0].tool_results == [[{"name": "get_file", "result": "file contents: 42",
                                             "seconds": 0.01}]]
     assert '"seconds": 0.01' in repr(shown)
+
+
+def test_provider_context_error_with_an_unknown_window_truncates_and_retries(
+    tmp_path: Path,
+) -> None:
+    # OpenAI's answer to a prompt over the context (its documented error body).
+    too_long = Reply.from_json({"error": {
+        "message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error", "param": "messages",
+        "code": "context_length_exceeded"}}, status=400)
+    answer = Reply.from_fixture(load_fixture("cerebras__chat_completions__c9ced606f338"))
+    with ReplayServer() as server:
+        client = nl.Client("openai-compatible:m", db_path=tmp_path / "log.db",
+                           api_keys={"openai-compatible": "test-key"},
+                           api_bases={"openai-compatible": server.url + "/v1"})
+        conv = nl.chat(client=client)
+        conv.turns = [  # an earlier, long exchange
+            Turn(position=i, messages=[{"role": "user", "content": f"old {i} " + "x " * 400}],
+                 answer={"role": "assistant", "content": "y " * 400}) for i in range(4)]
+        server.enqueue(too_long, answer)
+        with pytest.warns(ContextWarning, match="left out"):
+            completion = conv.send("the new question")
+        sent = [request.json()["messages"] for request in server.requests]
+        client.close()
+    assert len(sent) == 2 and len(sent[1]) < len(sent[0])
+    assert sent[1][-1] == {"role": "user", "content": "the new question"}
+    assert conv.context_window is not None and conv.notes[-1].strategy == "truncate"
+    assert conv.turns[-1].text == completion.text and len(conv.turns) == 5
