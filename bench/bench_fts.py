@@ -15,6 +15,13 @@ range from rare to very common. Then, for each query, in this process:
 Run: ``.venv/bin/python bench/bench_fts.py [--rows 100000] [--repeats 5] [--keep FILE]``.
 The target is under 50 ms per query. Results go to ``bench/results/fts-<time>.json``
 as well as stdout.
+
+``--writer`` measures instead what the index costs the call log's writer:
+CPU seconds of its thread per row (``pthread_getcpuclockid``, so other
+processes on the machine do not count), with the index's triggers and with
+them dropped, alternately, best of ``--repeats``, for the benchmark server's
+call (``run_core.py``: "Say hello", a short answer) and for a realistic one
+(a 400-character question, a 1,000-character answer).
 """
 
 from __future__ import annotations
@@ -118,13 +125,80 @@ def _like_baseline(path: Path, word: str) -> Callable[[], Any]:
         " ORDER BY created_at DESC LIMIT 20", (pattern, pattern))
 
 
+def _writer_cpu_per_row(rows: list[dict[str, Any]], indexed: bool) -> float:
+    """Microseconds of the writer thread's CPU per row, in a fresh file."""
+    import threading
+
+    from notebook_llm.store.log import CallLog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = CallLog(Path(tmp) / "w.db", register_atexit=False)
+        if not indexed:
+            for trigger in ("insert", "delete", "update"):
+                log.store.execute(f"DROP TRIGGER calls_fts_{trigger}")
+        log.record(rows[0])
+        log.flush()
+        writer = next(t for t in threading.enumerate() if t.name == "notebook-llm-call-log")
+        clock = time.pthread_getcpuclockid(writer.ident or 0)
+        started = time.clock_gettime(clock)
+        for row in rows:
+            log.record(row)
+        log.flush(timeout=600)
+        used = time.clock_gettime(clock) - started
+        log.close()
+    return used / len(rows) * 1e6
+
+
+def writer_cost(repeats: int, count: int = 20_000) -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    words, weights = _vocabulary()
+    from itertools import accumulate
+
+    cum = list(accumulate(weights))
+    shapes = {
+        "run_core call": lambda: {
+            "model": "openai:gpt-4o-mini", "provider": "openai",
+            "messages_json": [{"role": "user", "content": "Say hello"}],
+            "response_text": "Hello! How can I help you today? " * 2, "input_tokens": 9,
+            "output_tokens": 18, "cost_usd": 1e-5, "cost_status": "priced"},
+        "realistic call": lambda: {
+            "model": "openai:gpt-4o-mini", "provider": "openai",
+            "messages_json": [{"role": "user", "content": _prose(rng, words, cum, 400)}],
+            "response_text": _prose(rng, words, cum, 1000), "input_tokens": 100,
+            "output_tokens": 250, "cost_usd": 1e-4, "cost_status": "priced"},
+    }
+    out = []
+    print(f"writer thread CPU per row, best of {repeats}, {count:,} rows each\n")
+    print(f"{'row':<16} {'no index us':>12} {'index us':>10} {'ratio':>7}")
+    for name, make in shapes.items():
+        rows = [make() for _ in range(count)]
+        plain, indexed = [], []
+        for _ in range(repeats):
+            plain.append(_writer_cpu_per_row(rows, False))
+            indexed.append(_writer_cpu_per_row(rows, True))
+        a, b = min(plain), min(indexed)
+        print(f"{name:<16} {a:12.1f} {b:10.1f} {b / a:7.2f}")
+        out.append({"row": name, "no_index_us": a, "index_us": b})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--keep", type=Path, default=None, help="use or keep this database file")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--writer", action="store_true",
+                   help="measure what the index costs the call log writer instead")
     args = p.parse_args(argv)
+    if args.writer:
+        results = writer_cost(args.repeats)
+        out = args.out or HERE / "results" / (
+            f"fts-writer-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {out}")
+        return
 
     import pandas  # noqa: F401 - loaded before timing, as in any notebook that shows frames
 

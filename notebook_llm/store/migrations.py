@@ -338,15 +338,25 @@ def m009_conversations(conn: sqlite3.Connection) -> None:
 # The text of the last user message of a logged messages_json: what the call
 # asked (earlier turns of a conversation are in earlier calls). Content parts
 # give their text parts; malformed JSON gives NULL, never an error, so a bad
-# row can never make an insert fail.
-_FTS_PROMPT = """(SELECT CASE json_type(x.value, '$.content')
+# row can never make an insert fail. The common case (the last message is the
+# user's text) is read directly; the search through every message is the
+# fallback. No '$[#-1]' (SQLite 3.31+): the file may meet an older SQLite.
+_FTS_LAST_USER = """(SELECT CASE json_type(x.value, '$.content')
     WHEN 'text' THEN json_extract(x.value, '$.content')
     WHEN 'array' THEN (SELECT group_concat(json_extract(p.value, '$.text'), ' ')
                        FROM json_each(x.value, '$.content') AS p
                        WHERE json_type(p.value, '$.text') = 'text') END
-  FROM json_each(CASE WHEN json_valid({m}) THEN {m} END) AS x
+  FROM json_each({m}) AS x
   WHERE x.type = 'object' AND json_extract(x.value, '$.role') = 'user'
   ORDER BY x.key DESC LIMIT 1)"""
+_FTS_LAST = "'$[' || (json_array_length({m}) - 1) || ']'"
+_FTS_PROMPT = (
+    "(CASE WHEN json_valid({m}) AND json_type({m}) = 'array' AND json_array_length({m}) > 0"
+    f" THEN CASE WHEN json_extract({{m}}, {_FTS_LAST} || '.role') = 'user'"
+    f" AND json_type({{m}}, {_FTS_LAST} || '.content') = 'text'"
+    f" THEN json_extract({{m}}, {_FTS_LAST} || '.content')"
+    f" ELSE {_FTS_LAST_USER} END END)"
+)
 
 
 @migration
