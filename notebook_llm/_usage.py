@@ -506,6 +506,7 @@ class Logs:
     def __init__(
         self, df: pd.DataFrame, *, query: str | None = None,
         snippets: list[tuple[str | None, str | None]] | None = None, note: str | None = None,
+        db_path: PathLike | None = None,
     ) -> None:
         self.df = df
         """The calls, as :func:`usage` returns them (a search: best match first)."""
@@ -514,6 +515,7 @@ class Logs:
         self._snippets = snippets or []
         self.note = note
         """What to know about these results (a search with more matches than it ranks)."""
+        self._db_path = db_path
 
     def __len__(self) -> int:
         return len(self.df)
@@ -536,8 +538,6 @@ class Logs:
         if not -len(shown) <= which < len(shown):
             raise IndexError(f"call({which}): there are {len(shown)} calls here")
         return log_entry(str(shown["id"].iloc[which]), db_path=self._db_path)
-
-    _db_path: PathLike | None = None
 
     def _lines(self) -> list[tuple[str, str, str, str]]:
         out = []
@@ -698,11 +698,9 @@ def logs(
         log.flush()
         sql = f"SELECT {_USAGE_SELECT} FROM calls" + (f" WHERE {where}" if where else "")
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(n)}"
-        result = Logs(_usage_frame(log, log.store.tuples(sql, tuple(params))[::-1]))
-    else:
-        result = _search(q, n, _where(since, None, model, None, tag, conversation_id), db_path)
-    result._db_path = db_path
-    return result
+        return Logs(_usage_frame(log, log.store.tuples(sql, tuple(params))[::-1]),
+                    db_path=db_path)
+    return _search(q, n, _where(since, None, model, None, tag, conversation_id), db_path)
 
 
 def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | None) -> Logs:
@@ -748,7 +746,7 @@ def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | No
         f" AND rowid IN ({marks})", (query, *rowids))}
     df = _usage_frame(log, [by_rowid[rowid] for rowid in rowids])
     df["rank"] = [float(cast(float, row[1])) for row in ranked]
-    return Logs(df, query=query, note=note,
+    return Logs(df, query=query, note=note, db_path=db_path,
                 snippets=[cast("tuple[str | None, str | None]", snippets.get(rowid, (None, None)))
                           for rowid in rowids])
 

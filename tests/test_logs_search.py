@@ -259,3 +259,11 @@ def test_search_with_more_matches_than_it_ranks_says_so(
     assert set(found.df["id"]) == set(refund_rows["id"].iloc[-2:])
     assert found.note in repr(found) and "newest 2" in (found._repr_html_() or "")
     assert "newest 2" in found._repr_markdown_()
+
+
+def test_latest_calls_open_newest_first(db: Path) -> None:
+    latest = nl.logs(3, db_path=db)
+    assert latest.query is None and latest._repr_html_() is None  # Markdown cards, as before
+    assert latest.call(0).prompt == "a conversation about refunds"  # shown first: the newest
+    assert latest.call(-1).prompt == "Shipping costs?"  # the third newest
+    assert latest.call(latest.df["id"].iloc[0]).id == latest.df["id"].iloc[0]
