@@ -397,14 +397,23 @@ class LLMMagics(Magics):
         return None
 
     @line_magic
-    def chat_history(self, line: str) -> MarkdownText | Conversation:
-        """``%chat_history [NAME]``: the turns of a conversation, as a transcript."""
+    def chat_history(self, line: str) -> MarkdownText:
+        """``%chat_history [NAME]``: the turns of a conversation (``nl.conversation(id)``
+        shows one in full)."""
         name = line.strip() or "default"
         conversation = self.chats.get(name)
-        if conversation is None or not conversation.turns:
-            return MarkdownText(f"*No messages in conversation {_render.markdown_text(name)}.*",
+        turns = conversation.messages if conversation is not None else []
+        if not turns:
+            return MarkdownText(f"*No messages in conversation {name!r}.*",
                                 f"No messages in conversation {name!r}.")
-        return conversation
+        markdown, plain = [], []
+        for message in turns:
+            role = str(message.get("role", "?"))
+            content = str(message.get("content") or "")
+            markdown.append(f"**{_render.markdown_text(role)}**\n\n"
+                            f"{_render.escape_markdown(content)}")
+            plain.append(f"{role}: {content}")
+        return MarkdownText("\n\n---\n\n".join(markdown), "\n".join(plain))
 
     @line_magic
     def chat_clear(self, line: str) -> None:
