@@ -20,6 +20,7 @@ before anything is sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import AsyncIterator, Sequence
@@ -351,7 +352,8 @@ class Conversation:
                 if attempt == 2 or not self._learn_window(turn):
                     raise
                 continue
-            self.record(turn, completion)
+            self.record(turn, completion, save=False)
+            await self.asave()
             return completion
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -394,7 +396,8 @@ class Conversation:
                 await inner.aclose()  # stopped from outside: end it too (else a no-op)
             final = inner.completion if inner is not None and inner.completion else completion
             if final is not None and "turn" in state and error is None:
-                self.record(state["turn"], final)
+                self.record(state["turn"], final, save=False)
+                await self.asave()
             return final
 
         return AsyncStream(opener, finisher)
@@ -426,8 +429,9 @@ class Conversation:
             turn = self._summarised(turn, todo, text, budget)
         return self._announce(turn, warn)
 
-    def record(self, turn: PreparedTurn, completion: Completion) -> Turn:
-        """Keep a turn's answer (what ``send`` does after the call)."""
+    def record(self, turn: PreparedTurn, completion: Completion, *, save: bool = True) -> Turn:
+        """Keep a turn's answer (what ``send`` does after the call), and log the
+        conversation (``save=False``: the caller does, see :meth:`asave`)."""
         exchange = list(completion.messages[len(turn.messages):]) if completion.messages else []
         kept = Turn(
             position=turn.position, messages=[turn.user, *exchange],
@@ -437,9 +441,15 @@ class Conversation:
             latency_s=completion.latency_s,
         )
         self.turns.append(kept)
-        if self._persisting():
+        if save and self._persisting():
             self._save()
         return kept
+
+    async def asave(self) -> None:
+        """Log the conversation from a worker thread: waiting for the call log's
+        writer must not hold up the event loop."""
+        if self._persisting():
+            await asyncio.to_thread(self._save)
 
     def _plan(self, user: Message,
               max_tokens: int | None) -> tuple[PreparedTurn, list[Turn], int]:
