@@ -312,6 +312,8 @@ class Conversation:
             fork.summary, fork.summary_turns = self.summary, self.summary_turns
         fork.parent_id, fork.forked_at = self.id, count
         if self._persisting():
+            if not self._saved:  # the fork finds its first turns through this row
+                self._save()
             fork._save()
         return fork
 

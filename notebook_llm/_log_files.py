@@ -103,6 +103,10 @@ def log_prune(
     while True:
         with store.transaction() as conn:
             changed = conn.execute(change, (cutoff,)).rowcount
+            # New calls take rowids above the highest left: the search index's
+            # mark must not stay above them, or they would never be indexed.
+            conn.execute("UPDATE calls_fts_state SET indexed_rowid = MIN(indexed_rowid,"
+                         " COALESCE((SELECT MAX(rowid) FROM calls), 0))")
         total += changed
         if changed < _BATCH:
             break

@@ -30,6 +30,7 @@ from notebook_llm.store.search import (
     RANK_LIMIT,
     SEARCH_FROM,
     SNIPPET_SQL,
+    catch_up_all,
     check_query,
     last_user_text,
     marked_segments,
@@ -707,6 +708,7 @@ def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | No
     """The ``n`` best matches of ``q``: ranked rowids first, then their rows and excerpts."""
     log = call_log(db_path)
     log.flush()
+    catch_up_all(log.store)  # calls not indexed yet (the writer indexes when idle)
     query = check_query(log.store.conn, q)
     condition, params = where
     # Ranking costs SQLite a few microseconds a match (bm25), and a filter

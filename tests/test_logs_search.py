@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pytest
 
 import notebook_llm as nl
 from notebook_llm import errors
-from notebook_llm.store import CallLog, connect, migrations as migrations_module
+from notebook_llm.store import CallLog, Store, connect, migrations as migrations_module
 from notebook_llm.store.log import call_log, utc_iso
+from notebook_llm.store.search import catch_up, catch_up_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,6 +198,7 @@ def test_log_backup_is_consistent_while_another_process_writes(db: Path, tmp_pat
     assert target.stat().st_mode & 0o777 == 0o600
     copy = sqlite3.connect(target)
     assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    catch_up_all(Store(target))  # calls written since the writer last indexed
     copy.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
     count = copy.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
     assert 6 <= count <= 6 + 4000
@@ -227,11 +230,12 @@ def test_logs_refuses_a_bad_count(db: Path) -> None:
         nl.logs(0, db_path=db)
 
 
-def test_call_log_writer_keeps_the_index_in_step(tmp_path: Path) -> None:
+def test_index_changes_and_deletes_of_indexed_calls_in_step(tmp_path: Path) -> None:
     log = CallLog(tmp_path / "x.db", register_atexit=False)
     for i in range(300):
         log.record(_call(f"question {i}", f"answer number {i}"))
     assert log.flush()
+    assert catch_up_all(log.store) == 300
     conn = log.store.conn
     conn.execute("UPDATE calls SET response_text = 'changed' WHERE rowid <= 10")
     conn.execute("DELETE FROM calls WHERE rowid > 290")
@@ -267,3 +271,40 @@ def test_latest_calls_open_newest_first(db: Path) -> None:
     assert latest.call(0).prompt == "a conversation about refunds"  # shown first: the newest
     assert latest.call(-1).prompt == "Shipping costs?"  # the third newest
     assert latest.call(latest.df["id"].iloc[0]).id == latest.df["id"].iloc[0]
+
+
+def test_new_calls_are_indexed_when_the_writer_is_idle_or_at_a_search(tmp_path: Path) -> None:
+    from notebook_llm.store import log as log_module
+
+    path = tmp_path / "idle.db"
+    log = CallLog(path, register_atexit=False)
+    log.record(_call("first refund", "a"))
+    assert log.flush()
+    state = "SELECT indexed_rowid FROM calls_fts_state"
+    assert log.store.tuples(state) == [(0,)]  # written, not indexed yet: no cost on the way
+    deadline = time.monotonic() + 10 * log_module.INDEX_IDLE_S
+    while log.store.tuples(state) != [(1,)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.store.tuples(state) == [(1,)]  # the writer indexed it once idle
+    log.close()
+    # Written by another log and not indexed: a search catches up first.
+    other = CallLog(path, register_atexit=False)
+    for i in range(3):
+        other.record(_call(f"second refund {i}", "b"))
+    other.record(_call("gone before it was indexed", "refund"))
+    assert other.flush()
+    other.store.execute("DELETE FROM calls WHERE messages_json LIKE '%gone%'")
+    assert len(nl.logs(10, q="refund", db_path=path)) == 4
+    other.store.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
+    assert catch_up(other.store) == 0
+    other.close()
+
+
+def test_prune_keeps_the_index_mark_below_new_calls(db: Path) -> None:
+    nl.logs(1, q="refund", db_path=db)  # everything indexed
+    assert nl.log_prune(before="now", keep_costs=False, db_path=db) == 6
+    log = call_log(db)
+    log.record(_call("after the prune: refund", "x"))
+    assert log.flush()
+    assert len(nl.logs(5, q="prune", db_path=db)) == 1
+    log.store.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")

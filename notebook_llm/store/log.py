@@ -50,6 +50,7 @@ from typing import Any
 from notebook_llm.core.errors import redact
 from notebook_llm.store.db import PathLike, Store, default_db_path
 from notebook_llm.store.migrations import _is_locked
+from notebook_llm.store.search import CATCH_UP, catch_up
 
 __all__ = [
     "CALL_COLUMNS",
@@ -122,6 +123,8 @@ _WIDTH = len(CALL_COLUMNS)
 # Rows prepared (GIL held) between two inserts (GIL free), and rows per INSERT:
 # 32 x 29 parameters stay under SQLite's oldest limit of 999 per statement.
 _CHUNK = 32
+INDEX_IDLE_S = 1.0
+"""Seconds without new rows before the writer indexes what it wrote for search."""
 _LEADING_WHERE = re.compile(r"^where\s+", re.IGNORECASE)
 _INSERT_SQL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
@@ -405,8 +408,12 @@ class CallLog:
 
     def _run(self) -> None:
         pending, wake, hurry = self._pending, self._wake, self._hurry
+        index_due = False
         while True:
-            wake.wait()
+            # Rows written and nothing new for INDEX_IDLE_S: index them for search.
+            if not wake.wait(INDEX_IDLE_S if index_due else None):
+                index_due = not self._index_while_idle()
+                continue
             # Gather a burst into one transaction, unless a flush or close is waiting.
             hurry.wait(self.interval)
             # Clear before draining: a row queued after the drain sets them again.
@@ -426,10 +433,26 @@ class CallLog:
             size = self.batch_size
             for start in range(0, len(rows), size):
                 self._write(rows[start : start + size])
+            index_due = index_due or bool(rows)
             for marker in markers:
                 marker.done.set()
             if stop:
                 return
+
+    def _index_while_idle(self) -> bool:
+        """Catch the search index up, a transaction at a time, until rows arrive.
+
+        Returns whether it is done (False: rows arrived first).
+        """
+        try:
+            while not self._pending:
+                if catch_up(self.store) < CATCH_UP:
+                    return True
+        except Exception as exc:  # noqa: BLE001 - indexing must never stop the writer
+            # Tried again once more rows are written; a search catches up itself.
+            self._note_error(f"could not index calls for search: {type(exc).__name__}: {exc}")
+            return True
+        return False
 
     def _prepare(self, batch: list[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """Rows ready to insert: ids, timestamps, JSON text, and every text column redacted."""

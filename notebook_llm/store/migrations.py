@@ -363,10 +363,21 @@ _FTS_PROMPT = (
 def m010_calls_fts(conn: sqlite3.Connection) -> None:
     # Full-text search over what each call asked and answered (FTS5, as
     # simonw/llm). The index reads its text from a view over `calls`
-    # (external content), so the text is stored once. Triggers keep it in step
-    # inside the writer's own transaction: a row and its index entry commit
-    # together, whichever process writes. VACUUM keeps the rowids of `calls`
-    # (its rows are copied in rowid order), which the index refers to.
+    # (external content), so the text is stored once.
+    #
+    # New calls are indexed in catch-up steps (store.search.catch_up), not by
+    # an insert trigger: indexing costs the writer of a busy kernel more than
+    # the rest of the row, so the writer thread catches up when idle and every
+    # search catches up first. calls_fts_state holds the highest rowid
+    # indexed; each step reads and moves it inside one write transaction, so
+    # kernels catching up at once never index a call twice, and rows become
+    # visible in rowid order (one writer at a time), so none is skipped.
+    # Updates and deletes of indexed calls go through triggers, in the same
+    # transaction as the change. VACUUM keeps the rowids of `calls`.
+    conn.execute(
+        "CREATE TABLE calls_fts_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " indexed_rowid INTEGER NOT NULL)"
+    )
     conn.execute(
         f"CREATE VIEW calls_fts_source AS SELECT rowid AS call_rowid,"
         f" {_FTS_PROMPT.format(m='messages_json')} AS prompt, response_text AS response"
@@ -388,15 +399,19 @@ def m010_calls_fts(conn: sqlite3.Connection) -> None:
         "INSERT INTO calls_fts (calls_fts, rowid, prompt, response)"
         f" VALUES ('delete', old.rowid, {old_prompt}, old.response_text);"
     )
-    conn.execute(f"CREATE TRIGGER calls_fts_insert AFTER INSERT ON calls BEGIN {insert} END")
-    conn.execute(f"CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls BEGIN {delete} END")
+    indexed = "(SELECT indexed_rowid FROM calls_fts_state)"
+    conn.execute(f"CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls"
+                 f" WHEN old.rowid <= {indexed} BEGIN {delete} END")
     conn.execute(
         "CREATE TRIGGER calls_fts_update AFTER UPDATE OF messages_json, response_text ON calls"
-        f" BEGIN {delete} {insert} END"
+        f" WHEN old.rowid <= {indexed} BEGIN {delete} {insert} END"
     )
     # The calls logged so far. (FTS5's 'rebuild' fails on this view, whose
     # columns are subqueries: the same rows, inserted the ordinary way.)
     conn.execute(
         "INSERT INTO calls_fts (rowid, prompt, response)"
         " SELECT call_rowid, prompt, response FROM calls_fts_source"
+    )
+    conn.execute(
+        "INSERT INTO calls_fts_state VALUES (1, (SELECT COALESCE(MAX(rowid), 0) FROM calls))"
     )

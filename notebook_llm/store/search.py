@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from notebook_llm.store.db import Store
 
 __all__ = [
+    "CATCH_UP",
     "MARK_CLOSE",
     "MARK_OPEN",
     "RANK",
     "RANK_LIMIT",
     "SEARCH_FROM",
     "SNIPPET_SQL",
+    "catch_up",
+    "catch_up_all",
     "check_query",
     "last_user_text",
     "marked_segments",
@@ -47,6 +54,47 @@ SNIPPET_SQL = (
     f" snippet(calls_fts, 1, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 32)"
 )
 """Two columns: the prompt's and the response's excerpt around the matches."""
+
+CATCH_UP = 500
+"""Calls indexed per catch-up transaction."""
+
+
+def catch_up(store: Store, limit: int = CATCH_UP) -> int:
+    """Index up to ``limit`` calls logged since the index last caught up; returns how many.
+
+    One write transaction: it reads the highest rowid indexed
+    (``calls_fts_state``), indexes the next calls and moves the mark, so
+    kernels that catch up at once never index a call twice. Nothing to do
+    costs one read and takes no lock. Call it until it returns less than
+    ``limit`` to catch up completely.
+    """
+    indexed, newest = store.tuples("SELECT (SELECT indexed_rowid FROM calls_fts_state),"
+                                   " (SELECT MAX(rowid) FROM calls)")[0]
+    if not isinstance(indexed, int) or not isinstance(newest, int) or indexed >= newest:
+        return 0
+    with store.transaction() as conn:
+        last = conn.execute("SELECT indexed_rowid FROM calls_fts_state").fetchone()[0]
+        rows = conn.execute("SELECT rowid FROM calls WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                            (last, limit)).fetchall()
+        if not rows:
+            return 0
+        upto = rows[-1][0]
+        conn.execute("INSERT INTO calls_fts (rowid, prompt, response) SELECT call_rowid,"
+                     " prompt, response FROM calls_fts_source WHERE call_rowid > ?"
+                     " AND call_rowid <= ?", (last, upto))
+        conn.execute("UPDATE calls_fts_state SET indexed_rowid = ?", (upto,))
+    return len(rows)
+
+
+def catch_up_all(store: Store) -> int:
+    """:func:`catch_up` until every logged call is indexed; returns how many were."""
+    total = 0
+    while True:
+        done = catch_up(store)
+        total += done
+        if done < CATCH_UP:
+            return total
+
 
 def check_query(conn: sqlite3.Connection, query: str) -> str:
     """``query`` when FTS5 accepts it; else a :class:`ValueError` saying what to type.
