@@ -24,6 +24,12 @@ committed before. Committed rows are in the WAL and survive a process crash;
 with ``synchronous=NORMAL`` an operating-system crash or power loss may lose
 the last transactions before a checkpoint.
 
+Search: the full-text index (``calls_fts``) is not written on this path.
+Once no row has arrived for :data:`INDEX_IDLE_S` seconds, the writer thread
+indexes what was written (:func:`notebook_llm.store.search.catch_up`, a
+transaction at a time, stopping as soon as rows arrive), and every search
+catches up first, so the index costs a busy kernel nothing per call.
+
 Nothing here knows API keys, but every text column passes through
 :func:`scrub` before it is written, so a key pasted into a prompt or echoed
 back in an error message never reaches the file.

@@ -1,7 +1,8 @@
 """Full-text search over the call log: the FTS5 index ``calls_fts`` (migration ``m010``).
 
 The index holds each call's prompt (its last user message) and its response.
-:func:`check_query` turns an FTS5 syntax error into a message that says what
+New calls are indexed by :func:`catch_up` (the call log's writer runs it when
+idle, a search runs it first), not as they are written. :func:`check_query` turns an FTS5 syntax error into a message that says what
 to type instead; :data:`SEARCH_FROM` joins the index to ``calls`` and
 :data:`RANK` orders by relevance (bm25). Matches come back between
 :data:`MARK_OPEN` and :data:`MARK_CLOSE`, characters from Unicode's private
