@@ -2,9 +2,10 @@
 
 The index holds each call's prompt (its last user message) and its response.
 New calls are indexed by :func:`catch_up` (the call log's writer runs it when
-idle, a search runs it first), not as they are written. :func:`check_query` turns an FTS5 syntax error into a message that says what
-to type instead; :data:`SEARCH_FROM` joins the index to ``calls`` and
-:data:`RANK` orders by relevance (bm25). Matches come back between
+idle, a search runs it first), not as they are written. :func:`check_query`
+turns an FTS5 syntax error into a message that says what to type instead;
+:data:`SEARCH_FROM` joins the index to ``calls`` and :data:`RANK` orders by
+relevance (bm25). Matches come back between
 :data:`MARK_OPEN` and :data:`MARK_CLOSE`, characters from Unicode's private
 use area: :func:`marked_segments` splits such text so that a display can
 escape the text and draw the marks itself.
