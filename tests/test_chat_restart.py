@@ -82,3 +82,14 @@ def test_llm_logs_searches_with_escaped_highlights(session: KernelSession) -> No
     assert unclosed.status == "error" and "Close the quotes" in unclosed.text
     for done in (bad, unclosed):
         assert "Traceback" not in done.text and "site-packages" not in done.text
+
+
+def test_chat_says_when_it_leaves_out_old_turns(session: KernelSession) -> None:
+    for i in range(4):
+        ok(session, f"%%chat -m offline:echo\nturn {i} " + "word " * 60)
+    ok(session, f"{CHATS}['default'].context_window = 400")
+    done = ok(session, "%%chat\nthe last question")
+    assert "nears the model's context (400 tokens)" in done.text and "left out the" in done.text
+    assert value(session, "[m['content'] for m in _llm.messages][-1]") == "the last question"
+    assert value(session, "len(_llm.messages)") < 9  # older turns were not sent
+    assert value(session, f"len({CHATS}['default'].turns)") == 5  # but stay in the history

@@ -311,3 +311,13 @@ def test_provider_context_error_with_an_unknown_window_truncates_and_retries(
     assert sent[1][-1] == {"role": "user", "content": "the new question"}
     assert conv.context_window is not None and conv.notes[-1].strategy == "truncate"
     assert conv.turns[-1].text == completion.text and len(conv.turns) == 5
+
+
+def test_fork_before_any_turn_keeps_the_shared_turns_findable(client: nl.Client) -> None:
+    conv = nl.chat(client=client)
+    conv.turns = [Turn(position=0, messages=[{"role": "user", "content": "typed in"}],
+                       answer={"role": "assistant", "content": "ok"})]
+    fork = conv.fork()
+    saved = rows(client, "SELECT id, parent_id FROM conversations ORDER BY created_at")
+    assert {r["id"] for r in saved} == {conv.id, fork.id}
+    assert nl.conversation(fork.id, client=client).parent_id == conv.id
