@@ -26,9 +26,11 @@ _EXPORTS: dict[str, str] = {
     "Collection": "notebook_llm.embeddings",
     "Comparison": "notebook_llm._compare",
     "Completion": "notebook_llm.core.types",
+    "Conversation": "notebook_llm._conversations",
     "DocumentPart": "notebook_llm.core.types",
     "Embeddings": "notebook_llm.embeddings",
     "ImagePart": "notebook_llm.core.types",
+    "LogEntry": "notebook_llm._log_entry",
     "ModelInfo": "notebook_llm.core.types",
     "Progress": "notebook_llm.progress",
     "ProviderInfo": "notebook_llm.core.types",
@@ -59,10 +61,13 @@ _EXPORTS: dict[str, str] = {
     "cache": "notebook_llm._middleware",
     "capture": "notebook_llm._capture",
     "card": "notebook_llm._context",
+    "chat": "notebook_llm._conversations",
     "collection": "notebook_llm.embeddings",
     "collections": "notebook_llm.embeddings",
     "compare": "notebook_llm._compare",
     "complete": "notebook_llm._api",
+    "conversation": "notebook_llm._conversations",
+    "conversations": "notebook_llm._conversations",
     "costs": "notebook_llm._usage",
     "default_client": "notebook_llm._api",
     "default_model": "notebook_llm._api",
@@ -73,6 +78,9 @@ _EXPORTS: dict[str, str] = {
     "fragments": "notebook_llm._fragments",
     "list_models": "notebook_llm._api",
     "list_providers": "notebook_llm._api",
+    "log_backup": "notebook_llm._log_files",
+    "log_entry": "notebook_llm._log_entry",
+    "log_prune": "notebook_llm._log_files",
     "logs": "notebook_llm._usage",
     "options": "notebook_llm._options",
     "plot_costs": "notebook_llm._usage",
@@ -202,6 +210,12 @@ if TYPE_CHECKING:
     from notebook_llm._context import (
         card as card,
     )
+    from notebook_llm._conversations import (
+        Conversation as Conversation,
+        chat as chat,
+        conversation as conversation,
+        conversations as conversations,
+    )
     from notebook_llm._decide import (
         Recommendation as Recommendation,
     )
@@ -211,6 +225,14 @@ if TYPE_CHECKING:
     )
     from notebook_llm._fragments import (
         fragments as fragments,
+    )
+    from notebook_llm._log_entry import (
+        LogEntry as LogEntry,
+        log_entry as log_entry,
+    )
+    from notebook_llm._log_files import (
+        log_backup as log_backup,
+        log_prune as log_prune,
     )
     from notebook_llm._middleware import (
         cache as cache,

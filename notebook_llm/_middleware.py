@@ -418,6 +418,7 @@ def _log_values(
     params = _params(request)
     metadata = ctx.metadata
     conversation_id = metadata.get("conversation_id")
+    position = metadata.get("conversation_position")
     batch_id = metadata.get("batch_id")
     response_model: str | None
     response_text: str | None
@@ -467,6 +468,7 @@ def _log_values(
         None if conversation_id is None else str(conversation_id),
         None if batch_id is None else str(batch_id),
         notebook,
+        None if position is None else int(position),
         [run.to_dict() for run in ctx.tool_runs] if ctx.tool_runs else None,
     )
 

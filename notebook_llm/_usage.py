@@ -18,18 +18,29 @@ import re
 import sqlite3
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from notebook_llm._render import terminal_text
 from notebook_llm.core.money import format_usd
 from notebook_llm.store.log import call_log, utc_iso
+from notebook_llm.store.search import (
+    RANK,
+    RANK_LIMIT,
+    SEARCH_FROM,
+    SNIPPET_SQL,
+    catch_up_all,
+    check_query,
+    last_user_text,
+    marked_segments,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
+    from notebook_llm._log_entry import LogEntry
     from notebook_llm.store.db import PathLike
     from notebook_llm.store.log import CallLog
 
@@ -108,7 +119,7 @@ def parse_time(value: TimeLike) -> datetime | None:
 
 def _where(
     since: TimeLike, until: TimeLike, model: str | None = None, provider: str | None = None,
-    tag: str | None = None,
+    tag: str | None = None, conversation: str | None = None, schema_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL condition (``""`` for every call) and its parameters."""
     where: list[str] = []
@@ -132,6 +143,12 @@ def _where(
         where.append("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(calls.tags_json)"
                      " THEN calls.tags_json END) WHERE value = ?)")
         params.append(tag)
+    if conversation is not None:
+        where.append("conversation_id = ?")
+        params.append(conversation)
+    if schema_id is not None:
+        where.append("id IN (SELECT call_id FROM call_schemas WHERE schema_id = ?)")
+        params.append(schema_id)
     return " AND ".join(where), params
 
 
@@ -195,21 +212,6 @@ _USAGE_SELECT = ", ".join([
 _TIME_ORDER = operator.itemgetter(2, 0)  # (created_at, rowid) of a _USAGE_SELECT row
 
 
-def last_user_text(messages_json: str | None) -> str:
-    """The text of the last user message in a logged ``messages_json`` (``""`` when none)."""
-    try:
-        messages = json.loads(messages_json or "[]")
-    except ValueError:
-        return ""
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
-
-
 def _tags(tags_json: str | None) -> Any:
     try:
         return json.loads(tags_json or "[]")
@@ -268,8 +270,6 @@ def usage(
         it as any DataFrame: ``nl.usage("7d").to_csv("calls.csv")`` or
         ``.to_parquet("calls.parquet")``.
     """
-    import pandas as pd
-
     log = call_log(db_path)
     log.flush()
     where, params = _where(since, until, model, provider, tag)
@@ -283,6 +283,16 @@ def usage(
         # The newest `limit` rows, still returned oldest first.
         sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(limit)}"
         rows = log.store.tuples(sql, tuple(params))[::-1]
+    df = _usage_frame(log, rows)
+    if isinstance(limit, DefaultLimit) and len(df) == limit:
+        _warn_if_cut(log, where, params, limit)
+    return df
+
+
+def _usage_frame(log: CallLog, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Rows of ``_USAGE_SELECT`` (rowid first) as :func:`usage`'s frame, in their order."""
+    import pandas as pd
+
     if rows:
         rowids, *values = zip(*rows, strict=True)
         del rows
@@ -298,8 +308,6 @@ def usage(
         df = pd.DataFrame(data, columns=list(USAGE_COLUMNS))
     else:
         df = pd.DataFrame.from_records([], columns=list(USAGE_COLUMNS))
-    if isinstance(limit, DefaultLimit) and len(df) == limit:
-        _warn_if_cut(log, where, params, limit)
     df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601").dt.tz_convert(_local_tz())
     for column in _TOKEN_COLUMNS:
         df[column] = pd.to_numeric(df[column]).fillna(0).astype("int64")
@@ -505,11 +513,24 @@ class Logs:
 
     ``logs(5)`` in a cell shows model, time, prompt, response excerpt,
     tokens and cost of each; ``logs(100).df.to_csv("calls.csv")`` exports.
+    A search (``logs(q=...)``) keeps the order of relevance everywhere: in
+    :attr:`df` (with a ``rank`` column) and on screen, with the matches
+    highlighted. :meth:`call` opens one row into the whole call.
     """
 
-    def __init__(self, df: pd.DataFrame) -> None:
+    def __init__(
+        self, df: pd.DataFrame, *, query: str | None = None,
+        snippets: list[tuple[str | None, str | None]] | None = None, note: str | None = None,
+        db_path: PathLike | None = None,
+    ) -> None:
         self.df = df
-        """The calls, as :func:`usage` returns them."""
+        """The calls, as :func:`usage` returns them (a search: best match first)."""
+        self.query = query
+        """The search, when this is one."""
+        self._snippets = snippets or []
+        self.note = note
+        """What to know about these results (a search with more matches than it ranks)."""
+        self._db_path = db_path
 
     def __len__(self) -> int:
         return len(self.df)
@@ -526,9 +547,24 @@ class Logs:
         result: pd.DataFrame = parsed_frame(self.df)
         return result
 
+    def _shown(self) -> pd.DataFrame:
+        """The rows in the order they are shown: newest first, or best match first."""
+        return self.df if self.query is not None else self.df.iloc[::-1]
+
+    def call(self, which: int | str) -> LogEntry:
+        """One call in full: ``which`` is its place as shown (0 is the first) or its id."""
+        from notebook_llm._log_entry import log_entry
+
+        if isinstance(which, str):
+            return log_entry(which, db_path=self._db_path)
+        shown = self._shown()
+        if not -len(shown) <= which < len(shown):
+            raise IndexError(f"call({which}): there are {len(shown)} calls here")
+        return log_entry(str(shown["id"].iloc[which]), db_path=self._db_path)
+
     def _lines(self) -> list[tuple[str, str, str, str]]:
         out = []
-        for row in self.df.iloc[::-1].itertuples(index=False):
+        for row in self._shown().itertuples(index=False):
             cost = format_usd(None if row.cost_usd != row.cost_usd else row.cost_usd,
                                row.cost_status or "unknown")
             head = (f"{row.model} · {row.time:%Y-%m-%d %H:%M:%S} · "
@@ -541,26 +577,73 @@ class Logs:
             out.append((head, _excerpt(row.prompt, 200), _excerpt(row.response, 300), error))
         return out
 
+    def _repr_html_(self) -> str | None:
+        """A search's results with the matches highlighted (escaped); ``None`` otherwise."""
+        if self.query is None:
+            return None
+        from notebook_llm._render import html_escape
+
+        if self.df.empty:
+            return f"<p>No logged call matches <code>{html_escape(self.query)}</code>.</p>"
+        cards = []
+        for i, ((head, _prompt, _response, error), (prompt, response)) in enumerate(
+            zip(self._lines(), self._matches(), strict=True)
+        ):
+            call_id = html_escape(self._shown()["id"].iloc[i])
+            card = [f"<div><strong>{html_escape(head)}</strong>"
+                    f" <small><code>{call_id}</code></small>"]
+            card.append(f"<div><em>Prompt:</em> {_marked_html(prompt)}</div>")
+            if response:
+                card.append(f"<div><em>Response:</em> {_marked_html(response)}</div>")
+            if error:
+                card.append(f"<div><em>Error:</em> {html_escape(_excerpt(error, 300))}</div>")
+            cards.append("".join(card) + "</div>")
+        note = f"<p><small>{html_escape(self.note)}</small></p>" if self.note else ""
+        return f'<div class="notebook-llm-logs">{note}' + "<hr>".join(cards) + "</div>"
+
+    def _matches(self) -> list[tuple[str, str]]:
+        """Each shown row's prompt and response excerpts, with the search's marks."""
+        out = []
+        for i, row in enumerate(self._shown().itertuples(index=False)):
+            prompt, response = self._snippets[i] if i < len(self._snippets) else (None, None)
+            out.append((prompt or _excerpt(row.prompt, 200),
+                        response or _excerpt(row.response, 300)))
+        return out
+
     def _repr_markdown_(self) -> str:
         from notebook_llm._render import escape_markdown, markdown_text
 
         if self.df.empty:
             return "*No calls logged.*"
+        lines = self._lines()
+        show: Callable[[str], str] = escape_markdown
+        texts = [(prompt, response) for _head, prompt, response, _error in lines]
+        if self.query is not None:
+            show, texts = _marked_markdown, self._matches()
         cards = []
-        for head, prompt, response, error in self._lines():
-            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {escape_markdown(prompt)}"]
+        for (head, _p, _r, error), (prompt, response) in zip(lines, texts, strict=True):
+            card = [f"**{markdown_text(head)}**", "", f"*Prompt:* {show(prompt)}"]
             if response:
-                card += ["", f"*Response:* {escape_markdown(response)}"]
+                card += ["", f"*Response:* {show(response)}"]
             if error:
                 card += ["", f"*Error:* {escape_markdown(_excerpt(error, 300))}"]
             cards.append("\n".join(card))
+        if self.note:
+            cards.insert(0, f"*{markdown_text(self.note)}*")
         return "\n\n---\n\n".join(cards)
 
     def __repr__(self) -> str:
         if self.df.empty:
-            return "No calls logged."
+            return "No calls logged." if self.query is None else (
+                terminal_text(f"No logged call matches {self.query!r}."))
         blocks = []
-        for head, prompt, response, error in self._lines():
+        cards = self._lines()
+        if self.query is not None:
+            marked = [(_marked_plain(p), _marked_plain(r)) for p, r in self._matches()]
+            cards = [(h, p, r, e) for (h, _p, _r, e), (p, r) in zip(cards, marked, strict=True)]
+        if self.note:
+            blocks.append(self.note)
+        for head, prompt, response, error in cards:
             lines = [head, f"  prompt:   {prompt}"]
             if response:
                 lines.append(f"  response: {response}")
@@ -570,26 +653,137 @@ class Logs:
         return terminal_text("\n\n".join(blocks))
 
 
-def logs(n: int = 3, *, model: str | None = None, schema: Any = None,
-         db_path: PathLike | None = None) -> Logs:
-    """The last ``n`` calls, newest first when shown.
+def _marked_html(text: str) -> str:
+    from notebook_llm._render import html_escape
 
-    ``schema=`` (DSL text, a Pydantic model, a JSON schema or a schema id) keeps
-    the calls that asked for that schema; ``.parsed()`` gives their objects.
+    return "".join(f"<mark>{html_escape(part)}</mark>" if match else html_escape(part)
+                   for part, match in marked_segments(" ".join(text.split())))
+
+
+def _marked_markdown(text: str) -> str:
+    from notebook_llm._render import markdown_text
+
+    out = []
+    for part, match in marked_segments(" ".join(text.split())):
+        escaped = markdown_text(part)
+        if match and escaped:
+            escaped = f"**{escaped}**"
+        lead = " " if part[:1].isspace() else ""
+        trail = " " if part[-1:].isspace() else ""
+        out.append(f"{lead}{escaped}{trail}")
+    return "".join(out)
+
+
+def _marked_plain(text: str) -> str:
+    return "".join(f"«{part}»" if match else part
+                   for part, match in marked_segments(" ".join(text.split())))
+
+
+def logs(
+    n: int = 3,
+    *,
+    q: str | None = None,
+    model: str | None = None,
+    since: TimeLike = None,
+    tag: str | None = None,
+    conversation: Any = None,
+    schema: Any = None,
+    db_path: PathLike | None = None,
+) -> Logs:
+    """The last ``n`` calls, newest first when shown; with ``q=``, the ``n`` best matches.
+
+    Args:
+        n: how many calls.
+        q: full-text search over prompts and responses (SQLite FTS5): words
+            (all must appear, ``refund*`` for a prefix), ``"a phrase"``,
+            ``OR``, ``NOT``, ``prompt:`` or ``response:`` for one side. Rows
+            come best match first, with a ``rank`` column, and the matches
+            are highlighted when shown. Bad syntax raises a ValueError that
+            says what to type.
+        model: ``provider:model`` or the bare model name.
+        since: only calls since then (``"7d"``, ``"today"``, a datetime...).
+        tag: only calls carrying this tag.
+        conversation: only this conversation's calls (a conversation or its id).
+        schema: only the calls that asked for this schema (DSL text, a Pydantic
+            model, a JSON schema or a schema id); ``.parsed()`` gives their objects.
+        db_path: the database file (default: ``$NOTEBOOK_LLM_DB``, else the user data dir).
 
     Example::
 
         nl.logs(5)                              # readable in a cell
+        nl.logs(q="refund policy", since="7d").call(0)    # the best match, in full
         nl.logs(1000).df.to_parquet("calls.parquet")
         nl.logs(50, schema="name, age int").parsed()
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive whole number, not {n!r}")
+    conversation_id = (None if conversation is None
+                       else str(getattr(conversation, "id", conversation)))
+    schema_id = None
     if schema is not None:
-        from notebook_llm._schema_log import schema_calls
+        from notebook_llm._schema_log import schema_key
 
-        ids, oldest = schema_calls(schema, n, db_path)
-        frame = usage(since=oldest, model=model, limit=None if ids else 0, db_path=db_path)
-        return Logs(frame[frame["id"].isin(ids)].reset_index(drop=True))
-    return Logs(usage(model=model, limit=n, db_path=db_path))
+        schema_id = schema_key(schema)
+    if q is None:
+        condition, params = _where(since, None, model, None, tag, conversation_id, schema_id)
+        log = call_log(db_path)
+        log.flush()
+        sql = f"SELECT {_USAGE_SELECT} FROM calls" + (
+            f" WHERE {condition}" if condition else "")
+        sql += f" ORDER BY created_at DESC, rowid DESC LIMIT {int(n)}"
+        return Logs(_usage_frame(log, log.store.tuples(sql, tuple(params))[::-1]),
+                    db_path=db_path)
+    where = _where(since, None, model, None, tag, conversation_id, schema_id)
+    return _search(q, n, where, db_path)
+
+
+def _search(q: str, n: int, where: tuple[str, list[Any]], db_path: PathLike | None) -> Logs:
+    """The ``n`` best matches of ``q``: ranked rowids first, then their rows and excerpts."""
+    log = call_log(db_path)
+    log.flush()
+    catch_up_all(log.store)  # calls not indexed yet (the writer indexes when idle)
+    query = check_query(log.store.conn, q)
+    condition, params = where
+    # Ranking costs SQLite a few microseconds a match (bm25), and a filter
+    # reads each match's row: a word in most of 100,000 calls would take a
+    # second. So at most RANK_LIMIT matches are ranked, the newest (FTS5
+    # lists matches in rowid order, cheaply), and the result says so.
+    if condition:
+        newest = log.store.tuples(
+            f"SELECT calls_fts.rowid FROM {SEARCH_FROM} WHERE calls_fts MATCH ? AND {condition}"
+            f" ORDER BY calls_fts.rowid DESC LIMIT {RANK_LIMIT + 1}", (query, *params))
+        capped = len(newest) > RANK_LIMIT
+        candidates = {int(cast(int, row[0])) for row in newest[:RANK_LIMIT]}
+        # Rank the matches in the candidates' rowid range without reading their
+        # rows, then keep the candidates: cheaper than ranking through the join.
+        in_range = log.store.tuples(
+            f"SELECT rowid, {RANK} FROM calls_fts WHERE calls_fts MATCH ? AND rowid >= ?"
+            f" ORDER BY {RANK}", (query, min(candidates, default=0)))
+        ranked = [row for row in in_range if row[0] in candidates][: int(n)]
+    else:
+        newest = log.store.tuples(
+            "SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?"
+            f" ORDER BY rowid DESC LIMIT 1 OFFSET {RANK_LIMIT}", (query,))
+        capped = bool(newest)
+        ranked = log.store.tuples(
+            f"SELECT rowid, {RANK} FROM calls_fts WHERE calls_fts MATCH ? AND rowid > ?"
+            f" ORDER BY {RANK} LIMIT {int(n)}", (query, newest[0][0] if newest else 0))
+    note = None
+    if capped:
+        note = (f"More than {RANK_LIMIT:,} calls match: these are the best of the newest "
+                f"{RANK_LIMIT:,}. Add words, or since=, model=, tag= to narrow the search.")
+    rowids = [row[0] for row in ranked]
+    marks = ", ".join("?" for _ in rowids)
+    by_rowid = {row[0]: row for row in log.store.tuples(
+        f"SELECT {_USAGE_SELECT} FROM calls WHERE rowid IN ({marks})", tuple(rowids))}
+    snippets = {row[0]: (row[1], row[2]) for row in log.store.tuples(
+        f"SELECT rowid, {SNIPPET_SQL} FROM calls_fts WHERE calls_fts MATCH ?"
+        f" AND rowid IN ({marks})", (query, *rowids))}
+    df = _usage_frame(log, [by_rowid[rowid] for rowid in rowids])
+    df["rank"] = [float(cast(float, row[1])) for row in ranked]
+    return Logs(df, query=query, note=note, db_path=db_path,
+                snippets=[cast("tuple[str | None, str | None]", snippets.get(rowid, (None, None)))
+                          for rowid in rowids])
 
 
 class UsageTable:

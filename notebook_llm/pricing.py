@@ -24,8 +24,15 @@ from notebook_llm.core.types import Usage
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, Provider
 
-__all__ = ["FREE_PROVIDERS", "PROVIDER_IDS", "CostStatus", "context_window", "estimate",
-           "model_prices", "price"]
+__all__ = [
+    "FREE_PROVIDERS",
+    "PROVIDER_IDS",
+    "CostStatus",
+    "context_window",
+    "estimate",
+    "model_prices",
+    "price",
+]
 
 logger = logging.getLogger("notebook_llm.pricing")
 
@@ -291,7 +298,8 @@ def _usage_counts(usage: Usage) -> dict[str, int]:
 
 
 def context_window(provider: str, model: str) -> int | None:
-    """The model's context window in tokens, when the price data knows it."""
+    """The model's context window in tokens, from the genai-prices data; ``None``
+    when unknown (and for the free local and demo providers, which it does not list)."""
     if provider in FREE_PROVIDERS:
         return None
     found = _lookup(provider, _strip_prefix(provider, model))

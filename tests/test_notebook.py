@@ -191,7 +191,7 @@ def test_chat_keeps_history_across_cells(kernel: KernelSession) -> None:
     history = ok(kernel, "%chat_history")
     assert history.text.count("user:") == 2 and "second message" in history.text
     assert value(kernel, "len(get_ipython().magics_manager.registry['LLMMagics']"
-                         ".chats['default'])") == 4
+                         ".chats['default'].messages)") == 4
     ok(kernel, "%%chat -m offline:echo --new\nagain")
     assert value(kernel, "_llm.messages") == [{"role": "user", "content": "again"}]
     ok(kernel, "%chat_clear")

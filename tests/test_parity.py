@@ -139,3 +139,17 @@ def test_store_is_the_deprecated_name_of_db_path(tmp_path: Any) -> None:
         old = nl.embed(["a"], "offline:hash", store=str(tmp_path / "e.db"))
     new = nl.embed(["a"], "offline:hash", db_path=str(tmp_path / "e.db"))
     assert old.cached == 0 and new.cached == 1  # the same database, by either name
+
+
+def test_conversation_twins_take_the_turn_options_record() -> None:
+    from notebook_llm._conversations import Conversation, TurnOptions
+
+    names = [field.name for field in dataclasses.fields(TurnOptions)]
+    for sync, asynchronous in (("send", "asend"), ("stream", "astream"),
+                               ("prepare", "aprepare")):
+        assert _parameters(getattr(Conversation, sync)) == _parameters(
+            getattr(Conversation, asynchronous))
+    for method in ("send", "stream"):
+        assert _keyword_only(getattr(Conversation, method)) == names
+    assert inspect.iscoroutinefunction(Conversation.asend)
+    assert inspect.iscoroutinefunction(Conversation.aprepare)

@@ -60,6 +60,14 @@ def test_migrate_blank() -> None:
         "call_fragments",
         "schemas",
         "call_schemas",
+        "conversations",  # m009
+        # m010: the FTS5 index and its shadow tables
+        "calls_fts",
+        "calls_fts_data",
+        "calls_fts_idx",
+        "calls_fts_docsize",
+        "calls_fts_config",
+        "calls_fts_state",  # the highest rowid indexed
     }
     assert columns(conn, "_migrations") == {"name": "TEXT", "applied_at": "TEXT"}
     assert columns(conn, "calls") == {
@@ -92,6 +100,19 @@ def test_migrate_blank() -> None:
         "batch_id": "TEXT",
         "notebook_path": "TEXT",
         "tool_results_json": "TEXT",
+        "conversation_position": "INTEGER",  # m009
+    }
+    assert columns(conn, "conversations") == {
+        "id": "TEXT",
+        "name": "TEXT",
+        "model": "TEXT",
+        "system": "TEXT",
+        "created_at": "TEXT",
+        "last_used_at": "TEXT",
+        "parent_id": "TEXT",
+        "forked_at": "INTEGER",
+        "summary": "TEXT",
+        "summary_turns": "INTEGER",
     }
     assert columns(conn, "cache") == {
         "key": "TEXT",
@@ -168,8 +189,8 @@ def test_migrate_blank() -> None:
     applied = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
     assert applied == ["m001_calls", "m002_cache", "m003_batches", "m004_collections",
                        "m005_calls_usage_index", "m006_drop_model_provider_indexes",
-                       "m007_fragments", "m008_schemas", "m011_tool_results",
-                       "m012_arena_votes"]
+                       "m007_fragments", "m008_schemas", "m009_conversations",
+                       "m010_calls_fts", "m011_tool_results", "m012_arena_votes"]
 
 
 def test_migrate_idempotent(tmp_path: Path) -> None:
@@ -421,6 +442,10 @@ _WORKER = textwrap.dedent(
     record_s = time.perf_counter() - start
     ok = log.flush(timeout=60)
     total_s = time.perf_counter() - start
+    # Every process catches the search index up at once, as kernels searching
+    # together do: no call may be indexed twice or missed.
+    from notebook_llm.store.search import catch_up_all
+    catch_up_all(log.store)
     print(json.dumps({"ok": ok, "record_us": record_s * 1e6 / 1000, "total_s": total_s,
                       "errors": list(log.errors), "dropped": log.dropped}))
     """
@@ -453,6 +478,11 @@ def test_calllog_four_processes_lose_nothing(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 4000
     assert conn.execute("SELECT count(DISTINCT id) FROM calls").fetchone()[0] == 4000
     assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+    # The search index caught up by four processes at once: one entry per
+    # call, each matching its row (FTS5's own check reads the rows back).
+    assert conn.execute(
+        "SELECT count(*) FROM calls_fts WHERE calls_fts MATCH 'hello'").fetchone()[0] == 4000
+    conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
     conn.close()
 
 

@@ -17,6 +17,7 @@ def load_ipython_extension(ipython: Any) -> None:
     from notebook_llm.notebook._arena_magics import ArenaMagics
     from notebook_llm.notebook._asset_magics import AssetMagics
     from notebook_llm.notebook._fix_magics import FixMagics
+    from notebook_llm.notebook._log_magics import LogMagics
     from notebook_llm.notebook._magics import LLMMagics
     from notebook_llm.notebook._replay_magics import ReplayMagics
     from notebook_llm.notebook._serve_magics import ServeMagics
@@ -30,6 +31,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(import_module("notebook_llm.notebook._tool_magics").ToolMagics)
     ipython.register_magics(FixMagics)
     ipython.register_magics(ReplayMagics)
+    ipython.register_magics(LogMagics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

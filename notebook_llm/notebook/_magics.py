@@ -19,8 +19,9 @@ from IPython.core.magic import Magics, magics_class
 
 from notebook_llm import _render
 from notebook_llm._api import default_client
+from notebook_llm._conversations import Conversation, select_conversation
 from notebook_llm.core.errors import LLMError
-from notebook_llm.core.types import Completion, Message
+from notebook_llm.core.types import Completion
 from notebook_llm.notebook._asset_magics import call_assets, model_options, save_config
 from notebook_llm.notebook._cell_context import add_context
 from notebook_llm.notebook._display import (
@@ -48,7 +49,6 @@ from notebook_llm.notebook._replay_magics import live_options
 from notebook_llm.notebook._schema import resolve_schema
 from notebook_llm.notebook._tool_magics import (
     ToolSession,
-    assistant_turn,
     chat_tool_options,
     tool_options,
 )
@@ -134,7 +134,7 @@ class LLMMagics(Magics):
         self.settings = NotebookConfig()
         self.errors: dict[int, str] = {}
         """The last error of each cell by execution count, for ``{Err[n]}``."""
-        self.chats: dict[str, list[Message]] = {}
+        self.chats: dict[str, Conversation] = {}
         self.chat_tools: dict[str, dict[str, Any]] = {}
         shell.events.register("post_run_cell", self._record_error)
 
@@ -422,9 +422,13 @@ class LLMMagics(Magics):
     @argument("--max-tool-rounds", type=int, help="the most rounds of tool calls")
     @argument("--approve", choices=("always", "never", "ask"), help="who allows tool calls")
     @argument("--live", action="store_true", help="call the model, not the replay file; refresh it")
+    @argument("-c", "--continue", dest="resume", action="store_true",
+              help="continue the most recent conversation in the log (also after a restart)")
+    @argument("--cid", help="continue this logged conversation (an id from nl.conversations())")
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
-        """``%%chat``: continue a named conversation; the answer streams in."""
+        """``%%chat``: continue a named conversation; the answer streams in. Every
+        turn is logged, so ``%%chat -c`` or ``--cid ID`` carries on after a restart."""
         args = parse_argstring(self.chat, line)
         if args.new:
             self.chats.pop(args.name, None)
@@ -433,23 +437,34 @@ class LLMMagics(Magics):
             if args.new:
                 return None
             raise CellError("%%chat needs a message in the cell body", title="UsageError")
-        user: Message = {"role": "user", "content": self._prompt(cell)}
-        history = self.chats.setdefault(args.name, [])
-        options = {**self._call_options(args),
+        try:
+            conversation = select_conversation(
+                self.chats, args.name, new=args.new, resume=args.resume,
+                cid=_unquote(args.cid), model=_unquote(args.model))
+            turn = conversation.prepare(self._prompt(cell), warn=False)
+        except (KeyError, ValueError) as exc:
+            raise CellError(str(exc.args[0]), title="UsageError") from None
+        except LLMError as exc:
+            raise _as_cell_error(exc) from None
+        if turn.note is not None:
+            print(turn.note)
+        options = {**self._call_options(args), **turn.call_options(),
                    **chat_tool_options(self.chat_tools, args.name, args, self._ns)}
-        result = self._stream([*history, user], args.model, "markdown", options)
+        result = self._stream(turn.messages, turn.model, "markdown", options)
         completion = result.completion
         if completion is not None and (completion.text or completion.tool_calls) and (
                 result.error is None or result.stopped):
-            history.extend([user, assistant_turn(completion)])
+            conversation.record(turn, completion)
         self._conclude(result, None, "markdown")
         return None
 
     @line_magic
     def chat_history(self, line: str) -> MarkdownText:
-        """``%chat_history [NAME]``: the turns of a conversation."""
+        """``%chat_history [NAME]``: the turns of a conversation (``nl.conversation(id)``
+        shows one in full)."""
         name = line.strip() or "default"
-        turns = self.chats.get(name, [])
+        conversation = self.chats.get(name)
+        turns = conversation.messages if conversation is not None else []
         if not turns:
             return MarkdownText(f"*No messages in conversation {name!r}.*",
                                 f"No messages in conversation {name!r}.")

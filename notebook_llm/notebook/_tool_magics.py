@@ -18,7 +18,6 @@ from IPython.core.magic import Magics, magics_class
 from notebook_llm import _render
 from notebook_llm.core._toolloop import asking
 from notebook_llm.core.errors import LLMError
-from notebook_llm.core.types import Completion, Message
 from notebook_llm.notebook._errors import CellError
 from notebook_llm.notebook._ipython import line_magic
 from notebook_llm.notebook._tool_view import Approvals, QuestionServer
@@ -26,7 +25,7 @@ from notebook_llm.notebook._tool_view import Approvals, QuestionServer
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-__all__ = ["ToolMagics", "ToolSession", "assistant_turn", "chat_tool_options", "tool_options"]
+__all__ = ["ToolMagics", "ToolSession", "chat_tool_options", "tool_options"]
 
 
 def _lookup(name: str, namespace: dict[str, Any]) -> Any:
@@ -73,15 +72,6 @@ def chat_tool_options(remembered: dict[str, dict[str, Any]], chat: str, args: An
     if given:
         remembered[chat] = {**remembered.get(chat, {}), **given}
     return dict(remembered.get(chat, {}))
-
-
-def assistant_turn(completion: Completion) -> Message:
-    """The answer as a chat keeps it. After a tool loop, only its text: a turn
-    with calls that were never answered (the rounds ran out) would make the
-    next request invalid."""
-    if completion.tool_runs:
-        return {"role": "assistant", "content": completion.text}
-    return completion.to_message()
 
 
 class ToolSession:

@@ -24,6 +24,12 @@ committed before. Committed rows are in the WAL and survive a process crash;
 with ``synchronous=NORMAL`` an operating-system crash or power loss may lose
 the last transactions before a checkpoint.
 
+Search: the full-text index (``calls_fts``) is not written on this path.
+Once no row has arrived for :data:`INDEX_IDLE_S` seconds, the writer thread
+indexes what was written (:func:`notebook_llm.store.search.catch_up`, a
+transaction at a time, stopping as soon as rows arrive), and every search
+catches up first, so the index costs a busy kernel nothing per call.
+
 Nothing here knows API keys, but every text column passes through
 :func:`scrub` before it is written, so a key pasted into a prompt or echoed
 back in an error message never reaches the file.
@@ -50,6 +56,7 @@ from typing import Any
 from notebook_llm.core.errors import redact
 from notebook_llm.store.db import PathLike, Store, default_db_path
 from notebook_llm.store.migrations import _is_locked, _retry_locked
+from notebook_llm.store.search import CATCH_UP, catch_up
 
 __all__ = [
     "CALL_COLUMNS",
@@ -91,6 +98,7 @@ CALL_COLUMNS: tuple[str, ...] = (
     "conversation_id",
     "batch_id",
     "notebook_path",
+    "conversation_position",
     "tool_results_json",
 )
 """The columns of the ``calls`` table, in order."""
@@ -123,6 +131,8 @@ _WIDTH = len(CALL_COLUMNS)
 # Rows prepared (GIL held) between two inserts (GIL free), and rows per INSERT:
 # 32 x 29 parameters stay under SQLite's oldest limit of 999 per statement.
 _CHUNK = 32
+INDEX_IDLE_S = 1.0
+"""Seconds without new rows before the writer indexes what it wrote for search."""
 _LEADING_WHERE = re.compile(r"^where\s+", re.IGNORECASE)
 _INSERT_SQL = (
     f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
@@ -426,8 +436,12 @@ class CallLog:
 
     def _run(self) -> None:
         pending, wake, hurry = self._pending, self._wake, self._hurry
+        index_due = False
         while True:
-            wake.wait()
+            # Rows written and nothing new for INDEX_IDLE_S: index them for search.
+            if not wake.wait(INDEX_IDLE_S if index_due else None):
+                index_due = not self._index_while_idle()
+                continue
             # Gather a burst into one transaction, unless a flush or close is waiting.
             hurry.wait(self.interval)
             # Clear before draining: a row queued after the drain sets them again.
@@ -452,10 +466,26 @@ class CallLog:
                 self._write(rows[start : start + size])
             if related:
                 self._write_related(related)
+            index_due = index_due or bool(rows)
             for marker in markers:
                 marker.done.set()
             if stop:
                 return
+
+    def _index_while_idle(self) -> bool:
+        """Catch the search index up, a transaction at a time, until rows arrive.
+
+        Returns whether it is done (False: rows arrived first).
+        """
+        try:
+            while not self._pending:
+                if catch_up(self.store) < CATCH_UP:
+                    return True
+        except Exception as exc:  # noqa: BLE001 - indexing must never stop the writer
+            # Tried again once more rows are written; a search catches up itself.
+            self._note_error(f"could not index calls for search: {type(exc).__name__}: {exc}")
+            return True
+        return False
 
     def _prepare(self, batch: list[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """Rows ready to insert: ids, timestamps, JSON text, and every text column redacted."""

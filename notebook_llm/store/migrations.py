@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 
+from notebook_llm.core.errors import StorageError
+
 __all__ = ["MIGRATIONS", "migrate", "migration"]
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -41,11 +43,29 @@ def migrate(conn: sqlite3.Connection) -> None:
             )
         )
         applied = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+        _refuse_newer(conn, applied)
         for function in MIGRATIONS:
             if function.__name__ not in applied:
                 _retry_locked(partial(_apply, conn, function))
     finally:
         conn.isolation_level = previous_isolation
+
+
+def _refuse_newer(conn: sqlite3.Connection, applied: set[str]) -> None:
+    """Refuse a database a newer version has migrated: this one would misread it.
+
+    Nothing is changed in the file, so the newer version still reads every row.
+    """
+    unknown = sorted(applied - {function.__name__ for function in MIGRATIONS})
+    if unknown:
+        files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+        where = f" ({files[0]})" if files and files[0] else ""
+        raise StorageError(
+            f"The database{where} was written by a newer version of notebook-llm: it has "
+            f"schema changes this version does not know ({', '.join(unknown)}). Upgrade "
+            "notebook-llm (pip install -U notebook-llm), or use another file "
+            "(NOTEBOOK_LLM_DB or db_path=). The file was not changed."
+        )
 
 
 def _apply(conn: sqlite3.Connection, function: Migration) -> None:
@@ -307,6 +327,138 @@ def m008_schemas(conn: sqlite3.Connection) -> None:
         "CREATE TABLE call_schemas (call_id TEXT PRIMARY KEY, schema_id TEXT NOT NULL)"
     )
     conn.execute("CREATE INDEX idx_call_schemas_schema ON call_schemas (schema_id)")
+
+
+@migration
+def m009_conversations(conn: sqlite3.Connection) -> None:
+    # A conversation's turns are its calls (conversation_id, conversation_position);
+    # this row holds what belongs to the whole conversation. A fork names its
+    # parent and the turn it starts after; a summary stands in for the first
+    # summary_turns turns once the context strategy "summarise" made one.
+    conn.execute(
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            model TEXT,
+            system TEXT,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            parent_id TEXT,
+            forked_at INTEGER,
+            summary TEXT,
+            summary_turns INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    conn.execute("CREATE INDEX idx_conversations_last_used ON conversations (last_used_at)")
+    conn.execute("ALTER TABLE calls ADD COLUMN conversation_position INTEGER")
+    # Most calls belong to no conversation: they write no entry here.
+    conn.execute(
+        "CREATE INDEX idx_calls_conversation ON calls (conversation_id, conversation_position)"
+        " WHERE conversation_id IS NOT NULL"
+    )
+    # Calls logged with a conversation id before this table existed: one
+    # conversation each, its turns numbered in time order.
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO conversations (id, name, model, system, created_at, last_used_at)
+        SELECT conversation_id, NULL, MAX(model), MAX(system), MIN(created_at), MAX(created_at)
+        FROM calls WHERE conversation_id IS NOT NULL GROUP BY conversation_id
+        """
+    )
+    conn.execute(
+        """
+        UPDATE calls SET conversation_position = (
+            SELECT COUNT(*) FROM calls AS earlier
+            WHERE earlier.conversation_id = calls.conversation_id
+              AND (earlier.created_at < calls.created_at
+                   OR (earlier.created_at = calls.created_at AND earlier.rowid < calls.rowid))
+        ) WHERE conversation_id IS NOT NULL
+        """
+    )
+
+
+# The text of the last user message of a logged messages_json: what the call
+# asked (earlier turns of a conversation are in earlier calls). Content parts
+# give their text parts; malformed JSON gives NULL, never an error, so a bad
+# row can never make an insert fail. The common case (the last message is the
+# user's text) is read directly; the search through every message is the
+# fallback. No '$[#-1]' (SQLite 3.31+): the file may meet an older SQLite.
+_FTS_LAST_USER = """(SELECT CASE json_type(x.value, '$.content')
+    WHEN 'text' THEN json_extract(x.value, '$.content')
+    WHEN 'array' THEN (SELECT group_concat(json_extract(p.value, '$.text'), ' ')
+                       FROM json_each(x.value, '$.content') AS p
+                       WHERE json_type(p.value, '$.text') = 'text') END
+  FROM json_each({m}) AS x
+  WHERE x.type = 'object' AND json_extract(x.value, '$.role') = 'user'
+  ORDER BY x.key DESC LIMIT 1)"""
+_FTS_LAST = "'$[' || (json_array_length({m}) - 1) || ']'"
+_FTS_PROMPT = (
+    "(CASE WHEN json_valid({m}) AND json_type({m}) = 'array' AND json_array_length({m}) > 0"
+    f" THEN CASE WHEN json_extract({{m}}, {_FTS_LAST} || '.role') = 'user'"
+    f" AND json_type({{m}}, {_FTS_LAST} || '.content') = 'text'"
+    f" THEN json_extract({{m}}, {_FTS_LAST} || '.content')"
+    f" ELSE {_FTS_LAST_USER} END END)"
+)
+
+
+@migration
+def m010_calls_fts(conn: sqlite3.Connection) -> None:
+    # Full-text search over what each call asked and answered (FTS5, as
+    # simonw/llm). The index reads its text from a view over `calls`
+    # (external content), so the text is stored once.
+    #
+    # New calls are indexed in catch-up steps (store.search.catch_up), not by
+    # an insert trigger: indexing costs the writer of a busy kernel more than
+    # the rest of the row, so the writer thread catches up when idle and every
+    # search catches up first. calls_fts_state holds the highest rowid
+    # indexed; each step reads and moves it inside one write transaction, so
+    # kernels catching up at once never index a call twice, and rows become
+    # visible in rowid order (one writer at a time), so none is skipped.
+    # Updates and deletes of indexed calls go through triggers, in the same
+    # transaction as the change. VACUUM keeps the rowids of `calls`.
+    conn.execute(
+        "CREATE TABLE calls_fts_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " indexed_rowid INTEGER NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE VIEW calls_fts_source AS SELECT rowid AS call_rowid,"
+        f" {_FTS_PROMPT.format(m='messages_json')} AS prompt, response_text AS response"
+        " FROM calls"
+    )
+    conn.execute(
+        "CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, response,"
+        " content='calls_fts_source', content_rowid='call_rowid',"
+        " tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    new_prompt = _FTS_PROMPT.format(m="new.messages_json")
+    old_prompt = _FTS_PROMPT.format(m="old.messages_json")
+    insert = (
+        "INSERT INTO calls_fts (rowid, prompt, response)"
+        f" VALUES (new.rowid, {new_prompt}, new.response_text);"
+    )
+    # An external-content index forgets a row given the values it indexed.
+    delete = (
+        "INSERT INTO calls_fts (calls_fts, rowid, prompt, response)"
+        f" VALUES ('delete', old.rowid, {old_prompt}, old.response_text);"
+    )
+    indexed = "(SELECT indexed_rowid FROM calls_fts_state)"
+    conn.execute(f"CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls"
+                 f" WHEN old.rowid <= {indexed} BEGIN {delete} END")
+    conn.execute(
+        "CREATE TRIGGER calls_fts_update AFTER UPDATE OF messages_json, response_text ON calls"
+        f" WHEN old.rowid <= {indexed} BEGIN {delete} {insert} END"
+    )
+    # The calls logged so far. (FTS5's 'rebuild' fails on this view, whose
+    # columns are subqueries: the same rows, inserted the ordinary way.)
+    conn.execute(
+        "INSERT INTO calls_fts (rowid, prompt, response)"
+        " SELECT call_rowid, prompt, response FROM calls_fts_source"
+    )
+    conn.execute(
+        "INSERT INTO calls_fts_state VALUES (1, (SELECT COALESCE(MAX(rowid), 0) FROM calls))"
+    )
 
 
 @migration
