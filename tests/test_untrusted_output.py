@@ -190,7 +190,8 @@ def test_dashboard_views_hostile_models_and_texts() -> None:
 
 def test_logs_and_usage_table_hostile_model_names() -> None:
     pd = pytest.importorskip("pandas")
-    from notebook_llm._usage import Logs, UsageTable
+    from notebook_llm._usage import Logs
+    from notebook_llm._usage_table import UsageTable
 
     rows = [
         {"model": name, "time": datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),

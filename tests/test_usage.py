@@ -20,7 +20,8 @@ import pytest
 
 import notebook_llm as nl
 from notebook_llm import errors
-from notebook_llm._usage import parse_time, plot_usage_over_time, usage_table
+from notebook_llm._usage import parse_time, plot_usage_over_time
+from notebook_llm._usage_table import usage_table
 from notebook_llm.core import loop as core_loop
 from notebook_llm.core.types import Usage
 from notebook_llm.pricing import price

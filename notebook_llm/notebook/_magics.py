@@ -566,7 +566,7 @@ class LLMMagics(Magics):
     def llm_usage(self, line: str) -> Any:
         """``%llm_usage [--by model|provider|day|notebook|tag] [--since 7d]``: calls,
         tokens and cost from the call log, with a total row."""
-        from notebook_llm._usage import usage_table
+        from notebook_llm._usage_table import usage_table
 
         args = parse_argstring(self.llm_usage, line)
         try:

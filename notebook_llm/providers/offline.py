@@ -158,9 +158,13 @@ def _tool_round(request: Request) -> list[Any] | None:
 
 
 def _tool_answer(request: Request) -> str:
+    """The results of this turn's tool calls (those after the last user message)."""
     results = []
     names = {}
-    for message in request.messages:
+    last_user = max(
+        (i for i, m in enumerate(request.messages) if m.get("role") == "user"), default=-1
+    )
+    for message in request.messages[last_user + 1 :]:
         for call in message.get("tool_calls") or []:
             names[call.get("id")] = call.get("function", {}).get("name", "?")
         if message.get("role") == "tool":
