@@ -314,15 +314,17 @@ matrix.plot();
         md("""
 ## Scoring
 
-`scorer=` is any function of the text (or of prompt and text); `judge="provider:model"`
-asks a model to grade each answer against a `rubric=` instead, on the same 0-1 scale.
+`scorer=` is any function of the text (or of prompt and text) that returns a score from
+0 (worst) to 1 (best); `judge="provider:model"` asks a model to grade each answer against
+a `rubric=` instead, on the same scale.
 """),
         code("""
-def words(text: str) -> int:
-    return len(text.split())
+def brief(text: str) -> float:
+    \"\"\"1 for an answer of at most 5 words, less the longer it runs.\"\"\"
+    return min(1.0, 5 / max(len(text.split()), 1))
 
 scored = nl.compare(prompts=["short", "a somewhat longer prompt"], models=["offline:echo", "offline:story"],
-                    scorer=words, max_tokens=12)
+                    scorer=brief, max_tokens=12)
 scored.to_pandas()[["prompt", "model", "score"]]
 """),
     ]

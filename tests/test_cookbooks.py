@@ -33,10 +33,10 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 pytestmark = pytest.mark.slow
 
 
-def test_there_are_seven_cookbooks() -> None:
+def test_there_are_ten_cookbooks() -> None:
     names = [path.name for path in COOKBOOKS]
-    assert len(names) >= 7, names
-    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_", "07_"):
+    assert len(names) >= 10, names
+    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_"):
         assert any(name.startswith(prefix) for name in names), prefix
 
 
