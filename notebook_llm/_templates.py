@@ -5,7 +5,10 @@ A template has llm's keys (``prompt``, ``system``, ``model``, ``options``,
 ``extract``, ``extract_last``, and llm's others kept as they are) and
 ``$input`` / ``$name`` parameters (``string.Template``: ``$$`` is a dollar).
 A file saved here loads in llm (``llm.templates.Template`` forbids unknown
-keys, so none are added) and llm's files load here.
+keys, so none are added) and llm's files load here. As in llm, ``extract`` and
+``extract_last`` change what is shown, not the answer: ``%%llm --template``
+shows the first (last) fenced code block and puts it in a new cell below,
+while the Completion keeps the whole text.
 
 ``nl.templates`` (:data:`templates`) saves, lists, shows, edits, deletes and
 loads them; each is one YAML file in ``<config dir>/templates`` (see

@@ -46,6 +46,23 @@ def test_save_a_template_from_the_cell_above(kernel: KernelSession) -> None:
     assert value(kernel, "_llm.parsed") == {"name": "owl", "legs": 4}  # schema_object: JSON
 
 
+def test_template_extract_shows_the_code_block_and_puts_it_below(kernel: KernelSession) -> None:
+    # llm's extract / extract_last: the answer's first / last fenced code block.
+    answer = "Here:\n```python\nprint(1)\n```\nor\n```python\nprint(2)\n```\nDone."
+    ok(kernel, f'nl.templates.save("first", prompt="$input", model="offline:echo", extract=True)\n'
+               f'nl.templates.save("last", prompt="$input", model="offline:echo", '
+               f'extract_last=True)\nANSWER = {answer!r}')
+    for name, code in (("first", "print(1)"), ("last", "print(2)")):
+        done = ok(kernel, f"%%llm --template {name}\n{{ANSWER}}")
+        payload = done.reply["content"]["payload"]  # type: ignore[index]
+        assert {"source": "set_next_input", "text": code, "replace": False} in payload
+        assert "Here:" not in done.html and "Done." not in done.html
+        assert value(kernel, "_llm.text") == answer  # the whole answer is kept
+    # -f says otherwise: the whole answer, as Markdown.
+    done = ok(kernel, "%%llm --template first -f text\n{ANSWER}")
+    assert "Here:" in done.html and not done.reply["content"]["payload"]  # type: ignore[index]
+
+
 def test_template_cell_magic_list_show_edit_delete(kernel: KernelSession) -> None:
     ok(kernel, "%%llm_template save haiku\nprompt: 'A haiku about $input'\nmodel: offline:echo\n")
     ok(kernel, "%%llm --template haiku\nrain")

@@ -24,6 +24,7 @@ from notebook_llm._schemas import SchemaError, schema_dsl
 from notebook_llm._settings import load_settings, save_settings
 from notebook_llm._templates import Template, templates
 from notebook_llm.core.errors import LLMError
+from notebook_llm.notebook._display import Format
 from notebook_llm.notebook._errors import CellError
 from notebook_llm.notebook._ipython import line_cell_magic, line_magic, magic_parser
 from notebook_llm.notebook._schema import resolve_schema
@@ -31,7 +32,7 @@ from notebook_llm.notebook._schema import resolve_schema
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-__all__ = ["AssetMagics", "call_assets", "model_options", "save_config"]
+__all__ = ["AssetMagics", "call_assets", "extract_format", "model_options", "save_config"]
 
 
 def _unquote(value: str) -> str:
@@ -270,3 +271,15 @@ class _Text:
 
     def __repr__(self) -> str:
         return _render.terminal_text(self.text)
+
+
+def extract_format(template: Any, fmt: Format) -> Format:
+    """How ``%%llm --template NAME`` shows its answer: a template with llm's
+    ``extract`` (``extract_last``) shows the first (last) fenced code block, and
+    puts it in a new cell below, as ``-f code`` does, unless ``-f`` says otherwise."""
+    if fmt != "markdown" or not isinstance(template, Template):
+        return fmt
+    if template.extract_last:
+        return "code_last"
+    return "code" if template.extract else fmt
+

@@ -29,7 +29,9 @@ from notebook_llm.notebook._widgets import widget_bundle
 
 __all__ = ["Format", "StreamResult", "View", "consume", "final_bundle", "first_code_block"]
 
-Format = Literal["markdown", "text", "code", "json", "html"]
+Format = Literal["markdown", "text", "code", "code_last", "json", "html"]
+"""How an answer is shown; ``code_last`` (the last code block) is what a template
+with llm's ``extract_last`` asks for, and has no ``-f`` flag of its own."""
 
 _POLL_INTERVAL_S = 0.05
 _CANCEL_GRACE_S = 10.0
@@ -132,11 +134,12 @@ def consume(
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^ {0,3}\1[`~]*[ \t]*$", re.M | re.S)
 
 
-def first_code_block(text: str) -> str:
-    """The body of the first fenced code block, or the whole text without one."""
-    match = _FENCE.search(text)
-    if match:
-        return match.group(2).rstrip("\n")
+def first_code_block(text: str, *, last: bool = False) -> str:
+    """The body of the first (``last=True``: the last) fenced code block, or the
+    whole text without one."""
+    matches = list(_FENCE.finditer(text)) if last else [m for m in [_FENCE.search(text)] if m]
+    if matches:
+        return matches[-1].group(2).rstrip("\n")
     unclosed = re.search(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*)", text, re.M | re.S)
     return (unclosed.group(2) if unclosed else text).strip("\n")
 
@@ -149,7 +152,7 @@ def _fenced(code: str, language: str = "python") -> str:
 
 def streaming_html(text: str, fmt: Format) -> str:
     """The partial text as safe HTML: Markdown (fences closed) or escaped text."""
-    if fmt in ("markdown", "code"):
+    if fmt in ("markdown", "code", "code_last"):
         return _render.render_streaming(text)
     return _render.plain_html(text)
 
@@ -185,8 +188,8 @@ def _final_bundle(completion: Completion, fmt: Format) -> dict[str, Any]:
         return {"text/html": _render.plain_html(text), "text/plain": text}
     if fmt == "html":
         return {"text/html": _render.sandboxed_html(text), "text/plain": text}
-    if fmt == "code":
-        code = first_code_block(text)
+    if fmt in ("code", "code_last"):
+        code = first_code_block(text, last=fmt == "code_last")
         return {"text/html": _render.render_markdown(_fenced(code)), "text/plain": code}
     return {"text/html": _render.render_markdown(text), "text/plain": text}
 

@@ -22,7 +22,12 @@ from notebook_llm._api import default_client
 from notebook_llm._conversations import Conversation, select_conversation
 from notebook_llm.core.errors import LLMError
 from notebook_llm.core.types import Completion
-from notebook_llm.notebook._asset_magics import call_assets, model_options, save_config
+from notebook_llm.notebook._asset_magics import (
+    call_assets,
+    extract_format,
+    model_options,
+    save_config,
+)
 from notebook_llm.notebook._cell_context import add_context
 from notebook_llm.notebook._display import (
     CellView,
@@ -256,9 +261,9 @@ class LLMMagics(Magics):
         """Store the result, then fail the cell if something went wrong."""
         self._store(result.completion, out)
         completion = result.completion
-        if (fmt == "code" and completion is not None and not result.stopped
+        if (fmt in ("code", "code_last") and completion is not None and not result.stopped
                 and result.error is None):
-            self._next_input(completion)
+            self._next_input(completion, last=fmt == "code_last")
         if result.interrupted:
             raise CellError("the stream was stopped; the partial answer is in _llm",
                             title="KeyboardInterrupt")
@@ -270,10 +275,10 @@ class LLMMagics(Magics):
         if error is not None:
             raise error
 
-    def _next_input(self, completion: Completion) -> None:
+    def _next_input(self, completion: Completion, last: bool = False) -> None:
         from notebook_llm.notebook._display import first_code_block
 
-        code = first_code_block(completion.text)
+        code = first_code_block(completion.text, last=last)
         if not code or "google.colab" in sys.modules:
             return  # Colab cannot insert a cell: the code block above is copyable
         self._shell.set_next_input(code, replace=False)
@@ -339,7 +344,7 @@ class LLMMagics(Magics):
         if not add_context(self._shell, default_client(), args, prompt, args.model, options,
                            self.settings.confirm_tokens):
             return None
-        fmt: Format = args.format
+        fmt: Format = extract_format(options.get("template"), args.format)
         run = self._complete if args.no_stream else self._stream
         result = run(prompt, args.model, fmt, options)
         self._conclude(result, args.output, fmt)
