@@ -61,10 +61,11 @@ class Cell:
         seconds = c.latency_s - (c.ttft_s or 0.0)
         return c.usage.output_tokens / seconds if seconds > 0 else None
 
-    def cancel(self) -> None:
-        """Stop this cell's stream (its partial text is kept)."""
+    def cancel(self, by: str = "stop_all") -> None:
+        """Stop this cell's stream (its partial text is kept), through the registry
+        of work in flight, noting who stopped it (``"button"``, ``"stop_all"``)."""
         if self.stream is not None:
-            self.stream.cancel()
+            self.stream.stop(by)
 
     def row(self) -> dict[str, Any]:
         """This cell as a DataFrame row."""
@@ -120,6 +121,7 @@ class Comparison:
         self.rubric: str | None = None
         """What the judge graded against (``None``: the default rubric)."""
         self._stopping = False
+        self._entry: inflight.Entry | None = None
 
     @property
     def judge_calls(self) -> list[Completion]:
@@ -197,16 +199,24 @@ class Comparison:
         """True once every column was asked to stop (:meth:`stop`)."""
         return self._stopping
 
-    def stop(self) -> None:
-        """Stop every cell, including those whose stream has not begun yet."""
-        self._stopping = True
-        self.cancel()
+    def stop(self, by: str = "stop_all") -> None:
+        """Stop every cell, including those whose stream has not begun yet.
 
-    def cancel(self, model: str | None = None) -> None:
-        """Stop every running cell, or only ``model``'s."""
+        While the comparison runs this goes through the registry of work in
+        flight (:mod:`notebook_llm.core.inflight`), as ``nl.stop_all()`` and the
+        dashboard's Stop buttons do, noting who stopped it (``by``)."""
+        entry = self._entry
+        if entry is not None and entry.stopped_by is None:
+            entry.stop(by)  # the registry calls back here, marked
+            return
+        self._stopping = True
+        self.cancel(by=entry.stopped_by if entry is not None and entry.stopped_by else by)
+
+    def cancel(self, model: str | None = None, *, by: str = "stop_all") -> None:
+        """Stop every running cell, or only ``model``'s (``by``: who stopped them)."""
         for cell in self.cells:
             if model is None or cell.model == model:
-                cell.cancel()
+                cell.cancel(by)
 
     def cell(self, model: str, prompt: int = 0, run: int = 0) -> Cell:
         """The cell for ``model`` on prompt number ``prompt``, run ``run``."""
@@ -541,9 +551,11 @@ async def acompare(
                 on_update(comparison, cell)
 
     try:
-        with inflight.tracked("compare", ", ".join(comparison.models), comparison.stop):
+        with inflight.tracked("compare", ", ".join(comparison.models), comparison.stop) as entry:
+            comparison._entry = entry
             await asyncio.gather(*(run_cell(cell) for cell in comparison.cells))
     finally:
+        comparison._entry = None
         for cell in comparison.cells:
             if cell.status in ("pending", "running"):
                 cell.status = "stopped"

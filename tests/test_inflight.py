@@ -203,3 +203,35 @@ def test_a_stop_button_goes_through_the_registry_and_says_who_stopped() -> None:
     assert entry.stopped_by == "button"
     assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
     assert inflight.running() == []
+
+
+def test_compare_and_batch_stop_buttons_go_through_the_registry(tmp_path: Path) -> None:
+    # The dashboard's Stop buttons and the batch's Stop button stop through the
+    # same entries nl.stop_all() uses, marked as stopped by a button.
+    client = CoreClient()
+    seen: dict[str, Any] = {}
+
+    def on_update(comparison: Any, cell: Any) -> None:
+        if cell.text and "entries" not in seen:
+            seen["entries"] = inflight.running()
+            comparison.cancel("offline:story", by="button")  # one model's Stop
+            comparison.stop("button")  # Stop all
+
+    result = nl.compare("a long tale", models=["offline:story", "offline:echo"], client=client,
+                        on_update=on_update, max_tokens=400, **SLOW)
+    compare_entry = next(e for e in seen["entries"] if e.kind == "compare")
+    assert compare_entry.stopped_by == "button"
+    assert {e.stopped_by for e in seen["entries"] if e.kind == "stream"} <= {"button", None}
+    assert result.cell("offline:story").status == "stopped"
+
+    class StopAt(nl.Progress):
+        def update(self, **kwargs: Any) -> None:  # type: ignore[override]
+            super().update(**kwargs)
+            if self.done >= 3 and "batch" not in seen:
+                seen["batch"] = next(e for e in inflight.running() if e.kind == "batch")
+                self.stop()  # the widget's Stop button calls this
+
+    stopped = batch([f"row {i}" for i in range(200)], "offline:echo", client=client, rpm=60,
+                    db_path=str(tmp_path / "jobs.db"), progress=StopAt(0, backend="none"))
+    assert stopped.state == "stopped" and stopped.stop_reason == "stopped by the user"
+    assert seen["batch"].stopped_by == "button"

@@ -321,7 +321,6 @@ async def _run_direct(
     writer.on_failure = lambda error: loop.call_soon_threadsafe(stop_sending, error)
 
     if progress is not None:
-        progress.on_stop = lambda: loop.call_soon_threadsafe(stop_now, "stopped by the user")
         progress.update(total=plan.total, done=stats.done + stats.failed, cached=stats.cached,
                         failed=stats.failed)
 
@@ -342,11 +341,19 @@ async def _run_direct(
             show()
 
     interrupted = False
+    def stopped_by() -> str:
+        return "stopped by the user" if entry.stopped_by == "button" else (
+            "stopped by nl.stop_all()")
+
+    # The Stop button and nl.stop_all() both stop the job through its entry in
+    # the registry of work in flight.
     entry = inflight.register(
         "batch", ", ".join(m.name for m in plan.models),
-        lambda: loop.call_soon_threadsafe(stop_now, "stopped by nl.stop_all()"),
+        lambda: loop.call_soon_threadsafe(stop_now, stopped_by()),
         label=plan.name or job_id,
     )
+    if progress is not None:
+        progress.on_stop = lambda: entry.stop("button")
     token = inflight.enter(entry)  # the rows' calls are its children
     try:
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]

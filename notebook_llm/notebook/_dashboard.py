@@ -169,17 +169,17 @@ class _View:
         """Stop every column (``model=None``) or one model's; partial text is kept."""
         if model is None:
             self.stop_all = True
-            self.comparison.stop()  # what the registry of work in flight calls too
+            self.comparison.stop("button")  # through the registry of work in flight
         else:
             self.stopped_models.add(model)
-            self.comparison.cancel(model)
+            self.comparison.cancel(model, by="button")  # each stream's registry entry
         self.dirty = True
 
     def apply_stops(self) -> None:
         """Cancel again what should be stopped: a stream created after the click."""
         for cell in self.comparison.cells:
             if cell.status in ("pending", "running") and self._stopping(cell.model):
-                cell.cancel()
+                cell.cancel("button")
 
     def _stopping(self, model: str) -> bool:
         return self.stop_all or model in self.stopped_models
