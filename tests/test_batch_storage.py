@@ -23,7 +23,7 @@ from notebook_llm.core.client import CoreClient
 from notebook_llm.core.retry import RetryPolicy
 from tests.support.replay import RecordedRequest, ReplayServer, Reply
 
-ROWS = 150
+ROWS = 400
 ANSWER = "x" * 3000  # large rows, so a small disk fills within the job
 
 
@@ -49,7 +49,7 @@ def small_disk(tmp_path: Path):
     if shutil.which("mount") is None:
         pytest.skip("needs mount(8) to make a small filesystem")
     try:
-        _mount(point, "400k")
+        _mount(point, "1m")  # the empty, migrated log takes ~200 KB of it
     except (subprocess.CalledProcessError, PermissionError) as exc:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {exc}")
     yield point
