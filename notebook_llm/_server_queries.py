@@ -133,6 +133,18 @@ def _fts_ids(conn: sqlite3.Connection, query: str, limit: int) -> list[Any] | No
     return [r[0] for r in rows]
 
 
+def _indexed_upto(conn: sqlite3.Connection) -> int:
+    """The highest call rowid in the search index (every call where unknown)."""
+    try:
+        row = conn.execute("SELECT indexed_rowid FROM calls_fts_state").fetchone()
+    except sqlite3.Error:
+        row = None
+    if row is not None and isinstance(row[0], int):
+        return row[0]
+    newest = conn.execute("SELECT MAX(rowid) FROM calls").fetchone()
+    return int(newest[0] or 0)
+
+
 def calls(
     query: str = "", *, limit: int = 50, notebook: str | None = None,
     db_path: str | Path | None = None,
@@ -147,15 +159,19 @@ def calls(
         if notebook:
             where.append(_NOTEBOOK)
         if query:
+            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params["like"] = f"%{escaped}%"
             ids = _fts_ids(conn, query, limit * 4)
             if ids is not None:
                 out["search"] = "fts"
                 marks = ",".join(str(int(i)) for i in ids) or "NULL"
-                where.append(f"rowid IN ({marks})")
+                # The index catches up with new calls when a kernel's log writer
+                # is idle (this reader never writes): newer calls are matched
+                # with LIKE until then.
+                params["indexed"] = _indexed_upto(conn)
+                where.append(f"(rowid IN ({marks}) OR (rowid > :indexed AND {_LIKE}))")
             else:
                 out["search"] = "like"
-                escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                params["like"] = f"%{escaped}%"
                 where.append(_LIKE)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = conn.execute(f"{_LIST}{clause} ORDER BY created_at DESC LIMIT :limit", params)

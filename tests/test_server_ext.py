@@ -60,24 +60,31 @@ def test_last_calls_newest_first_with_previews(log: Path) -> None:
 
 
 def test_search_falls_back_to_like_and_escapes_wildcards(log: Path) -> None:
+    conn = sqlite3.connect(log)  # a log from before the search index
+    conn.execute("DROP TABLE calls_fts")
+    conn.commit()
+    conn.close()
     found = queries.calls("lighthouses", db_path=log)
     assert found["search"] == "like"
     assert [c["prompt"] for c in found["calls"]] == ["alpha prompt about lighthouses"]
     assert queries.calls("%", db_path=log)["calls"] == []  # a literal percent sign
 
 
-def test_search_uses_calls_fts_where_it_exists(log: Path) -> None:
-    conn = sqlite3.connect(log)
-    conn.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(messages_json, response_text, "
-                 "content='calls', content_rowid='rowid')")
-    conn.execute("INSERT INTO calls_fts(calls_fts) VALUES ('rebuild')")
-    conn.commit()
-    conn.close()
+def test_search_uses_calls_fts_and_finds_calls_not_indexed_yet(log: Path) -> None:
+    from notebook_llm.store.search import catch_up_all
+
+    catch_up_all(call_log(log).store)
     found = queries.calls("third", db_path=log)
     assert found["search"] == "fts"
     assert [c["prompt"] for c in found["calls"]] == ["plain third"]
     # What a person types is a phrase, never FTS syntax.
     assert queries.calls('"unbalanced', db_path=log)["calls"] == []
+    # A call the index has not caught up with yet (a kernel's writer indexes
+    # when idle; this reader never writes) is found all the same.
+    nl.Client(db_path=log).complete("fourth about third things", "offline:echo")
+    call_log(log).flush()
+    found = queries.calls("third", db_path=log)
+    assert [c["prompt"] for c in found["calls"]] == ["fourth about third things", "plain third"]
 
 
 def test_notebook_paths_match_relative_to_the_server_root(log: Path) -> None:
