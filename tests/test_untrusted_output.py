@@ -252,11 +252,12 @@ def test_embeddings_reprs_hostile_labels_texts_and_model(tmp_path: Any) -> None:
     safe(page, "div", "b")
 
 
-def test_batch_result_reprs_hostile_models_and_reasons() -> None:
+def test_batch_result_reprs_hostile_models_and_reasons(tmp_path: Any) -> None:
     from notebook_llm.batches import BatchEstimate, BatchResult
 
     result = BatchResult("job-<script>", name=None, state="stopped", mode="concurrent",
-                         models=HOSTILE, rows=1, stop_reason=HOSTILE[0])
+                         models=HOSTILE, rows=1, stop_reason=HOSTILE[0],
+                         db=str(tmp_path / "jobs.db"))
     safe(result._repr_html_(), "div", "b", "small")
     estimate = BatchEstimate(
         rows=1, requests=len(HOSTILE), input_tokens=1, output_tokens=1, cost_usd=None,
