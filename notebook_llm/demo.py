@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens=8,
             temperature=0,
         )
-        table = reviews.join(result.to_pandas()[["output", "output_tokens", "cost_usd"]])
+        # The frame carries the input columns, then the answer as ``text``.
+        table = result.to_pandas()[[*reviews.columns, "text", "output_tokens", "cost_usd"]]
         _say(table.head(8).to_string(max_colwidth=50))
         summary_row = result.summary()
         print(f"... {len(table)} rows: {summary_row['done']} done, {summary_row['failed']} failed, "
